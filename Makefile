@@ -1,0 +1,28 @@
+# The two commands a fresh Debian machine needs: `make run` and `make test`.
+# Both set up everything themselves (infra/bootstrap.sh), so they work on a machine that has
+# nothing but Debian and root.
+
+VENV ?= .venv
+export QUIRE_VENV := $(VENV)
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint bootstrap bootstrap-dev bench
+
+bootstrap:
+	infra/bootstrap.sh
+
+bootstrap-dev:
+	infra/bootstrap.sh --dev
+
+## Run the embedded default in the foreground: API, workers, sweeper, private Redis, SQLite.
+run: bootstrap
+	$(PY) infra/run_embedded.py
+
+lint: bootstrap-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## Lint, type-check and run the whole test suite against real services.
+test: lint
+	$(VENV)/bin/pytest

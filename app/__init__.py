@@ -1,0 +1,1 @@
+"""Quire: bulk DOCX to PDF conversion service (API and shared core)."""

@@ -1,0 +1,58 @@
+"""Liveness (the process answers) and readiness (its dependencies answer)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from app.api.errors import error_response, responses
+from app.db import get_engine
+from app.queue import get_sender
+from app.schemas import Health
+from app.storage import get_store
+
+router = APIRouter(tags=["health"])
+CHECK_TIMEOUT = 5
+
+
+def _database() -> None:
+    with get_engine().connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def _broker() -> None:
+    with get_sender().connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+
+
+def _store() -> None:
+    get_store().check()
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses=responses(503),
+    summary="Database, broker and object store are reachable",
+)
+async def readyz() -> Health | JSONResponse:
+    checks: dict[str, str] = {}
+    for name, probe in (("database", _database), ("broker", _broker), ("store", _store)):
+        try:
+            await asyncio.wait_for(run_in_threadpool(probe), CHECK_TIMEOUT + 1)
+            checks[name] = "ok"
+        except Exception as error:  # any failure means "not ready"; the message says which
+            checks[name] = f"unreachable: {type(error).__name__}: {error}"[:300]
+    if all(value == "ok" for value in checks.values()):
+        return Health(status="ok", checks=checks)
+    failing = "; ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+    return error_response(503, f"Not ready: {failing}")

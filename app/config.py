@@ -1,0 +1,111 @@
+"""All configuration, read once from ``QUIRE_*`` environment variables and validated at start-up.
+
+Every field is documented in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUIRE_", extra="ignore")
+
+    # Where the embedded default keeps everything: SQLite, the local object store, Redis, scratch.
+    data_dir: Path = Path(".data")
+
+    database_url: str = ""  # empty: SQLite in data_dir
+    broker_url: str = "redis://localhost:6379/0"
+
+    storage_backend: Literal["local", "s3"] = "local"
+    local_store_dir: Path | None = None  # default: data_dir/objects
+    s3_endpoint_url: str | None = None  # None: AWS itself
+    s3_public_endpoint_url: str | None = None  # host clients use for presigned URLs
+    s3_bucket: str = "quire"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+
+    public_url: str | None = None  # base of absolute links; default: the request's own base URL
+    secret_key: str = ""  # signs the local store's URLs; empty: generated once into data_dir
+    presigned_url_ttl: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+
+    max_upload_bytes: int = Field(default=2 * GiB, gt=0)
+    max_files_per_job: int = Field(default=10_000, gt=0)
+    max_entry_bytes: int = Field(default=100 * MiB, gt=0)
+    max_total_uncompressed_bytes: int = Field(default=20 * GiB, gt=0)
+    max_compression_ratio: float = Field(default=100.0, gt=1)
+
+    conversion_timeout: int = Field(default=120, ge=1)
+    libreoffice_start_timeout: int = Field(default=60, ge=1)
+    libreoffice_restart_after: int = Field(default=200, ge=1)
+    soffice_path: str = "soffice"
+    converter: Literal["uno", "cli", "fake"] = "uno"
+    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    scratch_dir: Path | None = None  # default: data_dir/scratch
+
+    # A non-terminal file or job untouched this long is re-sent by the sweeper.
+    stale_after: int = Field(default=900, ge=10)
+    sweep_interval: int = Field(default=30, ge=1)
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("QUIRE_S3_BUCKET is required when QUIRE_STORAGE_BACKEND=s3")
+        return self
+
+    # Derived values: one place computes them so API, workers and sweeper agree.
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'quire.db').resolve()}"
+
+    @property
+    def resolved_local_store_dir(self) -> Path:
+        return (self.local_store_dir or self.data_dir / "objects").resolve()
+
+    @property
+    def resolved_scratch_dir(self) -> Path:
+        return (self.scratch_dir or self.data_dir / "scratch").resolve()
+
+    @property
+    def task_soft_time_limit(self) -> int:
+        # Room for a LibreOffice restart plus the store round trips around one conversion.
+        return self.conversion_timeout + self.libreoffice_start_timeout + 60
+
+    @property
+    def task_hard_time_limit(self) -> int:
+        return self.task_soft_time_limit + 30
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once into data_dir (restarts keep URLs valid)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"secret_key.{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(32))
+            # link() refuses to replace: if two processes race, both read the winner's key.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,75 @@
+"""The job service used by the API: create a job from a listed upload, and read it back."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.models import File, FileStatus, Job, JobStatus, new_id, utcnow
+from app.zipinput import DocxEntry, output_names
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def create_job(session: Session, job_id: str, entries: list[DocxEntry], upload_bytes: int) -> Job:
+    """The job and one row per DOCX entry, in the caller's transaction (one bulk INSERT)."""
+    now = utcnow()
+    job = Job(
+        id=job_id,
+        status=JobStatus.PENDING,
+        file_count=len(entries),
+        upload_bytes=upload_bytes,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    names = output_names([entry.name for entry in entries])
+    rows = [
+        {
+            "id": new_id(),
+            "job_id": job_id,
+            "position": entry.index,
+            "filename": entry.name,
+            "output_name": output_name,
+            "status": FileStatus.PENDING,
+            "attempts": 0,
+            "touched_at": now,
+        }
+        for entry, output_name in zip(entries, names, strict=True)
+    ]
+    session.execute(insert(File), rows)
+    return job
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    files: list[File]
+
+    @property
+    def counts(self) -> Counter[FileStatus]:
+        return Counter(file.status for file in self.files)
+
+
+def parse_job_id(raw: str) -> str | None:
+    """The canonical form of a job id, or None when it cannot be one (answered with 404)."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def get_job_view(session: Session, job_id: str) -> JobView | None:
+    """The job and its files in two queries, however many files it has."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    files = list(session.scalars(select(File).where(File.job_id == job_id).order_by(File.position)))
+    return JobView(job=job, files=files)

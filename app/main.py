@@ -1,0 +1,49 @@
+"""The FastAPI application: routers, error handlers, start-up checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import blobs, health, jobs
+from app.api.errors import install_error_handlers
+from app.config import get_settings
+from app.logs import configure_logging
+from app.storage import S3Store, get_store
+
+DESCRIPTION = """
+Quire converts DOCX files to PDF in bulk. Upload one zip of DOCX files, get a job id at once,
+watch per-file progress, and download one zip of PDFs.
+
+Every error answers with the same body: `{"error": {"status": 404, "code": "not_found",
+"message": "..."}}`.
+"""
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()  # refuses to start on invalid settings
+    configure_logging(settings.log_level)
+    store = get_store()
+    if isinstance(store, S3Store):
+        store.ensure_bucket()
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Quire",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(blobs.router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

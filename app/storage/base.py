@@ -1,0 +1,99 @@
+"""The object store interface every part of Quire talks to, and the one place keys are built.
+
+Keys are made only from ids that Quire generated, never from names found inside an upload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+
+class StoreError(Exception):
+    """The object store failed; ``transient`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ObjectNotFound(StoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}", transient=False)
+        self.key = key
+
+
+def upload_key(job_id: str) -> str:
+    return f"uploads/{job_id}/source.zip"
+
+
+def input_key(job_id: str, file_id: str) -> str:
+    return f"jobs/{job_id}/input/{file_id}.docx"
+
+
+def output_key(job_id: str, file_id: str) -> str:
+    return f"jobs/{job_id}/output/{file_id}.pdf"
+
+
+def result_key(job_id: str) -> str:
+    return f"jobs/{job_id}/result.zip"
+
+
+def job_prefixes(job_id: str) -> tuple[str, ...]:
+    return (f"uploads/{job_id}/", f"jobs/{job_id}/")
+
+
+class ObjectWriter(Protocol):
+    """A streaming write: bytes go out as they come; the object appears only on ``commit``."""
+
+    bytes_written: int
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class WriterScope:
+    """``with store.writer(key) as w``: commits when the block ends, aborts on error."""
+
+    def __init__(self, writer: ObjectWriter) -> None:
+        self.writer = writer
+
+    def __enter__(self) -> ObjectWriter:
+        return self.writer
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.writer.commit()
+        else:
+            self.writer.abort()
+
+
+class ObjectStore(Protocol):
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
+    def put_file(self, key: str, path: str, content_type: str) -> None: ...
+    def open_writer(self, key: str, content_type: str) -> ObjectWriter: ...
+    def open_reader(self, key: str) -> BinaryIO:
+        """A seekable reader: the zip listing reads only the central directory through it."""
+        ...
+
+    def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]: ...
+    def download_file(self, key: str, path: str) -> None: ...
+    def size(self, key: str) -> int: ...
+    def exists(self, key: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def presigned_get_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str:
+        """An expiring URL for the object; may be relative to the API's own base URL."""
+        ...
+
+    def check(self) -> None:
+        """Raise StoreError when the store cannot be reached (readiness probe)."""
+        ...

@@ -1,0 +1,135 @@
+"""The embedded default's object store: a directory tree; the API serves its signed URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, urlencode
+
+from app.storage.base import ObjectNotFound, StoreError
+
+# Relative (no leading slash), so joining it to a public URL with a path prefix keeps the prefix.
+BLOB_ROUTE = "api/v1/blobs/"
+
+
+def sign_blob(secret: str, key: str, expires: int, filename: str, content_type: str) -> str:
+    message = "\n".join((key, str(expires), filename, content_type)).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class LocalWriter:
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temporary name: two writers of one key never see each other's half-written bytes.
+        self.partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        self.handle: BinaryIO | None = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        assert self.handle is not None, "writer already closed"
+        self.handle.write(data)
+        self.bytes_written += len(data)
+
+    def commit(self) -> None:
+        assert self.handle is not None, "writer already closed"
+        self.handle.close()
+        self.handle = None
+        os.replace(self.partial, self.final)
+
+    def abort(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        self.partial.unlink(missing_ok=True)
+
+
+class LocalStore:
+    def __init__(self, root: Path, secret: str) -> None:
+        self.root = root.resolve()
+        self.secret = secret
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise StoreError(f"invalid key: {key!r}", transient=False)
+        return path
+
+    def open_writer(self, key: str, content_type: str) -> LocalWriter:
+        return LocalWriter(self.path(key))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        writer = self.open_writer(key, content_type)
+        writer.write(data)
+        writer.commit()
+
+    def put_file(self, key: str, path: str, content_type: str) -> None:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        shutil.copyfile(path, partial)
+        os.replace(partial, final)
+
+    def open_reader(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        with self.open_reader(key) as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def download_file(self, key: str, path: str) -> None:
+        try:
+            shutil.copyfile(self.path(key), path)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix.rstrip("/")), ignore_errors=True)
+
+    def presigned_get_url(
+        self, key: str, *, filename: str, content_type: str, expires_in: int
+    ) -> str:
+        expires = int(time.time()) + expires_in
+        query = urlencode(
+            {
+                "expires": expires,
+                "filename": filename,
+                "content_type": content_type,
+                "signature": sign_blob(self.secret, key, expires, filename, content_type),
+            }
+        )
+        return f"{BLOB_ROUTE}{quote(key)}?{query}"
+
+    def verify(
+        self, key: str, expires: int, filename: str, content_type: str, signature: str
+    ) -> bool:
+        expected = sign_blob(self.secret, key, expires, filename, content_type)
+        return hmac.compare_digest(expected, signature) and expires >= time.time()
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise StoreError(f"local store {self.root} is not writable", transient=False)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

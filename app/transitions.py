@@ -1,0 +1,207 @@
+"""Every change of a file's or job's status, each one a conditional UPDATE.
+
+Delivery is at least once, so any of these may run twice or concurrently for the same row;
+the WHERE clauses make the second caller a no-op, which is how a redelivered task never counts
+a file twice and how exactly one caller gets to start a job's archive.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from typing import Any
+
+from sqlalchemy import Result, Select, exists, select, update
+from sqlalchemy.orm import Session
+
+from app.models import (
+    TERMINAL_FILE_STATUSES,
+    TERMINAL_JOB_STATUSES,
+    File,
+    FileStatus,
+    Job,
+    JobStatus,
+    utcnow,
+)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # UPDATE results are CursorResults; the generic Result type does not declare rowcount.
+    return int(getattr(result, "rowcount", 0))
+
+
+def start_job(session: Session, job_id: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+        .values(status=JobStatus.IN_PROGRESS, updated_at=utcnow())
+    )
+    return _rowcount(result) > 0
+
+
+def claim_file(session: Session, file_id: str) -> bool:
+    """Mark a file IN_PROGRESS unless it already finished; False means: nothing to do."""
+    result = session.execute(
+        update(File)
+        .where(File.id == file_id, File.status.not_in(TERMINAL_FILE_STATUSES))
+        .values(status=FileStatus.IN_PROGRESS, attempts=File.attempts + 1, touched_at=utcnow())
+    )
+    return _rowcount(result) > 0
+
+
+def complete_file(session: Session, file_id: str, *, output_bytes: int, crc32: int) -> bool:
+    result = session.execute(
+        update(File)
+        .where(File.id == file_id, File.status.not_in(TERMINAL_FILE_STATUSES))
+        .values(
+            status=FileStatus.COMPLETED,
+            output_bytes=output_bytes,
+            output_crc32=crc32,
+            error_message=None,
+            finished_at=utcnow(),
+            touched_at=utcnow(),
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def fail_files(session: Session, file_ids: list[str], message: str) -> int:
+    if not file_ids:
+        return 0
+    result = session.execute(
+        update(File)
+        .where(File.id.in_(file_ids), File.status.not_in(TERMINAL_FILE_STATUSES))
+        .values(
+            status=FileStatus.FAILED,
+            error_message=message,
+            finished_at=utcnow(),
+            touched_at=utcnow(),
+        )
+    )
+    return _rowcount(result)
+
+
+def claim_archive(session: Session, job_id: str) -> bool:
+    """True for exactly one caller, once every file of the job is terminal.
+
+    Call it in a transaction of its own, after the file's own update has committed: otherwise
+    two workers finishing the last two files concurrently could each miss the other's update.
+    """
+    unfinished = exists().where(File.job_id == job_id, File.status.not_in(TERMINAL_FILE_STATUSES))
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.archive_enqueued_at.is_(None),
+            Job.status.not_in(TERMINAL_JOB_STATUSES),
+            ~unfinished,
+        )
+        .values(archive_enqueued_at=utcnow(), updated_at=utcnow())
+        .returning(Job.id)
+    )
+    return result.first() is not None
+
+
+def finish_job(session: Session, job_id: str, *, result_bytes: int) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
+        .values(
+            status=JobStatus.COMPLETED,
+            result_bytes=result_bytes,
+            completed_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def fail_job(session: Session, job_id: str, message: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
+        .values(
+            status=JobStatus.FAILED,
+            error_message=message,
+            completed_at=utcnow(),
+            updated_at=utcnow(),
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def touch_files(session: Session, file_ids: list[str]) -> None:
+    if file_ids:
+        session.execute(update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
+
+
+def stale_files(
+    session: Session,
+    older_than: timedelta,
+    *,
+    include_in_progress: bool = False,
+    limit: int = 1000,
+) -> list[tuple[str, str, bool]]:
+    """Unfinished files nobody touched for a while: their message was lost or their worker died.
+
+    Rows of (file id, job id, whether its input object was written). ``include_in_progress``
+    takes every IN_PROGRESS file whatever its age: right when no worker can be running.
+    """
+    cutoff: datetime = utcnow() - older_than
+    stale = File.touched_at < cutoff
+    if include_in_progress:
+        stale = stale | (File.status == FileStatus.IN_PROGRESS)
+    rows = session.execute(
+        select(File.id, File.job_id, File.input_bytes.is_not(None))
+        .join(Job, Job.id == File.job_id)
+        .where(
+            File.status.not_in(TERMINAL_FILE_STATUSES),
+            stale,
+            Job.status == JobStatus.IN_PROGRESS,
+        )
+        .limit(limit)
+    )
+    return [(file_id, job_id, bool(ingested)) for file_id, job_id, ingested in rows]
+
+
+def stale_pending_jobs(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
+    """Jobs accepted but never ingested: the ingest message was lost."""
+    rows = session.execute(
+        select(Job.id)
+        .where(Job.status == JobStatus.PENDING, Job.updated_at < utcnow() - older_than)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def jobs_ready_for_archive(session: Session, limit: int = 100) -> list[str]:
+    """Jobs whose files all finished but whose archive was never claimed (a worker died between)."""
+    unfinished = exists().where(File.job_id == Job.id, File.status.not_in(TERMINAL_FILE_STATUSES))
+    rows = session.execute(
+        select(Job.id)
+        .where(Job.status == JobStatus.IN_PROGRESS, Job.archive_enqueued_at.is_(None), ~unfinished)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def stale_archives(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
+    """Jobs whose archive was claimed long ago but never finished: the archive task was lost."""
+    rows = session.execute(
+        select(Job.id)
+        .where(
+            Job.status == JobStatus.IN_PROGRESS,
+            Job.archive_enqueued_at.is_not(None),
+            Job.updated_at < utcnow() - older_than,
+        )
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def touch_job(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+
+
+def job_of_file(file_id: str) -> Select[str]:
+    return select(File.job_id).where(File.id == file_id)

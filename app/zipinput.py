@@ -1,0 +1,134 @@
+"""Reading an uploaded zip: which entries are DOCX files, their names, and their PDF names.
+
+Only the central directory is read here (no decompression); the ingest task reads the bytes.
+Entry names are data: they become a file's identity and, cleaned, its name in the result zip,
+but never a key or a path on disk.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import stat
+import zipfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+UTF8_NAME_FLAG = 0x800
+ENCRYPTED_FLAG = 0x1
+
+
+class UploadRejected(Exception):
+    """The upload as a whole cannot become a job; ``status_code`` is the HTTP answer."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DocxEntry:
+    index: int  # position in the zip's central directory: stable, unique, unlike names
+    name: str  # decoded path inside the zip, as the user knows it
+    info: zipfile.ZipInfo
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.info.flag_bits & ENCRYPTED_FLAG)
+
+
+def decode_entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name as its author meant it.
+
+    Without the UTF-8 flag, zipfile decodes names as CP437, but many tools write UTF-8 without
+    setting the flag: recover those, and keep CP437 for real legacy names.
+    """
+    if info.flag_bits & UTF8_NAME_FLAG:
+        return info.filename
+    raw = info.filename.encode("cp437")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return info.filename
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def is_ignored(name: str) -> bool:
+    """Entries a person did not mean to convert: folders, OS litter, Word lock files, non-DOCX."""
+    parts = name.replace("\\", "/").split("/")
+    base = parts[-1]
+    return (
+        not base
+        or "__MACOSX" in parts
+        or base.startswith("._")
+        or base == ".DS_Store"
+        or base.startswith("~$")
+        or not base.lower().endswith(".docx")
+    )
+
+
+def list_docx_entries(source: BinaryIO, max_files: int) -> list[DocxEntry]:
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise UploadRejected(400, "The upload is not a readable zip archive.") from None
+    with archive:
+        infos = archive.infolist()
+    if not infos:
+        raise UploadRejected(400, "The zip archive is empty.")
+    entries = []
+    for index, info in enumerate(infos):
+        if info.is_dir() or _is_symlink(info):
+            continue
+        name = decode_entry_name(info)
+        if not is_ignored(name):
+            entries.append(DocxEntry(index=index, name=name, info=info))
+    if not entries:
+        raise UploadRejected(400, "The zip archive contains no .docx files.")
+    if len(entries) > max_files:
+        raise UploadRejected(
+            413,
+            f"The zip archive holds {len(entries)} .docx files; the limit is {max_files} per job.",
+        )
+    return entries
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DOCX_SUFFIX = re.compile(r"\.docx$", re.IGNORECASE)
+
+
+def safe_relative_path(name: str) -> str:
+    """A path that stays inside whatever folder the result zip is unpacked into."""
+    parts = [_CONTROL.sub("_", part) for part in name.replace("\\", "/").split("/")]
+    parts = [part for part in parts if part not in ("", ".", "..")]
+    if parts and _DRIVE.match(parts[0]):
+        parts = parts[1:]
+    return "/".join(parts) or "document.docx"
+
+
+def output_names(entry_names: list[str]) -> list[str]:
+    """The PDF name for each entry: the same path with ``.pdf``, unique in the result zip.
+
+    Uniqueness ignores case, because the archive is often unpacked on case-insensitive disks.
+    """
+    taken: set[str] = set()
+    names = []
+    for entry_name in entry_names:
+        stem = _DOCX_SUFFIX.sub("", safe_relative_path(entry_name))
+        candidate = f"{stem}.pdf"
+        counter = 2
+        while candidate.lower() in taken:
+            candidate = f"{stem} ({counter}).pdf"
+            counter += 1
+        taken.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+def attachment_name(entry_name: str) -> str:
+    return posixpath.basename(safe_relative_path(entry_name))

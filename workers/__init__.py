@@ -1,0 +1,1 @@
+"""Quire's Celery workers: ingest, conversion with LibreOffice, archive, sweeper."""

@@ -1,0 +1,85 @@
+"""The result zip: started once per job by an atomic transition, streamed into the store.
+
+PDFs are stored, not recompressed (they are compressed already), and their size and CRC-32
+were recorded at conversion, so stream-zip needs no buffering: memory stays flat whatever the
+archive's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
+
+from app import queue, transitions
+from app.db import session_scope
+from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
+from app.storage import ObjectStore, WriterScope, output_key, result_key
+
+log = logging.getLogger("quire.archive")
+ZIP32_LIMIT = 0xFFFF_FFFF
+# Local header and data descriptor per member, besides its name: a safe over-estimate.
+MEMBER_OVERHEAD = 128
+FILE_MODE = stat.S_IFREG | 0o644
+
+
+def start_archive_if_done(job_id: str) -> bool:
+    """Queue the archive when every file is terminal; True for the one caller that did.
+
+    A transaction of its own, run after the caller's file update committed (see
+    ``transitions.claim_archive``), and the task is sent only after this one commits.
+    """
+    with session_scope() as session:
+        claimed = transitions.claim_archive(session, job_id)
+    if claimed:
+        queue.send_archive(job_id)
+        log.info("archive.queued job_id=%s", job_id)
+    return claimed
+
+
+def _members(job_id: str, files: Sequence[Any], store: ObjectStore) -> Iterator[Any]:
+    modified = datetime.now(UTC)
+    offset = 0
+    for file_id, name, size, crc in files:
+        # Plain zip is smaller and opens everywhere; switch to Zip64 only once offsets need it.
+        offset += size + len(name.encode()) + MEMBER_OVERHEAD
+        method = NO_COMPRESSION_32 if offset < ZIP32_LIMIT else NO_COMPRESSION_64
+        yield (
+            name,
+            modified,
+            FILE_MODE,
+            method(size, crc),
+            store.iter_chunks(output_key(job_id, file_id)),
+        )
+
+
+def build_archive(job_id: str, store: ObjectStore) -> None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in TERMINAL_JOB_STATUSES:
+            return  # deleted, or a redelivered task for an archive already written
+        files = session.execute(
+            select(File.id, File.output_name, File.output_bytes, File.output_crc32)
+            .where(File.job_id == job_id, File.status == FileStatus.COMPLETED)
+            .order_by(File.position)
+        ).all()
+    if not files:
+        with session_scope() as session:
+            transitions.fail_job(
+                session,
+                job_id,
+                "No file could be converted; each file's error_message says why.",
+            )
+        log.info("job.failed job_id=%s reason=no_file_converted", job_id)
+        return
+    with WriterScope(store.open_writer(result_key(job_id), "application/zip")) as writer:
+        for chunk in stream_zip(_members(job_id, files, store)):
+            writer.write(chunk)
+    with session_scope() as session:
+        transitions.finish_job(session, job_id, result_bytes=writer.bytes_written)
+    log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), writer.bytes_written)

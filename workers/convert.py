@@ -1,0 +1,97 @@
+"""Converting one file: claim it, fetch its DOCX, validate, convert, store the PDF, record it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app import transitions
+from app.config import Settings
+from app.db import session_scope
+from app.models import TERMINAL_JOB_STATUSES, File, Job
+from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
+from workers.archive import start_archive_if_done
+from workers.conversion import ConversionError, Converter, ConverterCrashed
+from workers.validation import InvalidDocument, validate_docx
+
+log = logging.getLogger("quire.convert")
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _claim(file_id: str) -> str | None:
+    """The file's job id if this task should convert it, None when there is nothing to do."""
+    with session_scope() as session:
+        row = session.execute(
+            select(File.job_id, Job.status)
+            .join(Job, Job.id == File.job_id)
+            .where(File.id == file_id)
+        ).first()
+        if row is None or row.status in TERMINAL_JOB_STATUSES:
+            return None
+        return row.job_id if transitions.claim_file(session, file_id) else None
+
+
+def _convert_with_one_retry(
+    converter: Converter, source: Path, target: Path, timeout: float
+) -> None:
+    try:
+        converter.convert(source, target, timeout)
+    except ConverterCrashed:
+        # A crash may come from the instance's state, not this document: one fresh try.
+        log.warning("convert.retry_after_crash source=%s", source.name)
+        converter.convert(source, target, timeout)
+
+
+def convert_file(
+    file_id: str, store: ObjectStore, converter: Converter, settings: Settings
+) -> None:
+    job_id = _claim(file_id)
+    if job_id is None:
+        return
+    scratch_root = settings.resolved_scratch_dir
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="convert-", dir=scratch_root))
+    try:
+        # Scratch names come from ids, never from the name the file had in the zip.
+        source, target = work / "input.docx", work / "output.pdf"
+        error: str | None = None
+        try:
+            store.download_file(input_key(job_id, file_id), str(source))
+            validate_docx(source)
+            _convert_with_one_retry(converter, source, target, settings.conversion_timeout)
+            if not target.is_file() or target.stat().st_size == 0:
+                raise ConversionError("LibreOffice wrote no PDF for this document.")
+        except ObjectNotFound:
+            error = "The uploaded document is missing from the object store."
+        except (InvalidDocument, ConversionError) as failure:
+            error = str(failure)
+        if error is None:
+            size, crc = target.stat().st_size, _crc32(target)
+            store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
+        with session_scope() as session:
+            if error is None:
+                transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
+            else:
+                transitions.fail_files(session, [file_id], error)
+        log.info(
+            "file.%s job_id=%s file_id=%s error=%r",
+            "failed" if error else "completed",
+            job_id,
+            file_id,
+            error,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    start_archive_if_done(job_id)

@@ -1,0 +1,161 @@
+"""Ingest: copy each DOCX entry of the uploaded zip into its own input object, then queue it.
+
+The listing at upload time read only the central directory, whose sizes can lie; here the bytes
+are counted as they are decompressed, and an entry past the size or ratio limit is FAILED
+instead of filling the disk. Files are committed and queued in batches, so conversions start
+while a large zip is still being unpacked.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import queue, transitions
+from app.config import Settings
+from app.db import session_scope
+from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
+from app.storage import ObjectStore, input_key, upload_key
+from app.zipinput import ENCRYPTED_FLAG
+from workers.archive import start_archive_if_done
+
+log = logging.getLogger("quire.ingest")
+BATCH = 50
+CHUNK = 1024 * 1024
+
+
+class EntryRefused(Exception):
+    """This entry cannot become an input object; the message goes to the file's row."""
+
+
+@dataclass
+class Batch:
+    copied: dict[str, int] = field(default_factory=dict)  # file id -> input bytes
+    failed: dict[str, str] = field(default_factory=dict)  # file id -> message
+
+    def __len__(self) -> int:
+        return len(self.copied) + len(self.failed)
+
+
+def _flush(job_id: str, batch: Batch) -> None:
+    with session_scope() as session:
+        if batch.copied:
+            session.execute(
+                update(File),
+                [{"id": file_id, "input_bytes": size} for file_id, size in batch.copied.items()],
+            )
+        for file_id, message in batch.failed.items():
+            transitions.fail_files(session, [file_id], message)
+    # Only after the commit: a conversion task must find its input recorded.
+    queue.send_conversions(batch.copied)
+    log.info(
+        "ingest.batch job_id=%s copied=%d failed=%d", job_id, len(batch.copied), len(batch.failed)
+    )
+
+
+def _copy_entry(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    store: ObjectStore,
+    key: str,
+    settings: Settings,
+    budget: int,
+) -> int:
+    if info.flag_bits & ENCRYPTED_FLAG:
+        raise EntryRefused(
+            "The entry is encrypted inside the zip (a password-protected zip "
+            "entry); upload it without zip encryption."
+        )
+    limit = min(settings.max_entry_bytes, budget)
+    ratio_limit = max(info.compress_size, 1) * settings.max_compression_ratio
+    writer = store.open_writer(
+        key, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    )
+    try:
+        with archive.open(info) as entry:
+            while chunk := entry.read(CHUNK):
+                writer.write(chunk)
+                if writer.bytes_written > limit:
+                    raise EntryRefused(
+                        f"The entry unpacks to more than {limit} bytes, past the size limit."
+                    )
+                if writer.bytes_written > ratio_limit:
+                    raise EntryRefused(
+                        "The entry's compression ratio is beyond "
+                        f"{settings.max_compression_ratio:g}:1 (a zip bomb?); refused."
+                    )
+        writer.commit()
+    except EntryRefused:
+        writer.abort()
+        raise
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as error:
+        writer.abort()
+        raise EntryRefused(
+            f"The entry is damaged in the zip and cannot be read ({error})."
+        ) from None
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.bytes_written
+
+
+def _pending_files(session: Session, job_id: str) -> list[tuple[str, int]]:
+    rows = session.execute(
+        select(File.id, File.position)
+        .where(File.job_id == job_id, File.status == FileStatus.PENDING, File.input_bytes.is_(None))
+        .order_by(File.position)
+    )
+    return [(file_id, position) for file_id, position in rows]
+
+
+def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in TERMINAL_JOB_STATUSES:
+            return
+        transitions.start_job(session, job_id)
+        todo = _pending_files(session, job_id)
+    if todo:
+        _unpack(job_id, todo, store, settings)
+    start_archive_if_done(job_id)
+
+
+def _unpack(
+    job_id: str, todo: list[tuple[str, int]], store: ObjectStore, settings: Settings
+) -> None:
+    with store.open_reader(upload_key(job_id)) as source:
+        try:
+            archive = zipfile.ZipFile(source)
+        except zipfile.BadZipFile:
+            with session_scope() as session:
+                transitions.fail_job(session, job_id, "The uploaded zip can no longer be read.")
+            return
+        with archive:
+            infos = archive.infolist()
+            budget = settings.max_total_uncompressed_bytes
+            batch = Batch()
+            for file_id, position in todo:
+                try:
+                    if position >= len(infos):
+                        raise EntryRefused("The entry is missing from the uploaded zip.")
+                    size = _copy_entry(
+                        archive,
+                        infos[position],
+                        store,
+                        input_key(job_id, file_id),
+                        settings,
+                        budget,
+                    )
+                    budget -= size
+                    batch.copied[file_id] = size
+                except EntryRefused as refusal:
+                    batch.failed[file_id] = str(refusal)
+                if len(batch) >= BATCH:
+                    _flush(job_id, batch)
+                    batch = Batch()
+            if len(batch):
+                _flush(job_id, batch)

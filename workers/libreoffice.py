@@ -1,0 +1,203 @@
+"""A warm LibreOffice instance, supervised, driven directly through UNO.
+
+Each worker process owns one instance: its own profile directory and pipe, started in its own
+process group so that a timeout can kill soffice.bin too (it survives its launcher). Start-up
+costs about a second, a warm conversion of a small document about 0.16 s, hence one instance
+kept alive and recycled every ``restart_after`` conversions rather than one per document.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from workers.conversion import (
+    ConversionError,
+    ConversionTimeout,
+    ConverterCrashed,
+    kill_process_group,
+    soffice_flags,
+)
+
+log = logging.getLogger("quire.libreoffice")
+
+# com.sun.star.document.UpdateDocMode.NO_UPDATE and MacroExecMode.NEVER_EXECUTE: a document
+# being converted never refreshes links from elsewhere and never runs its macros.
+NO_UPDATE = 0
+NEVER_EXECUTE = 0
+
+
+def _props(**values: Any) -> tuple[Any, ...]:
+    from com.sun.star.beans import PropertyValue
+
+    result = []
+    for name, value in values.items():
+        prop = PropertyValue()
+        prop.Name, prop.Value = name, value
+        result.append(prop)
+    return tuple(result)
+
+
+class UnoConverter:
+    def __init__(
+        self,
+        *,
+        soffice: str,
+        profile_root: Path,
+        start_timeout: float,
+        restart_after: int,
+    ) -> None:
+        import uno  # noqa: F401 - fail here, at construction, when python3-uno is missing
+
+        self.soffice = soffice
+        self.profile_dir = profile_root / f"lo-{os.getpid()}"
+        self.start_timeout = start_timeout
+        self.restart_after = restart_after
+        self.process: subprocess.Popen[bytes] | None = None
+        self.desktop: Any = None
+        self.conversions = 0  # since the last start
+        self.restarts = 0  # starts after the first: crashes, timeouts and recycling
+        self.timed_out = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        import uno
+        from com.sun.star.connection import NoConnectException
+
+        if self.process is not None:
+            self.restarts += 1
+        pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.profile_dir.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            self.soffice,
+            *soffice_flags(self.profile_dir),
+            f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        local = uno.getComponentContext()
+        resolver = local.ServiceManager.createInstanceWithContext(
+            "com.sun.star.bridge.UnoUrlResolver", local
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                context = resolver.resolve(f"uno:pipe,name={pipe};urp;StarOffice.ComponentContext")
+                break
+            except NoConnectException:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self._kill()
+                    raise ConverterCrashed(
+                        "LibreOffice could not be started; check the worker's installation."
+                    ) from None
+                time.sleep(0.05)
+        self.desktop = context.ServiceManager.createInstanceWithContext(
+            "com.sun.star.frame.Desktop", context
+        )
+        self.conversions = 0
+        log.info("libreoffice.started pid=%s restarts=%d", self.process.pid, self.restarts)
+
+    def _kill(self) -> None:
+        if self.process is not None:
+            kill_process_group(self.process)
+        self.desktop = None
+
+    def close(self) -> None:
+        """Stop the instance and remove its profile (called when the worker process exits)."""
+        if self.desktop is not None:
+            try:
+                self.desktop.terminate()
+            except Exception:
+                log.debug("libreoffice.terminate_failed")
+        self._kill()
+        self.process = None
+        shutil.rmtree(self.profile_dir, ignore_errors=True)
+
+    def _ensure_running(self) -> None:
+        alive = self.process is not None and self.process.poll() is None
+        if alive and self.desktop is not None and self.conversions < self.restart_after:
+            return
+        if alive:
+            self._kill()
+        self.start()
+
+    # -- conversion --------------------------------------------------------------------------
+
+    def _on_timeout(self) -> None:
+        self.timed_out = True
+        log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
+        self._kill()
+
+    def convert(self, source: Path, target: Path, timeout: float) -> None:
+        import uno
+
+        self._ensure_running()
+        self.timed_out = False
+        # A blocked UNO call cannot be interrupted from this thread; the watchdog kills the
+        # whole process group, which makes the call fail at once.
+        watchdog = threading.Timer(timeout, self._on_timeout)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self._convert(
+                uno.systemPathToFileUrl(str(source.resolve())),
+                uno.systemPathToFileUrl(str(target.resolve())),
+            )
+        except ConversionError:
+            raise
+        except Exception as error:
+            if self.timed_out:
+                raise ConversionTimeout(
+                    f"LibreOffice did not finish within {timeout:g} seconds and was stopped."
+                ) from None
+            if self.process is None or self.process.poll() is not None:
+                self._kill()
+                raise ConverterCrashed(
+                    "LibreOffice crashed while converting this document."
+                ) from error
+            # The instance is alive, so the document itself was refused (an IOException or
+            # IllegalArgumentException from the load or the PDF export).
+            raise ConversionError(
+                f"LibreOffice could not convert this document ({type(error).__name__})."
+            ) from error
+        finally:
+            watchdog.cancel()
+            self.conversions += 1
+        if self.timed_out:  # the kill raced with a conversion that had just finished
+            raise ConversionTimeout(
+                f"LibreOffice did not finish within {timeout:g} seconds and was stopped."
+            )
+
+    def _convert(self, source_url: str, target_url: str) -> None:
+        document = self.desktop.loadComponentFromURL(
+            source_url,
+            "_blank",
+            0,
+            _props(
+                Hidden=True,
+                ReadOnly=True,
+                UpdateDocMode=NO_UPDATE,
+                MacroExecutionMode=NEVER_EXECUTE,
+            ),
+        )
+        if document is None:
+            raise ConversionError("LibreOffice could not open this document.")
+        try:
+            document.storeToURL(target_url, _props(FilterName="writer_pdf_Export"))
+        finally:
+            try:
+                document.close(True)
+            except Exception:
+                log.debug("libreoffice.close_failed")
