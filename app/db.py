@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
@@ -15,6 +16,9 @@ from app.config import get_settings
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Several worker processes and the API share one SQLite file: WAL lets readers run beside
         # the one writer, and the busy timeout makes writers queue instead of failing at once.
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
@@ -34,10 +38,7 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache
 def get_engine() -> Engine:
-    settings = get_settings()
-    if settings.resolved_database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return make_engine(settings.resolved_database_url)
+    return make_engine(get_settings().resolved_database_url)
 
 
 @lru_cache

@@ -20,12 +20,7 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str | None = None) -> None:
-    settings = get_settings()
-    if url is None:
-        url = settings.resolved_database_url
-        if url.startswith("sqlite"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url or get_settings().resolved_database_url), "head")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ venv="${QUIRE_VENV:-.venv}"
 
 packages=(
   python3 python3-venv python3-uno
-  libreoffice-writer-nogui
+  libreoffice-writer  # not the -nogui variant: it lacks the .ui files Writer needs to lay out comments
   redis-server
   # Metric-compatible fonts, so documents keep their layout: Carlito for Calibri, Caladea for
   # Cambria, Liberation for Times/Arial/Courier, DejaVu and Noto CJK for everything else.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -92,7 +93,7 @@ def _copy_entry(
     except EntryRefused:
         writer.abort()
         raise
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         writer.abort()
         raise EntryRefused(
             f"The entry is damaged in the zip and cannot be read ({error})."

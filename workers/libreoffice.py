@@ -133,6 +133,16 @@ class UnoConverter:
             self._kill()
         self.start()
 
+    def _responsive(self) -> bool:
+        """Whether the instance still answers: a crash can surface before the process is gone."""
+        if self.process is None or self.process.poll() is not None or self.desktop is None:
+            return False
+        try:
+            self.desktop.getComponents()
+        except Exception:  # noqa: BLE001 - any failure of the bridge means the instance is gone
+            return False
+        return True
+
     # -- conversion --------------------------------------------------------------------------
 
     def _on_timeout(self) -> None:
@@ -162,7 +172,7 @@ class UnoConverter:
                 raise ConversionTimeout(
                     f"LibreOffice did not finish within {timeout:g} seconds and was stopped."
                 ) from None
-            if self.process is None or self.process.poll() is not None:
+            if not self._responsive():
                 self._kill()
                 raise ConverterCrashed(
                     "LibreOffice crashed while converting this document."

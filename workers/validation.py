@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import zipfile
+import zlib
 from pathlib import Path
 from xml.etree.ElementTree import Element, ParseError
 
@@ -52,8 +53,12 @@ def _read_xml(package: zipfile.ZipFile, name: str) -> Element:
     if info.file_size > MAX_PART_XML:
         raise InvalidDocument(f"The DOCX package's {name} is implausibly large.")
     try:
+        data = package.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        raise InvalidDocument(f"The DOCX package is damaged: its {name} cannot be read.") from None
+    try:
         # defusedxml: entity expansion and external entities are refused, not resolved.
-        return fromstring(package.read(info))  # type: ignore[no-any-return]
+        return fromstring(data)  # type: ignore[no-any-return]
     except (ParseError, DefusedXmlException):
         raise InvalidDocument(f"The DOCX package's {name} is not well-formed XML.") from None
 
@@ -114,7 +119,7 @@ def validate_docx(path: Path) -> None:
             )
         try:
             damaged = package.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError):
             damaged = "?"
         if damaged is not None:
             raise InvalidDocument("The DOCX package is damaged: some of its parts cannot be read.")

@@ -1,0 +1,134 @@
+"""Fixtures: real services, and settings pointed at them for code running in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app import db, queue, storage
+from app.config import get_settings
+from app.migrate import upgrade
+from tests.services import postgres_server, redis_server, s3_server
+
+# The shared corpus of real DOCX files lies beside the repository (in CI too).
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def reset_caches() -> None:
+    """Forget every per-process singleton built from settings, so new settings take effect."""
+    get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db.get_sessionmaker.cache_clear()
+    storage.get_store.cache_clear()
+    queue.get_sender.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Which database and object store the code under test uses."""
+
+    name: str
+    env: dict[str, str]
+
+
+BACKENDS = ["sqlite-local", "postgres-s3"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+) -> Iterator[Backend]:
+    """Settings for a fresh database and store, applied to this process (and its caches)."""
+    env = {
+        "QUIRE_DATA_DIR": str(tmp_path / "data"),
+        "QUIRE_BROKER_URL": redis_url,
+        "QUIRE_SECRET_KEY": "test-secret",
+    }
+    if request.param == "postgres-s3":
+        postgres = request.getfixturevalue("postgres_url")
+        endpoint = request.getfixturevalue("s3_endpoint")
+        schema_db = _fresh_database(postgres, tmp_path.name)
+        bucket = f"quire-{abs(hash(tmp_path.name)) % 10**10}"
+        env |= {
+            "QUIRE_DATABASE_URL": schema_db,
+            "QUIRE_STORAGE_BACKEND": "s3",
+            "QUIRE_S3_ENDPOINT_URL": endpoint,
+            "QUIRE_S3_BUCKET": bucket,
+            "QUIRE_S3_ACCESS_KEY": "test",
+            "QUIRE_S3_SECRET_KEY": "test",
+        }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_caches()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    store = storage.get_store()
+    if isinstance(store, storage.S3Store):
+        store.ensure_bucket()
+    yield Backend(request.param, env)
+    db.get_engine().dispose()
+    reset_caches()
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    """A new, empty database on the session's PostgreSQL server, one per test."""
+    from sqlalchemy import create_engine, text
+
+    database = "t_" + "".join(ch if ch.isalnum() else "_" for ch in name.lower())[-50:]
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{database}"
+
+
+@dataclass
+class SentTasks:
+    """What the code under test sent to the broker, captured at the process boundary."""
+
+    ingests: list[str]
+    conversions: list[str]
+    archives: list[str]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
+    captured = SentTasks([], [], [])
+    monkeypatch.setattr(queue, "send_ingest", captured.ingests.append)
+    monkeypatch.setattr(queue, "send_conversions",
+                        lambda ids: captured.conversions.extend(ids))
+    monkeypatch.setattr(queue, "send_archive", captured.archives.append)
+    return captured
+
+
+@pytest.fixture
+def corpus() -> Callable[[str], Path]:
+    def find(name: str) -> Path:
+        matches = sorted(CORPUS.rglob(name))
+        assert matches, f"{name} is not in {CORPUS}"
+        return matches[0]
+
+    return find

@@ -1,0 +1,135 @@
+"""The warm LibreOffice converter, against the real LibreOffice."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docx_factory import make_docx
+from tests.pdf import pdf_pages
+from workers.conversion import CliConverter, ConversionTimeout
+from workers.libreoffice import UnoConverter
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes of the group that are not zombies (a zombie is already dead)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            alive.append(int(proc.name))
+    return alive
+
+
+@pytest.fixture
+def converter(tmp_path: Path) -> Iterator[UnoConverter]:
+    instance = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
+                            start_timeout=60, restart_after=100)
+    yield instance
+    instance.close()
+
+
+def test_converts_pages_and_text(converter: UnoConverter, tmp_path: Path) -> None:
+    source, target = tmp_path / "in.docx", tmp_path / "out.pdf"
+    source.write_bytes(make_docx("First page alpha", "Second page beta", "Third page gamma"))
+    converter.convert(source, target, timeout=60)
+    pages = pdf_pages(target.read_bytes())
+    assert len(pages) == 3
+    assert "First page alpha" in pages[0]
+    assert "Third page gamma" in pages[2]
+
+
+CORPUS_SAMPLE = [
+    "test__docx__tables.docx",
+    "test__docx__alternate_document_path.docx",
+    "test__docx__unicode.docx",
+    "test__docx__image.docx",
+    "test__docx__notes.docx",
+    "tests__outputs__example.docx",
+]
+
+
+def test_converts_real_documents_from_the_corpus(
+    converter: UnoConverter, tmp_path: Path, corpus: Callable[[str], Path]
+) -> None:
+    for name in CORPUS_SAMPLE:
+        target = tmp_path / f"{name}.pdf"
+        converter.convert(corpus(name), target, timeout=60)
+        pages = pdf_pages(target.read_bytes())
+        assert pages, name
+        assert any(text.strip() for text in pages), f"{name} has no text"
+    assert converter.restarts == 0  # one warm instance did them all
+
+
+def test_a_hung_instance_is_killed_whole_and_replaced(converter: UnoConverter,
+                                                       tmp_path: Path) -> None:
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("after the hang"))
+    converter.convert(source, tmp_path / "warm.pdf", timeout=60)
+    assert converter.process is not None
+    hung_group = converter.process.pid
+    os.killpg(hung_group, signal.SIGSTOP)  # LibreOffice stops answering, as a hung one does
+
+    with pytest.raises(ConversionTimeout, match="did not finish within 2 seconds"):
+        converter.convert(source, tmp_path / "hung.pdf", timeout=2)
+    assert live_processes_in_group(hung_group) == []  # soffice.bin too, not only its launcher
+
+    converter.convert(source, tmp_path / "after.pdf", timeout=60)
+    assert converter.restarts == 1
+    assert "after the hang" in pdf_pages((tmp_path / "after.pdf").read_bytes())[0]
+
+
+def test_an_instance_that_died_is_restarted(converter: UnoConverter, tmp_path: Path) -> None:
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("still converting"))
+    converter.convert(source, tmp_path / "one.pdf", timeout=60)
+    assert converter.process is not None
+    os.killpg(converter.process.pid, signal.SIGKILL)
+    converter.process.wait()
+    converter.convert(source, tmp_path / "two.pdf", timeout=60)
+    assert converter.restarts == 1
+    assert (tmp_path / "two.pdf").stat().st_size > 0
+
+
+def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
+    converter = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
+                             start_timeout=60, restart_after=2)
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("recycled"))
+    try:
+        for index in range(5):
+            converter.convert(source, tmp_path / f"{index}.pdf", timeout=60)
+        assert converter.restarts == 2  # started, recycled after 2, and after 4
+    finally:
+        converter.close()
+
+
+def test_close_leaves_no_process_behind(tmp_path: Path) -> None:
+    converter = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
+                             start_timeout=60, restart_after=10)
+    converter.start()
+    assert converter.process is not None
+    group = converter.process.pid
+    assert live_processes_in_group(group)
+    converter.close()
+    assert live_processes_in_group(group) == []
+    assert not converter.profile_dir.exists()
+
+
+def test_cli_fallback_converts_and_proves_its_output(tmp_path: Path) -> None:
+    cli = CliConverter("soffice", tmp_path / "scratch")
+    source, target = tmp_path / "in.docx", tmp_path / "out.pdf"
+    source.write_bytes(make_docx("cold start"))
+    cli.convert(source, target, timeout=120)
+    assert "cold start" in pdf_pages(target.read_bytes())[0]

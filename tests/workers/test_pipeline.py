@@ -1,0 +1,209 @@
+"""Ingest, conversion and archive as plain functions, on both backends, with real LibreOffice.
+
+The broker is the one fake: the ``sent`` fixture records what would have been queued, and the
+test delivers it, including twice, as Redis may.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import create_job, get_job_view, new_job_id
+from app.models import File, FileStatus, Job, JobStatus
+from app.storage import get_store, result_key, upload_key
+from app.zipinput import list_docx_entries
+from tests.conftest import Backend, SentTasks
+from tests.docx_factory import bad_documents, make_docx, make_zip
+from tests.pdf import pdf_pages
+from workers.archive import build_archive
+from workers.conversion import Converter
+from workers.convert import convert_file
+from workers.ingest import ingest_job
+from workers.libreoffice import UnoConverter
+
+
+@pytest.fixture(scope="module")
+def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converter]:
+    instance = UnoConverter(soffice="soffice", profile_root=tmp_path_factory.mktemp("lo"),
+                            start_timeout=60, restart_after=500)
+    yield instance
+    instance.close()
+
+
+def submit(zip_bytes: bytes) -> str:
+    """What POST /api/v1/jobs does, minus HTTP: store the zip, list it, create the rows."""
+    job_id = new_job_id()
+    store = get_store()
+    store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
+    with store.open_reader(upload_key(job_id)) as source:
+        entries = list_docx_entries(source, get_settings().max_files_per_job)
+    with session_scope() as session:
+        create_job(session, job_id, entries, len(zip_bytes))
+    return job_id
+
+
+def run_to_the_end(job_id: str, sent: SentTasks, converter: Converter) -> None:
+    settings, store = get_settings(), get_store()
+    ingest_job(job_id, store, settings)
+    while sent.conversions:
+        convert_file(sent.conversions.pop(0), store, converter, settings)
+    while sent.archives:
+        build_archive(sent.archives.pop(0), store)
+
+
+def result_members(job_id: str) -> dict[str, bytes]:
+    data = b"".join(get_store().iter_chunks(result_key(job_id)))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_mixed_job_gives_per_file_results_and_one_archive(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    entries = {
+        "top.docx": make_docx("Top level text", "Second page"),
+        "nested/deeper/report.docx": make_docx("Nested report"),
+        "other/report.docx": make_docx("Other report"),
+        **{f"bad/{name}": data for name, data in bad_documents().items()},
+    }
+    job_id = submit(make_zip(entries))
+    run_to_the_end(job_id, sent, converter)
+
+    with session_scope() as session:
+        view = get_job_view(session, job_id)
+    assert view is not None
+    assert view.job.status == JobStatus.COMPLETED
+    statuses = {file.filename: file.status for file in view.files}
+    assert statuses["top.docx"] == FileStatus.COMPLETED
+    assert statuses["nested/deeper/report.docx"] == FileStatus.COMPLETED
+    assert statuses["other/report.docx"] == FileStatus.COMPLETED
+    for name in bad_documents():
+        assert statuses[f"bad/{name}"] == FileStatus.FAILED, name
+    assert all(file.error_message for file in view.files if file.status == FileStatus.FAILED)
+
+    members = result_members(job_id)
+    assert sorted(members) == ["nested/deeper/report.pdf", "other/report.pdf", "top.pdf"]
+    top = pdf_pages(members["top.pdf"])
+    assert len(top) == 2 and "Top level text" in top[0] and "Second page" in top[1]
+    assert "Nested report" in pdf_pages(members["nested/deeper/report.pdf"])[0]
+    assert view.job.result_bytes == sum(1 for _ in [0]) * view.job.result_bytes  # recorded
+    assert view.job.result_bytes == get_store().size(result_key(job_id))
+
+
+def test_redelivered_tasks_count_once_and_archive_once(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    job_id = submit(make_zip({"a.docx": make_docx("A"), "b.docx": make_docx("B")}))
+    settings, store = get_settings(), get_store()
+    ingest_job(job_id, store, settings)
+    ingest_job(job_id, store, settings)  # a redelivered ingest copies and queues nothing again
+    assert len(sent.conversions) == 2
+    for file_id in list(sent.conversions) * 2:  # every conversion delivered twice
+        convert_file(file_id, store, converter, settings)
+    assert len(sent.archives) == 1  # exactly one caller claimed the archive
+    build_archive(job_id, store)
+    build_archive(job_id, store)  # a redelivered archive task does nothing
+    with session_scope() as session:
+        attempts = session.scalars(select(File.attempts).where(File.job_id == job_id)).all()
+        job = session.get(Job, job_id)
+    assert attempts == [1, 1]  # the second delivery found the files finished and did nothing
+    assert job is not None and job.status == JobStatus.COMPLETED
+    assert sorted(result_members(job_id)) == ["a.pdf", "b.pdf"]
+
+
+def test_job_with_nothing_convertible_fails_with_a_job_message(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    job_id = submit(make_zip({"x.docx": b"", "y.docx": b"plain text"}))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+    assert job is not None and job.status == JobStatus.FAILED
+    assert job.error_message and "No file could be converted" in job.error_message
+    assert not get_store().exists(result_key(job_id))
+
+
+def test_entries_past_the_size_or_ratio_limits_fail_and_the_rest_convert(
+    backend: Backend, sent: SentTasks, converter: Converter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "max_entry_bytes", 200_000)
+    bomb = b"\0" * 5_000_000  # deflates about 1000:1 and unpacks past the size limit
+    job_id = submit(make_zip({"bomb.docx": bomb, "ok.docx": make_docx("survivor")}))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        view = get_job_view(session, job_id)
+    assert view is not None
+    by_name = {file.filename: file for file in view.files}
+    assert by_name["bomb.docx"].status == FileStatus.FAILED
+    assert "limit" in (by_name["bomb.docx"].error_message or "")
+    assert by_name["ok.docx"].status == FileStatus.COMPLETED
+    assert view.job.status == JobStatus.COMPLETED
+
+
+def test_compression_ratio_limit(backend: Backend, sent: SentTasks, converter: Converter,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(get_settings(), "max_compression_ratio", 20.0)
+    job_id = submit(make_zip({"ratio.docx": b"A" * 2_000_000, "ok.docx": make_docx("fine")}))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    assert files["ratio.docx"].status == FileStatus.FAILED
+    assert "compression ratio" in (files["ratio.docx"].error_message or "")
+    assert files["ok.docx"].status == FileStatus.COMPLETED
+
+
+def test_encrypted_zip_entries_fail_with_a_message(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    data = bytearray(make_zip({"locked.docx": make_docx("secret"), "open.docx": make_docx("o")},
+                              compression=zipfile.ZIP_STORED))
+    # Set the "encrypted" flag of the first entry, in its local and central headers: the bytes
+    # are then unreadable without a password, as in a zip made with `zip -e`.
+    # (The stored DOCX holds headers of its own: search the outer central directory only.)
+    central = zipfile.ZipFile(io.BytesIO(bytes(data))).start_dir
+    data[6] |= 0x1  # the first local header is at offset 0
+    data[data.find(b"PK\x01\x02", central) + 8] |= 0x1
+    job_id = submit(bytes(data))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    assert files["locked.docx"].status == FileStatus.FAILED
+    assert "encrypted" in (files["locked.docx"].error_message or "")
+    assert files["open.docx"].status == FileStatus.COMPLETED
+
+
+def test_corpus_documents_convert_through_the_pipeline(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    from tests.conftest import CORPUS
+
+    chosen = sorted((CORPUS / "pandoc").glob("test__docx__*.docx"))[:12]
+    job_id = submit(make_zip({path.name: path.read_bytes() for path in chosen}))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        completed = session.scalar(
+            select(func.count()).select_from(File)
+            .where(File.job_id == job_id, File.status == FileStatus.COMPLETED)
+        )
+    assert completed == len(chosen)
+    members = result_members(job_id)
+    assert len(members) == len(chosen)
+    assert all(pdf_pages(data) for data in members.values())
+
+
+def test_scratch_names_never_come_from_entry_names(
+    backend: Backend, sent: SentTasks, converter: Converter, tmp_path: Path
+) -> None:
+    job_id = submit(make_zip({"../../escape.docx": make_docx("contained")}))
+    run_to_the_end(job_id, sent, converter)
+    assert not (tmp_path.parent / "escape.pdf").exists()
+    assert list(result_members(job_id)) == ["escape.pdf"]
