@@ -8,7 +8,6 @@ a file twice and how exactly one caller gets to start a job's archive.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-
 from typing import Any
 
 from sqlalchemy import Result, Select, exists, select, update

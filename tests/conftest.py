@@ -57,7 +57,9 @@ BACKENDS = ["sqlite-local", "postgres-s3"]
 
 @pytest.fixture(params=BACKENDS)
 def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     redis_url: str,
 ) -> Iterator[Backend]:
     """Settings for a fresh database and store, applied to this process (and its caches)."""
@@ -118,8 +120,7 @@ class SentTasks:
 def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     captured = SentTasks([], [], [])
     monkeypatch.setattr(queue, "send_ingest", captured.ingests.append)
-    monkeypatch.setattr(queue, "send_conversions",
-                        lambda ids: captured.conversions.extend(ids))
+    monkeypatch.setattr(queue, "send_conversions", lambda ids: captured.conversions.extend(ids))
     monkeypatch.setattr(queue, "send_archive", captured.archives.append)
     return captured
 

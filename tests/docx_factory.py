@@ -1,4 +1,4 @@
-"""Test documents: minimal but valid DOCX packages with known text, and broken files of each kind."""
+"""Test documents: minimal valid DOCX packages with known text, and bad files of each kind."""
 
 from __future__ import annotations
 
@@ -16,20 +16,26 @@ CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 
 ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
-<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="{main}"/>
+<Relationship Id="rId1" Type="{office_document}" Target="{main}"/>
 </Relationships>"""
 
+OFFICE_DOCUMENT = (
+    "http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"
+)
 WORD_MAIN = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
 SHEET_MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 PAGE_BREAK = '<w:p><w:r><w:br w:type="page"/></w:r></w:p>'
 
 
+def root_rels(main: str) -> str:
+    return ROOT_RELS.format(main=main, office_document=OFFICE_DOCUMENT)
+
+
 def document_xml(pages: list[str]) -> str:
     """One paragraph of text per page, separated by hard page breaks."""
     body = PAGE_BREAK.join(
-        f"<w:p><w:r><w:t xml:space=\"preserve\">{escape(text)}</w:t></w:r></w:p>"
-        for text in pages
+        f'<w:p><w:r><w:t xml:space="preserve">{escape(text)}</w:t></w:r></w:p>' for text in pages
     )
     return (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
@@ -37,13 +43,13 @@ def document_xml(pages: list[str]) -> str:
     )
 
 
-def make_docx(*pages: str, main: str = "word/document.xml",
-              content_type: str = WORD_MAIN) -> bytes:
+def make_docx(*pages: str, main: str = "word/document.xml", content_type: str = WORD_MAIN) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as package:
-        package.writestr("[Content_Types].xml",
-                         CONTENT_TYPES.format(main=main, content_type=content_type))
-        package.writestr("_rels/.rels", ROOT_RELS.format(main=main))
+        package.writestr(
+            "[Content_Types].xml", CONTENT_TYPES.format(main=main, content_type=content_type)
+        )
+        package.writestr("_rels/.rels", root_rels(main))
         package.writestr(main, document_xml(list(pages) or ["empty"]))
     return buffer.getvalue()
 
@@ -51,9 +57,14 @@ def make_docx(*pages: str, main: str = "word/document.xml",
 def docx_without_main_part() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as package:
-        package.writestr("[Content_Types].xml",
-                         CONTENT_TYPES.format(main="word/document.xml", content_type=WORD_MAIN))
-        package.writestr("_rels/.rels", ROOT_RELS.format(main="word/document.xml"))
+        package.writestr(
+            "[Content_Types].xml",
+            CONTENT_TYPES.format(main="word/document.xml", content_type=WORD_MAIN),
+        )
+        package.writestr(
+            "_rels/.rels",
+            root_rels("word/document.xml"),
+        )
     return buffer.getvalue()
 
 

@@ -41,8 +41,21 @@ def redis_server(workdir: Path) -> Iterator[str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
-         "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -54,8 +67,9 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 def _as_postgres(command: list[str]) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", *command], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 @contextmanager
@@ -71,14 +85,23 @@ def postgres_server(workdir: Path) -> Iterator[str]:
             break
         parent.chmod(parent.stat().st_mode | 0o011)
     port = free_port()
-    _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                  "--no-sync"])
-    _as_postgres([
-        str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(workdir / "pg.log"), "-o",
-        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c full_page_writes=off -c max_connections=200",
-        "start",
-    ])
+    _as_postgres(
+        [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
+    )
+    _as_postgres(
+        [
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(workdir / "pg.log"),
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200",
+            "start",
+        ]
+    )
     try:
         _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "quire"])
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/quire"

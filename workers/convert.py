@@ -77,12 +77,14 @@ def convert_file(
             error = "The uploaded document is missing from the object store."
         except (InvalidDocument, ConversionError) as failure:
             error = str(failure)
-        if error is None:
-            size, crc = target.stat().st_size, _crc32(target)
-            store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
         with session_scope() as session:
             if error is None:
-                transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
+                size, crc = target.stat().st_size, _crc32(target)
+                # Upload inside the transaction whose conditional UPDATE won: the row stays locked
+                # until commit, so a concurrent or redelivered conversion of the same file finds
+                # it finished and never overwrites the PDF whose size and CRC were recorded.
+                if transitions.complete_file(session, file_id, output_bytes=size, crc32=crc):
+                    store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
             else:
                 transitions.fail_files(session, [file_id], error)
         log.info(

@@ -119,7 +119,7 @@ class UnoConverter:
         if self.desktop is not None:
             try:
                 self.desktop.terminate()
-            except Exception:
+            except Exception:  # noqa: BLE001 - the bridge may be gone already; the kill follows
                 log.debug("libreoffice.terminate_failed")
         self._kill()
         self.process = None
@@ -209,5 +209,5 @@ class UnoConverter:
         finally:
             try:
                 document.close(True)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a failed close must not hide the export's outcome
                 log.debug("libreoffice.close_failed")

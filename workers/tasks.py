@@ -52,7 +52,10 @@ def _run(task: Task[Any, Any], work: Callable[[], None], give_up: Callable[[str]
             )
             raise task.retry(exc=error, countdown=delay) from error
         log.exception("task.gave_up name=%s", task.name)
-        give_up(f"Processing failed after {task.request.retries + 1} attempts: {error}")
+        give_up(
+            f"Processing failed after {task.request.retries + 1} attempts: "
+            f"{type(error).__name__}: {error}"
+        )
 
 
 @celery.task(name=queue.INGEST_TASK, bind=True, max_retries=MAX_RETRIES)

@@ -17,17 +17,19 @@ def listed(entries: dict[str, bytes], max_files: int = 100) -> list[str]:
 
 def test_keeps_docx_entries_with_their_paths_and_skips_litter() -> None:
     doc = make_docx("x")
-    names = listed({
-        "a.docx": doc,
-        "Folder/Sub/b.DOCX": doc,
-        "folder/": b"",
-        "__MACOSX/folder/._b.docx": b"junk",
-        "folder/._c.docx": b"junk",
-        ".DS_Store": b"junk",
-        "folder/~$lock.docx": b"junk",
-        "notes.txt": b"text",
-        "old.doc": b"legacy",
-    })
+    names = listed(
+        {
+            "a.docx": doc,
+            "Folder/Sub/b.DOCX": doc,
+            "folder/": b"",
+            "__MACOSX/folder/._b.docx": b"junk",
+            "folder/._c.docx": b"junk",
+            ".DS_Store": b"junk",
+            "folder/~$lock.docx": b"junk",
+            "notes.txt": b"text",
+            "old.doc": b"legacy",
+        }
+    )
     assert names == ["a.docx", "Folder/Sub/b.DOCX"]
 
 
@@ -36,7 +38,7 @@ def test_directory_entries_and_symlinks_are_skipped() -> None:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("real.docx", make_docx("x"))
         link = zipfile.ZipInfo("link.docx")
-        link.external_attr = (0o120777 << 16)  # S_IFLNK
+        link.external_attr = 0o120777 << 16  # S_IFLNK
         archive.writestr(link, "real.docx")
         archive.writestr(zipfile.ZipInfo("dir.docx/"), b"")
     names = [e.name for e in list_docx_entries(io.BytesIO(buffer.getvalue()), 10)]
@@ -53,8 +55,9 @@ def test_directory_entries_and_symlinks_are_skipped() -> None:
         (make_zip({"a.txt": b"x", "b/": b""}), 400, "no .docx"),
     ],
 )
-def test_unusable_uploads_are_rejected_with_a_message(data: bytes, status: int,
-                                                      message: str) -> None:
+def test_unusable_uploads_are_rejected_with_a_message(
+    data: bytes, status: int, message: str
+) -> None:
     with pytest.raises(UploadRejected) as caught:
         list_docx_entries(io.BytesIO(data), 10)
     assert caught.value.status_code == status
@@ -84,11 +87,21 @@ def test_legacy_and_unflagged_utf8_names_are_decoded() -> None:
 
 
 def test_output_names_mirror_paths_and_never_collide() -> None:
-    names = output_names([
-        "a/report.docx", "a/Report.DOCX", "b/report.docx", "a/report.docx", "plain.docx",
-    ])
+    names = output_names(
+        [
+            "a/report.docx",
+            "a/Report.DOCX",
+            "b/report.docx",
+            "a/report.docx",
+            "plain.docx",
+        ]
+    )
     assert names == [
-        "a/report.pdf", "a/Report (2).pdf", "b/report.pdf", "a/report (3).pdf", "plain.pdf",
+        "a/report.pdf",
+        "a/Report (2).pdf",
+        "b/report.pdf",
+        "a/report (3).pdf",
+        "plain.pdf",
     ]
     assert len({name.lower() for name in names}) == len(names)
 

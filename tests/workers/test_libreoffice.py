@@ -34,8 +34,9 @@ def live_processes_in_group(pgid: int) -> list[int]:
 
 @pytest.fixture
 def converter(tmp_path: Path) -> Iterator[UnoConverter]:
-    instance = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
-                            start_timeout=60, restart_after=100)
+    instance = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
+    )
     yield instance
     instance.close()
 
@@ -72,8 +73,9 @@ def test_converts_real_documents_from_the_corpus(
     assert converter.restarts == 0  # one warm instance did them all
 
 
-def test_a_hung_instance_is_killed_whole_and_replaced(converter: UnoConverter,
-                                                       tmp_path: Path) -> None:
+def test_a_hung_instance_is_killed_whole_and_replaced(
+    converter: UnoConverter, tmp_path: Path
+) -> None:
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("after the hang"))
     converter.convert(source, tmp_path / "warm.pdf", timeout=60)
@@ -103,8 +105,9 @@ def test_an_instance_that_died_is_restarted(converter: UnoConverter, tmp_path: P
 
 
 def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
-    converter = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
-                             start_timeout=60, restart_after=2)
+    converter = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=2
+    )
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("recycled"))
     try:
@@ -116,8 +119,9 @@ def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
 
 
 def test_close_leaves_no_process_behind(tmp_path: Path) -> None:
-    converter = UnoConverter(soffice="soffice", profile_root=tmp_path / "profiles",
-                             start_timeout=60, restart_after=10)
+    converter = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=10
+    )
     converter.start()
     assert converter.process is not None
     group = converter.process.pid

@@ -1,4 +1,4 @@
-"""Only real DOCX packages reach LibreOffice; everything else gets a message a person understands."""
+"""Only real DOCX packages reach LibreOffice; anything else gets a message a person understands."""
 
 from __future__ import annotations
 

@@ -1,0 +1,111 @@
+"""State transitions: each is a conditional UPDATE, so repeats and races count once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app import transitions
+from app.db import session_scope
+from app.jobs import create_job, new_job_id
+from app.models import File, FileStatus, Job, JobStatus
+from app.zipinput import DocxEntry
+from tests.conftest import Backend, SentTasks
+from workers.archive import start_archive_if_done
+
+
+def make_job(count: int) -> tuple[str, list[str]]:
+    import zipfile
+
+    job_id = new_job_id()
+    entries = [
+        DocxEntry(index=i, name=f"{i}.docx", info=zipfile.ZipInfo(f"{i}.docx"))
+        for i in range(count)
+    ]
+    with session_scope() as session:
+        create_job(session, job_id, entries, upload_bytes=1)
+    with session_scope() as session:
+        transitions.start_job(session, job_id)
+        ids = list(
+            session.scalars(select(File.id).where(File.job_id == job_id).order_by(File.position))
+        )
+    return job_id, ids
+
+
+def test_a_file_finishes_once(backend: Backend) -> None:
+    _, (file_id,) = make_job(1)
+    with session_scope() as session:
+        assert transitions.claim_file(session, file_id)
+        assert transitions.complete_file(session, file_id, output_bytes=10, crc32=1)
+        assert not transitions.complete_file(session, file_id, output_bytes=99, crc32=2)
+        assert transitions.fail_files(session, [file_id], "late failure") == 0
+        assert not transitions.claim_file(session, file_id)  # a redelivery finds nothing to do
+    with session_scope() as session:
+        row = session.get(File, file_id)
+        assert row is not None
+        assert (row.status, row.output_bytes, row.error_message) == (FileStatus.COMPLETED, 10, None)
+
+
+def test_archive_is_claimed_only_when_all_files_are_terminal(
+    backend: Backend, sent: SentTasks
+) -> None:
+    job_id, (first, second) = make_job(2)
+    with session_scope() as session:
+        transitions.fail_files(session, [first], "bad")
+    assert not start_archive_if_done(job_id)
+    with session_scope() as session:
+        transitions.complete_file(session, second, output_bytes=1, crc32=0)
+    assert start_archive_if_done(job_id)
+    assert not start_archive_if_done(job_id)
+    assert sent.archives == [job_id]
+
+
+def test_concurrent_finishers_start_exactly_one_archive(backend: Backend, sent: SentTasks) -> None:
+    """Many workers finish the last files at once; one, and only one, starts the archive."""
+    job_id, file_ids = make_job(16)
+    barrier = threading.Barrier(len(file_ids))
+    claimed: list[bool] = []
+    lock = threading.Lock()
+
+    def finish(file_id: str) -> None:
+        with session_scope() as session:
+            transitions.complete_file(session, file_id, output_bytes=1, crc32=0)
+        barrier.wait()
+        result = start_archive_if_done(job_id)
+        with lock:
+            claimed.append(result)
+
+    threads = [threading.Thread(target=finish, args=(file_id,)) for file_id in file_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert claimed.count(True) == 1
+    assert sent.archives == [job_id]
+
+
+def test_job_outcomes_are_final(backend: Backend) -> None:
+    job_id, _ = make_job(1)
+    with session_scope() as session:
+        assert transitions.finish_job(session, job_id, result_bytes=5)
+        assert not transitions.fail_job(session, job_id, "too late")
+        assert not transitions.finish_job(session, job_id, result_bytes=6)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == JobStatus.COMPLETED and job.result_bytes == 5
+
+
+def test_stale_work_is_found_for_the_sweeper(backend: Backend) -> None:
+    job_id, (ingested, not_ingested) = make_job(2)
+    with session_scope() as session:
+        session.get(File, ingested).input_bytes = 10  # type: ignore[union-attr]
+    with session_scope() as session:
+        assert transitions.stale_files(session, timedelta(hours=1)) == []
+        stale = sorted(transitions.stale_files(session, timedelta(seconds=-1)))
+    assert stale == sorted([(ingested, job_id, True), (not_ingested, job_id, False)])
+    with session_scope() as session:
+        transitions.claim_file(session, ingested)
+        resumed = transitions.stale_files(session, timedelta(hours=1), include_in_progress=True)
+    assert resumed == [(ingested, job_id, True)]

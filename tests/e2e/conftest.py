@@ -1,0 +1,117 @@
+"""The real service as separate processes: ``infra/run_embedded.py``, exactly what ``make run``
+starts (private Redis or a given broker, the API under uvicorn, Celery workers and beat)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.services import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+TERMINAL = {"COMPLETED", "FAILED"}
+
+
+@dataclass
+class Service:
+    """One run of the embedded runner; ``start`` again on the same data dir to restart it."""
+
+    data_dir: Path
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            **self.env,
+            "PORT": str(self.port),
+            "QUIRE_DATA_DIR": str(self.data_dir),
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "infra/run_embedded.py"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the service died:\n{self.log_tail()}"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the service did not become ready:\n{self.log_tail()}")
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=180)
+        self.process = None
+        return code
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        timeout: float = 300,
+        until: Callable[[dict[str, object]], bool] | None = None,
+    ) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status: dict[str, object] = httpx.get(
+                f"{self.url}/api/v1/jobs/{job_id}", timeout=10
+            ).json()
+            if (until or (lambda s: s["status"] in TERMINAL))(status):
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} did not finish:\n{self.log_tail()}")
+
+
+def soffice_processes_under(path: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if "soffice" in cmdline and str(path) in cmdline and state != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.fixture
+def make_service(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Service]]:
+    services: list[Service] = []
+
+    def factory(env: dict[str, str]) -> Service:
+        service = Service(data_dir=tmp_path / "data", env=env, log_path=tmp_path / "service.log")
+        services.append(service)
+        return service
+
+    yield factory
+    for service in services:
+        if service.process is not None:
+            service.stop()
