@@ -190,11 +190,10 @@ def test_completed_job_downloads_by_redirect_and_streamed(
         assert archive.namelist() == ["a.pdf"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)  # its own URLs
 def test_signed_blob_urls_refuse_tampering(
     backend: Backend, client: TestClient, sent: SentTasks
 ) -> None:
-    if backend.name != "sqlite-local":
-        pytest.skip("only the local store serves its own signed URLs")
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
     _finish(job_id, sent)
     location = client.get(f"/api/v1/jobs/{job_id}/download", follow_redirects=False).headers[

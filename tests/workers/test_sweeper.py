@@ -1,0 +1,74 @@
+"""The sweeper re-sends exactly the work whose message was lost or whose worker died."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from app import transitions
+from app.config import get_settings
+from app.db import session_scope
+from app.models import File, Job, utcnow
+from tests.app.test_transitions import make_job
+from tests.conftest import Backend, SentTasks
+from workers.sweeper import sweep
+
+
+def age(job_id: str, seconds: int) -> None:
+    """Pretend nothing touched the job and its files for ``seconds``."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with session_scope() as session:
+        session.execute(update(File).where(File.job_id == job_id).values(touched_at=past))
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=past))
+
+
+def test_fresh_work_is_left_alone(backend: Backend, sent: SentTasks) -> None:
+    make_job(3)
+    assert sweep(get_settings()) == {"ingests": 0, "conversions": 0, "archives": 0}
+    assert sent.conversions == [] and sent.ingests == []
+
+
+def test_stale_files_are_reconverted_or_reingested(backend: Backend, sent: SentTasks) -> None:
+    job_id, (ingested, _never_ingested, finished) = make_job(3)
+    with session_scope() as session:
+        session.execute(update(File).where(File.id == ingested).values(input_bytes=10))
+        transitions.complete_file(session, finished, output_bytes=1, crc32=0)
+    age(job_id, get_settings().stale_after + 5)
+    summary = sweep(get_settings())
+    assert sent.conversions == [ingested]  # its input exists: convert it again
+    assert sent.ingests == [job_id]  # its input was never written: the job's ingest again
+    assert summary == {"ingests": 1, "conversions": 1, "archives": 0}
+    # Touched: the next sweep waits another period before sending them again.
+    assert sweep(get_settings()) == {"ingests": 0, "conversions": 0, "archives": 0}
+
+
+def test_resume_takes_in_progress_files_of_any_age(backend: Backend, sent: SentTasks) -> None:
+    _, (running, _waiting) = make_job(2)
+    with session_scope() as session:
+        session.execute(update(File).where(File.id == running).values(input_bytes=10))
+        transitions.claim_file(session, running)
+    sweep(get_settings())
+    assert sent.conversions == []
+    sweep(get_settings(), resume_in_progress=True)
+    assert sent.conversions == [running]
+
+
+def test_lost_ingest_and_lost_archive_are_sent_again(backend: Backend, sent: SentTasks) -> None:
+    job_id, (file_id,) = make_job(1)
+    with session_scope() as session:  # back to PENDING: as if the ingest message was lost
+        session.execute(update(Job).where(Job.id == job_id).values(status="PENDING"))
+    age(job_id, get_settings().stale_after + 5)
+    sweep(get_settings())
+    assert sent.ingests == [job_id]
+
+    with session_scope() as session:
+        transitions.start_job(session, job_id)
+        transitions.complete_file(session, file_id, output_bytes=1, crc32=0)
+    # Every file finished but nobody claimed the archive (the worker died in between).
+    assert sweep(get_settings())["archives"] == 1
+    assert sent.archives == [job_id]
+    # Claimed, then the archive message was lost: sent again once the job is stale.
+    age(job_id, get_settings().stale_after + 5)
+    sweep(get_settings())
+    assert sent.archives == [job_id, job_id]
