@@ -26,3 +26,7 @@ lint: bootstrap-dev
 ## Lint, type-check and run the whole test suite against real services.
 test: lint
 	$(VENV)/bin/pytest
+
+## Throughput and memory against LibreOffice's own limit (BENCH_ARGS="--documents 200" etc.).
+bench: bootstrap-dev
+	$(PY) -m tests.bench.run $(BENCH_ARGS)

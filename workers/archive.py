@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
 from app import queue, transitions
@@ -58,16 +59,29 @@ def _members(job_id: str, files: Sequence[Any], store: ObjectStore) -> Iterator[
         )
 
 
+def completed_files(session: Session, job_id: str) -> Sequence[Any]:
+    """(id, output name, size, CRC-32) of each converted file, in the zip's order."""
+    return session.execute(
+        select(File.id, File.output_name, File.output_bytes, File.output_crc32)
+        .where(File.job_id == job_id, File.status == FileStatus.COMPLETED)
+        .order_by(File.position)
+    ).all()
+
+
+def write_archive(job_id: str, files: Sequence[Any], store: ObjectStore, key: str) -> int:
+    """Stream the PDFs into one zip object at ``key``; return its size in bytes."""
+    with WriterScope(store.open_writer(key, "application/zip")) as writer:
+        for chunk in stream_zip(_members(job_id, files, store)):
+            writer.write(chunk)
+    return writer.bytes_written
+
+
 def build_archive(job_id: str, store: ObjectStore) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status in TERMINAL_JOB_STATUSES:
             return  # deleted, or a redelivered task for an archive already written
-        files = session.execute(
-            select(File.id, File.output_name, File.output_bytes, File.output_crc32)
-            .where(File.job_id == job_id, File.status == FileStatus.COMPLETED)
-            .order_by(File.position)
-        ).all()
+        files = completed_files(session, job_id)
     if not files:
         with session_scope() as session:
             transitions.fail_job(
@@ -77,9 +91,7 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             )
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
-    with WriterScope(store.open_writer(result_key(job_id), "application/zip")) as writer:
-        for chunk in stream_zip(_members(job_id, files, store)):
-            writer.write(chunk)
+    size = write_archive(job_id, files, store, result_key(job_id))
     with session_scope() as session:
-        transitions.finish_job(session, job_id, result_bytes=writer.bytes_written)
-    log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), writer.bytes_written)
+        transitions.finish_job(session, job_id, result_bytes=size)
+    log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

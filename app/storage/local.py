@@ -105,7 +105,12 @@ class LocalStore:
         return self.path(key).is_file()
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path(prefix.rstrip("/")), ignore_errors=True)
+        # Quire's prefixes are whole folders (``jobs/{id}/``) or a single object.
+        path = self.path(prefix.rstrip("/"))
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
     def presigned_get_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int

@@ -1,0 +1,442 @@
+"""``make bench``: Quire end to end against LibreOffice's own limit and a naive baseline.
+
+Measured in one run, on the same generated documents (tests/bench/documents.py):
+
+1. the limit: K warm LibreOffice instances driven directly through UNO, K = worker concurrency;
+2. the naive baseline: a cold ``soffice --convert-to pdf`` per file, K at a time, on a sample;
+3. Quire end to end on the embedded default (``infra/run_embedded.py``): from the start of the
+   POST to the job being COMPLETED with its archive written.
+
+Also: the POST's time against writing the same bytes to the store directly, the peak memory of
+the API (also while receiving a large upload), of the worker processes and of the archive
+build. Prints a table and writes the same as JSON. Timings on shared machines are noisy, so
+the figures that matter are the ratios, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.bench.documents import bench_docx, bench_zip
+from tests.services import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- 1. the limit: warm LibreOffice instances, nothing else ----------------------------------
+
+
+def _limit_worker(slot: int, sources: list[str], outdir: str, barrier: Any, ends: Any) -> None:
+    from workers.libreoffice import UnoConverter
+
+    converter = UnoConverter(
+        soffice="soffice",
+        profile_root=Path(outdir) / f"profile-{slot}",
+        start_timeout=120,
+        restart_after=100_000,
+    )
+    try:
+        converter.convert(Path(sources[0]), Path(outdir) / f"warm-{slot}.pdf", timeout=120)
+        barrier.wait()
+        for index, source in enumerate(sources):
+            converter.convert(Path(source), Path(outdir) / f"{slot}-{index}.pdf", timeout=120)
+        ends.put(time.monotonic())
+    finally:
+        converter.close()
+
+
+def measure_limit(sources: list[Path], k: int, workdir: Path) -> float:
+    """Seconds for K warm instances to convert ``sources`` (split evenly), after warm-up."""
+    context = mp.get_context("spawn")
+    barrier, ends = context.Barrier(k + 1), context.Queue()
+    processes = [
+        context.Process(
+            target=_limit_worker,
+            args=(slot, [str(p) for p in sources[slot::k]], str(workdir), barrier, ends),
+        )
+        for slot in range(k)
+    ]
+    for process in processes:
+        process.start()
+    barrier.wait()
+    started = time.monotonic()
+    finished = [ends.get(timeout=3600) for _ in processes]
+    for process in processes:
+        process.join()
+    return max(finished) - started
+
+
+# -- 2. the naive baseline: one cold soffice per document ------------------------------------
+
+
+def measure_naive(sources: list[Path], k: int, workdir: Path) -> float:
+    """Seconds for ``soffice --convert-to pdf`` per file, K processes at a time. Each slot has
+    a profile made beforehand, so only the per-document start-up is counted, not first use."""
+
+    def convert(slot: int, source: Path) -> None:
+        profile = (workdir / f"naive-profile-{slot}").as_uri()
+        subprocess.run(
+            [
+                "soffice",
+                f"-env:UserInstallation={profile}",
+                "--headless",
+                "--norestore",
+                "--convert-to",
+                "pdf",
+                "--outdir",
+                str(workdir / f"naive-out-{slot}"),
+                str(source),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=300,
+        )
+
+    warm = [threading.Thread(target=convert, args=(slot, sources[0])) for slot in range(k)]
+    for thread in warm:
+        thread.start()
+    for thread in warm:
+        thread.join()
+
+    def run(slot: int) -> None:
+        for source in sources[slot::k]:
+            convert(slot, source)
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(k)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
+
+
+# -- 3. Quire end to end ---------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    result, todo = [], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            result.append(child)
+            todo.append(child)
+    return result
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Service:
+    def __init__(self, workdir: Path, k: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "QUIRE_DATA_DIR": str(workdir / "data"),
+            "QUIRE_WORKER_CONCURRENCY": str(k),
+            "QUIRE_LOG_LEVEL": "WARNING",
+        }
+        self.log = open(workdir / "service.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "infra/run_embedded.py"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the service did not start; see service.log")
+
+    def pids(self, marker: str) -> list[int]:
+        return [pid for pid in _descendants(self.process.pid) if marker in _cmdline(pid)]
+
+    def submit(self, body: bytes | Iterator[bytes], headers: dict[str, str] | None = None) -> str:
+        response = httpx.post(
+            f"{self.url}/api/v1/jobs", content=body, headers=headers, timeout=3600
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+    def submit_zip(self, data: bytes) -> str:
+        files = {"file": ("bench.zip", data, "application/zip")}
+        response = httpx.post(f"{self.url}/api/v1/jobs", files=files, timeout=3600)
+        assert response.status_code == 202, response.text
+        return str(response.json()["job_id"])
+
+    def wait(self, job_id: str, interval: float = 0.25) -> dict[str, Any]:
+        while True:
+            status: dict[str, Any] = httpx.get(
+                f"{self.url}/api/v1/jobs/{job_id}", timeout=60
+            ).json()
+            if status["status"] in ("COMPLETED", "FAILED"):
+                return status
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=300)
+        self.log.close()
+
+
+def store_write_seconds(data: bytes, workdir: Path) -> float:
+    """Writing the same bytes to the same kind of store, in the same chunks, without HTTP."""
+    from app.storage import LocalStore
+
+    store = LocalStore(workdir / "baseline-store", secret="x")
+    started = time.perf_counter()
+    writer = store.open_writer("uploads/baseline/source.zip", "application/zip")
+    for offset in range(0, len(data), 65536):
+        writer.write(data[offset : offset + 65536])
+    writer.commit()
+    return time.perf_counter() - started
+
+
+def big_upload_body(megabytes: int, boundary: str) -> Iterator[bytes]:
+    """A multipart body holding a valid zip of ``megabytes`` MiB, generated as it is sent."""
+    from stream_zip import NO_COMPRESSION_64, stream_zip
+
+    block = os.urandom(1024 * 1024)
+    size = megabytes * len(block)
+    crc = 0
+    for _ in range(megabytes):
+        crc = zlib.crc32(block, crc)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(megabytes):
+            yield block
+
+    from datetime import datetime
+
+    member = ("big.docx", datetime(2026, 1, 1), 0o100644, NO_COMPRESSION_64(size, crc), chunks())
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="big.zip"\r\nContent-Type: application/zip\r\n\r\n'
+    ).encode()
+    yield from stream_zip([member])
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def measure_quire(
+    zip_bytes: bytes, count: int, k: int, workdir: Path, big_mb: int, warmup_zip: bytes
+) -> dict[str, Any]:
+    service = Service(workdir, k)
+    try:
+        service.wait(service.submit_zip(warmup_zip))  # LibreOffice instances start here
+        baseline = store_write_seconds(zip_bytes, workdir)
+        started = time.monotonic()
+        job_id = service.submit_zip(zip_bytes)
+        post_seconds = time.monotonic() - started
+        status = service.wait(job_id)
+        total = time.monotonic() - started
+        assert status["status"] == "COMPLETED", status["error_message"]
+        assert status["progress"]["completed"] == count, status["progress"]
+
+        api_pid = service.pids("uvicorn")[0]
+        pool = [pid for pid in service.pids("celery") if "worker" in _cmdline(pid)]
+        result: dict[str, Any] = {
+            "seconds": total,
+            "docs_per_second": count / total,
+            "post_seconds": post_seconds,
+            "store_write_seconds": baseline,
+            "upload_bytes": len(zip_bytes),
+            "result_bytes": status["result_bytes"],
+            "api_peak_rss_mb": _peak_rss_mb(api_pid),
+            "worker_peak_rss_mb": max(_peak_rss_mb(pid) for pid in pool),
+            "libreoffice_peak_rss_mb": max(
+                (_peak_rss_mb(pid) for pid in service.pids("soffice.bin")), default=0.0
+            ),
+        }
+        probe = subprocess.run(
+            [sys.executable, "-m", "tests.bench.archive_probe", job_id],
+            cwd=REPO,
+            env=service.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result["archive"] = json.loads(probe.stdout.strip().splitlines()[-1])
+        if big_mb:
+            boundary = "quirebenchboundary"
+            started = time.monotonic()
+            service.submit(
+                big_upload_body(big_mb, boundary),
+                {"content-type": f"multipart/form-data; boundary={boundary}"},
+            )
+            result["big_upload"] = {
+                "megabytes": big_mb,
+                "seconds": time.monotonic() - started,
+                "api_peak_rss_mb": _peak_rss_mb(api_pid),
+            }
+        return result
+    finally:
+        service.stop()
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=1000, help="documents per run")
+    parser.add_argument("--pages", type=int, default=2, help="pages per document")
+    parser.add_argument(
+        "--naive-sample",
+        type=int,
+        default=40,
+        help="documents the naive baseline converts (it is slow)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes and LibreOffice instances (K)",
+    )
+    parser.add_argument(
+        "--big-upload-mb",
+        type=int,
+        default=1024,
+        help="size of the large upload whose API memory is measured (0: skip)",
+    )
+    parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "latest.json")
+    args = parser.parse_args(argv)
+    k, count = args.concurrency, args.documents
+
+    workdir = Path(tempfile.mkdtemp(prefix="quire-bench-"))
+    try:
+        zip_bytes = bench_zip(count, args.pages)
+        sources = []
+        for index in range(count):
+            path = workdir / "docs" / f"doc-{index:05}.docx"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bench_docx(index, args.pages))
+            sources.append(path)
+
+        print(f"quire bench: {count} documents of {args.pages} pages, K={k}", flush=True)
+        limit = measure_limit(sources, k, workdir / "limit")
+        print(f"  limit: {count / limit:.2f} docs/s", flush=True)
+        sample = sources[: args.naive_sample]
+        naive = measure_naive(sample, k, workdir / "naive")
+        print(f"  naive: {len(sample) / naive:.2f} docs/s", flush=True)
+        quire = measure_quire(
+            zip_bytes,
+            count,
+            k,
+            workdir / "quire",
+            args.big_upload_mb,
+            bench_zip(2 * k, args.pages, folder="warmup"),
+        )
+        print(f"  quire: {quire['docs_per_second']:.2f} docs/s", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    report = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "documents": count,
+        "pages": args.pages,
+        "concurrency": k,
+        "limit": {"seconds": limit, "docs_per_second": count / limit},
+        "naive": {
+            "documents": len(sample),
+            "seconds": naive,
+            "docs_per_second": len(sample) / naive,
+        },
+        "quire": quire,
+        "ratios": {
+            "quire_over_limit": quire["docs_per_second"] / (count / limit),
+            "quire_over_naive": quire["docs_per_second"] / (len(sample) / naive),
+            "post_over_store_write": quire["post_seconds"] / quire["store_write_seconds"],
+        },
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    quire, ratios = report["quire"], report["ratios"]
+    rows = [
+        ("limit: K warm LibreOffice instances", f"{report['limit']['docs_per_second']:.2f}"),
+        ("naive: cold soffice --convert-to per file", f"{report['naive']['docs_per_second']:.2f}"),
+        ("Quire end to end (POST to COMPLETED)", f"{quire['docs_per_second']:.2f}"),
+    ]
+    lines = [
+        f"{report['documents']} documents x {report['pages']} pages, "
+        f"K={report['concurrency']} on {report['machine']['cores']} cores",
+        "",
+        f"{'':44} docs/s",
+        *(f"{name:44} {value:>6}" for name, value in rows),
+        "",
+        f"Quire / limit  {ratios['quire_over_limit']:.2f}   (target >= 0.85)",
+        f"Quire / naive  {ratios['quire_over_naive']:.2f}   (target >= 6)",
+        f"POST / store write  {ratios['post_over_store_write']:.2f}   (target <= 1.5; "
+        f"{quire['post_seconds']:.2f} s vs {quire['store_write_seconds']:.2f} s for "
+        f"{quire['upload_bytes'] / 1e6:.1f} MB)",
+        "",
+        f"peak RSS: API {quire['api_peak_rss_mb']:.0f} MB, worker process "
+        f"{quire['worker_peak_rss_mb']:.0f} MB, LibreOffice {quire['libreoffice_peak_rss_mb']:.0f}"
+        f" MB, archive build {quire['archive']['peak_rss_mb']:.0f} MB "
+        f"({quire['archive']['pdfs']} PDFs, {quire['archive']['archive_bytes'] / 1e6:.1f} MB)",
+    ]
+    if "big_upload" in quire:
+        big = quire["big_upload"]
+        lines.append(
+            f"API peak RSS after a {big['megabytes']} MiB upload: "
+            f"{big['api_peak_rss_mb']:.0f} MB ({big['seconds']:.1f} s)"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
