@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_compression_ratio: float = Field(default=100.0, gt=1)
 
     conversion_timeout: int = Field(default=120, ge=1)
+    # Conversions of one file that were started but never finished (its worker or LibreOffice
+    # died each time) before the file is FAILED instead of being tried again.
+    max_attempts: int = Field(default=3, ge=1)
+    job_task_time_limit: int = Field(default=3600, ge=60)  # ingest and archive of a whole job
     libreoffice_start_timeout: int = Field(default=60, ge=1)
     libreoffice_restart_after: int = Field(default=200, ge=1)
     soffice_path: str = "soffice"
@@ -65,6 +69,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("QUIRE_S3_BUCKET is required when QUIRE_STORAGE_BACKEND=s3")
+        if self.stale_after <= self.task_hard_time_limit:
+            raise ValueError(
+                f"QUIRE_STALE_AFTER ({self.stale_after}) must exceed the conversion task's hard "
+                f"time limit ({self.task_hard_time_limit} s), or running work would be re-sent"
+            )
         return self
 
     # Derived values: one place computes them so API, workers and sweeper agree.
@@ -83,8 +92,9 @@ class Settings(BaseSettings):
 
     @property
     def task_soft_time_limit(self) -> int:
-        # Room for a LibreOffice restart plus the store round trips around one conversion.
-        return self.conversion_timeout + self.libreoffice_start_timeout + 60
+        # A conversion may crash and be retried once on a fresh instance: two conversions, two
+        # LibreOffice starts, and a minute for the store round trips around them.
+        return 2 * (self.conversion_timeout + self.libreoffice_start_timeout) + 60
 
     @property
     def task_hard_time_limit(self) -> int:

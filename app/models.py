@@ -63,6 +63,9 @@ class Job(Base):
         default=JobStatus.PENDING,
     )
     file_count: Mapped[int] = mapped_column(Integer)
+    # Files that reached COMPLETED or FAILED, counted in the same transaction as each file's own
+    # change, so the caller whose count reaches file_count knows it finished the job.
+    finished_files: Mapped[int] = mapped_column(Integer, default=0)
     upload_bytes: Mapped[int] = mapped_column(BigInteger)
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
@@ -103,5 +106,6 @@ class File(Base):
 
     __table_args__ = (
         Index("ix_files_job_position", "job_id", "position"),
+        Index("ix_files_job_status", "job_id", "status"),
         Index("ix_files_status_touched", "status", "touched_at"),
     )

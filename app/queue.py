@@ -10,8 +10,15 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
+from kombu.exceptions import ChannelError
 
 from app.config import Settings, get_settings
+
+# Two queues: conversions, and the short control tasks (ingest, archive, sweep), so that a job's
+# ingest or archive never waits behind thousands of queued conversions. Workers consume both.
+CONVERT_QUEUE = "quire-convert"
+CONTROL_QUEUE = "quire-control"
 
 INGEST_TASK = "quire.ingest"
 CONVERT_TASK = "quire.convert"
@@ -22,7 +29,9 @@ SWEEP_TASK = "quire.sweep"
 def celery_config(settings: Settings) -> dict[str, Any]:
     # A message is redelivered when not acknowledged within the visibility timeout, so it must
     # outlast the longest wait in the queue plus the hard limit, or long queues run twice.
-    visibility_timeout = max(6 * 3600, 4 * settings.task_hard_time_limit)
+    visibility_timeout = max(
+        6 * 3600, 4 * settings.task_hard_time_limit, 2 * settings.job_task_time_limit
+    )
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -35,6 +44,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Worker processes, each with its own LibreOffice: QUIRE_WORKER_CONCURRENCY (cores).
+        "worker_concurrency": settings.worker_concurrency,
+        "task_queues": (Queue(CONTROL_QUEUE), Queue(CONVERT_QUEUE)),
+        "task_default_queue": CONTROL_QUEUE,
+        "task_routes": {CONVERT_TASK: {"queue": CONVERT_QUEUE}},
+        # The conversion task's limits; ingest and archive declare their own (workers.tasks).
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_hard_time_limit,
         "worker_hijack_root_logger": False,
@@ -70,3 +85,13 @@ def send_conversions(file_ids: Iterable[str]) -> None:
 
 def send_archive(job_id: str) -> None:
     get_sender().send_task(ARCHIVE_TASK, args=[job_id])
+
+
+def queued_conversions() -> int:
+    """Messages waiting in the conversion queue (not counting those being worked on)."""
+    with get_sender().connection_for_write() as connection:
+        channel: Any = connection.default_channel  # a kombu virtual channel (Redis)
+        try:
+            return int(channel.queue_declare(CONVERT_QUEUE, passive=True).message_count)
+        except ChannelError:  # Redis drops an empty queue's key: nothing is waiting
+            return 0

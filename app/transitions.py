@@ -7,10 +7,11 @@ a file twice and how exactly one caller gets to start a job's archive.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Result, Select, exists, select, update
+from sqlalchemy import Result, Select, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -80,20 +81,33 @@ def fail_files(session: Session, file_ids: list[str], message: str) -> int:
     return _rowcount(result)
 
 
-def claim_archive(session: Session, job_id: str) -> bool:
-    """True for exactly one caller, once every file of the job is terminal.
+def record_finished(session: Session, job_id: str, count: int) -> bool:
+    """Count ``count`` files of the job that just became terminal, in the caller's transaction.
 
-    Call it in a transaction of its own, after the file's own update has committed: otherwise
-    two workers finishing the last two files concurrently could each miss the other's update.
+    Returns True for exactly one caller: the one whose count finished the job and so claimed
+    its archive; it sends the archive task after its transaction commits. The increment locks
+    the job row, so concurrent finishers count one after another and only the last one sees
+    every file finished.
     """
-    unfinished = exists().where(File.job_id == job_id, File.status.not_in(TERMINAL_FILE_STATUSES))
+    if count <= 0:
+        return False
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(finished_files=Job.finished_files + count, updated_at=utcnow())
+    )
+    return claim_archive(session, job_id)
+
+
+def claim_archive(session: Session, job_id: str) -> bool:
+    """Set the job's "archive enqueued" mark if every file is terminal and nobody set it yet."""
     result = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
             Job.archive_enqueued_at.is_(None),
             Job.status.not_in(TERMINAL_JOB_STATUSES),
-            ~unfinished,
+            Job.finished_files >= Job.file_count,
         )
         .values(archive_enqueued_at=utcnow(), updated_at=utcnow())
         .returning(Job.id)
@@ -116,6 +130,11 @@ def finish_job(session: Session, job_id: str, *, result_bytes: int) -> bool:
 
 
 def fail_job(session: Session, job_id: str, message: str) -> bool:
+    """The job as a whole failed: it and every file still unfinished end FAILED with ``message``."""
+    unfinished = session.execute(
+        select(File.id).where(File.job_id == job_id, File.status.not_in(TERMINAL_FILE_STATUSES))
+    ).scalars()
+    fail_files(session, list(unfinished), message)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
@@ -134,24 +153,39 @@ def touch_files(session: Session, file_ids: list[str]) -> None:
         session.execute(update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
 
 
+@dataclass(frozen=True)
+class StaleFile:
+    file_id: str
+    job_id: str
+    ingested: bool  # its input object was written
+    in_progress: bool  # a worker claimed it (and, being stale, presumably died)
+    job_idle: bool  # nothing happened in its job for as long (no ingest batch, no file finished)
+
+
 def stale_files(
     session: Session,
     older_than: timedelta,
     *,
     include_in_progress: bool = False,
     limit: int = 1000,
-) -> list[tuple[str, str, bool]]:
+) -> list[StaleFile]:
     """Unfinished files nobody touched for a while: their message was lost or their worker died.
 
-    Rows of (file id, job id, whether its input object was written). ``include_in_progress``
-    takes every IN_PROGRESS file whatever its age: right when no worker can be running.
+    ``include_in_progress`` takes every IN_PROGRESS file whatever its age: right when no worker
+    can be running (the embedded runner's start).
     """
     cutoff: datetime = utcnow() - older_than
     stale = File.touched_at < cutoff
     if include_in_progress:
         stale = stale | (File.status == FileStatus.IN_PROGRESS)
     rows = session.execute(
-        select(File.id, File.job_id, File.input_bytes.is_not(None))
+        select(
+            File.id,
+            File.job_id,
+            File.input_bytes.is_not(None),
+            File.status,
+            Job.updated_at < cutoff,
+        )
         .join(Job, Job.id == File.job_id)
         .where(
             File.status.not_in(TERMINAL_FILE_STATUSES),
@@ -160,7 +194,10 @@ def stale_files(
         )
         .limit(limit)
     )
-    return [(file_id, job_id, bool(ingested)) for file_id, job_id, ingested in rows]
+    return [
+        StaleFile(file_id, job_id, bool(ingested), status == FileStatus.IN_PROGRESS, bool(idle))
+        for file_id, job_id, ingested, status, idle in rows
+    ]
 
 
 def stale_pending_jobs(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
@@ -175,10 +212,13 @@ def stale_pending_jobs(session: Session, older_than: timedelta, limit: int = 100
 
 def jobs_ready_for_archive(session: Session, limit: int = 100) -> list[str]:
     """Jobs whose files all finished but whose archive was never claimed (a worker died between)."""
-    unfinished = exists().where(File.job_id == Job.id, File.status.not_in(TERMINAL_FILE_STATUSES))
     rows = session.execute(
         select(Job.id)
-        .where(Job.status == JobStatus.IN_PROGRESS, Job.archive_enqueued_at.is_(None), ~unfinished)
+        .where(
+            Job.status == JobStatus.IN_PROGRESS,
+            Job.archive_enqueued_at.is_(None),
+            Job.finished_files >= Job.file_count,
+        )
         .limit(limit)
     )
     return list(rows.scalars())

@@ -7,15 +7,25 @@ but never a key or a path on disk.
 
 from __future__ import annotations
 
-import posixpath
+import io
 import re
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
 UTF8_NAME_FLAG = 0x800
 ENCRYPTED_FLAG = 0x1
+
+# The zip format's end records (APPNOTE 4.3.14-4.3.16).
+EOCD = struct.Struct("<4s4H2LH")
+EOCD_SIGNATURE = b"PK\x05\x06"
+EOCD_SEARCH = EOCD.size + 0xFFFF  # the record, then a comment of at most 64 KiB
+ZIP64_LOCATOR = struct.Struct("<4sLQL")
+ZIP64_LOCATOR_SIG = b"PK\x06\x07"
+ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+ZIP64_EOCD_SIG = b"PK\x06\x06"
 
 
 class UploadRejected(Exception):
@@ -32,10 +42,6 @@ class DocxEntry:
     index: int  # position in the zip's central directory: stable, unique, unlike names
     name: str  # decoded path inside the zip, as the user knows it
     info: zipfile.ZipInfo
-
-    @property
-    def encrypted(self) -> bool:
-        return bool(self.info.flag_bits & ENCRYPTED_FLAG)
 
 
 def decode_entry_name(info: zipfile.ZipInfo) -> str:
@@ -71,7 +77,40 @@ def is_ignored(name: str) -> bool:
     )
 
 
+def _declared_entries(source: BinaryIO) -> int | None:
+    """The entry count the zip's end records declare, read before any parsing (None: none found).
+
+    zipfile parses the whole central directory into memory; a small upload declaring millions
+    of empty entries would cost the API gigabytes before the file limit is even checked.
+    """
+    size = source.seek(0, io.SEEK_END)
+    tail_start = max(0, size - EOCD_SEARCH)
+    source.seek(tail_start)
+    tail = source.read()
+    at = tail.rfind(EOCD_SIGNATURE)
+    if at < 0 or len(tail) - at < EOCD.size:
+        return None
+    count = int(EOCD.unpack_from(tail, at)[4])
+    locator_at = at - ZIP64_LOCATOR.size
+    if count == 0xFFFF and locator_at >= 0 and tail[locator_at:].startswith(ZIP64_LOCATOR_SIG):
+        record_offset = int(ZIP64_LOCATOR.unpack_from(tail, locator_at)[2])
+        source.seek(record_offset)
+        record = source.read(ZIP64_EOCD.size)
+        if len(record) == ZIP64_EOCD.size and record.startswith(ZIP64_EOCD_SIG):
+            count = int(ZIP64_EOCD.unpack(record)[7])
+    return count
+
+
 def list_docx_entries(source: BinaryIO, max_files: int) -> list[DocxEntry]:
+    declared = _declared_entries(source)
+    # Room for folders and OS litter beside the DOCX files, but not for millions of entries.
+    if declared is not None and declared > 4 * max_files + 1000:
+        raise UploadRejected(
+            413,
+            f"The zip archive holds {declared} entries; at most {max_files} .docx files "
+            "are accepted per job.",
+        )
+    source.seek(0)
     try:
         archive = zipfile.ZipFile(source)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
@@ -128,7 +167,3 @@ def output_names(entry_names: list[str]) -> list[str]:
         taken.add(candidate.lower())
         names.append(candidate)
     return names
-
-
-def attachment_name(entry_name: str) -> str:
-    return posixpath.basename(safe_relative_path(entry_name))

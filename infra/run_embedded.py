@@ -23,7 +23,6 @@ from pathlib import Path
 from types import FrameType
 
 PYTHON = sys.executable
-STOP_GRACE = 60.0  # seconds a worker gets to finish its current conversion on shutdown
 
 
 def log(message: str) -> None:
@@ -73,6 +72,7 @@ class Runner:
         ).resolve()
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
+        self.stop_grace = 60.0  # until the settings are read
 
     def spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         # A session of its own: Ctrl-C reaches only this runner, which then stops the children
@@ -127,8 +127,23 @@ class Runner:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         kill_stray_soffice(self.scratch_dir)
         self.start_redis()
+        from app.config import Settings
+
+        settings = Settings()  # refuses to start on invalid settings, with the reason
+        # A worker's warm shutdown waits for its running conversion: up to the hard limit.
+        self.stop_grace = settings.task_hard_time_limit + 30
         subprocess.run([PYTHON, "-m", "app.migrate"], check=True)
-        concurrency = os.environ.get("QUIRE_WORKER_CONCURRENCY", str(os.cpu_count() or 1))
+        # No worker runs yet, so every file a previous run left IN_PROGRESS is an orphan: queue
+        # it again now, before any worker could claim files of its own.
+        subprocess.run(
+            [
+                PYTHON,
+                "-c",
+                "from app.config import get_settings; from workers.sweeper import sweep; "
+                "sweep(get_settings(), resume_in_progress=True)",
+            ],
+            check=True,
+        )
         self.spawn(
             "worker",
             [
@@ -138,8 +153,6 @@ class Runner:
                 "-A",
                 "workers.celery_app:celery",
                 "worker",
-                "--concurrency",
-                concurrency,
                 "--loglevel",
                 "INFO",
                 "--hostname",
@@ -178,16 +191,6 @@ class Runner:
             ],
         )
         wait_for_port(port, api, "the API", 60)
-        # Nothing else can be converting now: files left IN_PROGRESS by the last run are orphans.
-        subprocess.run(
-            [
-                PYTHON,
-                "-c",
-                "from app.queue import SWEEP_TASK, get_sender; "
-                "get_sender().send_task(SWEEP_TASK, kwargs={'resume_in_progress': True})",
-            ],
-            check=True,
-        )
         log(f"ready: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
 
     def supervise(self) -> int:
@@ -216,7 +219,7 @@ class Runner:
                     continue
                 process.terminate()  # Celery: warm shutdown, the running tasks finish
                 try:
-                    process.wait(timeout=STOP_GRACE)
+                    process.wait(timeout=self.stop_grace)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()

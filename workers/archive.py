@@ -29,17 +29,18 @@ MEMBER_OVERHEAD = 128
 FILE_MODE = stat.S_IFREG | 0o644
 
 
-def start_archive_if_done(job_id: str) -> bool:
-    """Queue the archive when every file is terminal; True for the one caller that did.
+def queue_archive(job_id: str) -> None:
+    """Send the archive task of a job whose archive the caller claimed (after its commit)."""
+    queue.send_archive(job_id)
+    log.info("archive.queued job_id=%s", job_id)
 
-    A transaction of its own, run after the caller's file update committed (see
-    ``transitions.claim_archive``), and the task is sent only after this one commits.
-    """
+
+def start_archive_if_done(job_id: str) -> bool:
+    """Claim and queue the archive of a job whose files all finished; True if this call did."""
     with session_scope() as session:
         claimed = transitions.claim_archive(session, job_id)
     if claimed:
-        queue.send_archive(job_id)
-        log.info("archive.queued job_id=%s", job_id)
+        queue_archive(job_id)
     return claimed
 
 

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, Job
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
-from workers.archive import start_archive_if_done
+from workers.archive import queue_archive
 from workers.conversion import ConversionError, Converter, ConverterCrashed
 from workers.validation import InvalidDocument, validate_docx
 
@@ -30,17 +30,32 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _claim(file_id: str) -> str | None:
-    """The file's job id if this task should convert it, None when there is nothing to do."""
+def _claim(file_id: str, max_attempts: int) -> str | None:
+    """The file's job id if this task should convert it, None when there is nothing to do.
+
+    A file whose conversion was already started ``max_attempts`` times and never finished (its
+    worker or LibreOffice died each time) is FAILED here instead of being tried again.
+    """
+    archive_due = False
     with session_scope() as session:
         row = session.execute(
-            select(File.job_id, Job.status)
+            select(File.job_id, File.attempts, Job.status)
             .join(Job, Job.id == File.job_id)
             .where(File.id == file_id)
         ).first()
         if row is None or row.status in TERMINAL_JOB_STATUSES:
             return None
-        return row.job_id if transitions.claim_file(session, file_id) else None
+        if row.attempts < max_attempts:
+            return row.job_id if transitions.claim_file(session, file_id) else None
+        message = (
+            f"The conversion of this document was started {row.attempts} times and never "
+            "finished (LibreOffice or its worker stopped each time); it was not tried again."
+        )
+        failed = transitions.fail_files(session, [file_id], message)
+        archive_due = transitions.record_finished(session, row.job_id, failed)
+    if archive_due:
+        queue_archive(row.job_id)
+    return None
 
 
 def _convert_with_one_retry(
@@ -57,7 +72,7 @@ def _convert_with_one_retry(
 def convert_file(
     file_id: str, store: ObjectStore, converter: Converter, settings: Settings
 ) -> None:
-    job_id = _claim(file_id)
+    job_id = _claim(file_id, settings.max_attempts)
     if job_id is None:
         return
     scratch_root = settings.resolved_scratch_dir
@@ -83,17 +98,20 @@ def convert_file(
                 # Upload inside the transaction whose conditional UPDATE won: the row stays locked
                 # until commit, so a concurrent or redelivered conversion of the same file finds
                 # it finished and never overwrites the PDF whose size and CRC were recorded.
-                if transitions.complete_file(session, file_id, output_bytes=size, crc32=crc):
+                finished = transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
+                if finished:
                     store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
             else:
-                transitions.fail_files(session, [file_id], error)
-        log.info(
-            "file.%s job_id=%s file_id=%s error=%r",
-            "failed" if error else "completed",
-            job_id,
-            file_id,
-            error,
-        )
+                finished = transitions.fail_files(session, [file_id], error) > 0
+            archive_due = finished and transitions.record_finished(session, job_id, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    start_archive_if_done(job_id)
+    log.info(
+        "file.%s job_id=%s file_id=%s error=%r",
+        "failed" if error else "completed",
+        job_id,
+        file_id,
+        error,
+    )
+    if archive_due:
+        queue_archive(job_id)

@@ -13,16 +13,16 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import queue, transitions
 from app.config import Settings
 from app.db import session_scope
-from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
+from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
 from app.storage import ObjectStore, input_key, upload_key
 from app.zipinput import ENCRYPTED_FLAG
-from workers.archive import start_archive_if_done
+from workers.archive import queue_archive
 
 log = logging.getLogger("quire.ingest")
 BATCH = 50
@@ -43,16 +43,27 @@ class Batch:
 
 
 def _flush(job_id: str, batch: Batch) -> None:
+    now = utcnow()
     with session_scope() as session:
         if batch.copied:
+            # touched_at: the sweeper counts a file's wait in the queue from here.
             session.execute(
                 update(File),
-                [{"id": file_id, "input_bytes": size} for file_id, size in batch.copied.items()],
+                [
+                    {"id": file_id, "input_bytes": size, "touched_at": now}
+                    for file_id, size in batch.copied.items()
+                ],
             )
-        for file_id, message in batch.failed.items():
+        failed = sum(
             transitions.fail_files(session, [file_id], message)
+            for file_id, message in batch.failed.items()
+        )
+        archive_due = transitions.record_finished(session, job_id, failed)
+        transitions.touch_job(session, job_id)  # progress: the sweeper leaves this ingest alone
     # Only after the commit: a conversion task must find its input recorded.
     queue.send_conversions(batch.copied)
+    if archive_due:  # every file of the job was refused
+        queue_archive(job_id)
     log.info(
         "ingest.batch job_id=%s copied=%d failed=%d", job_id, len(batch.copied), len(batch.failed)
     )
@@ -72,6 +83,11 @@ def _copy_entry(
             "entry); upload it without zip encryption."
         )
     limit = min(settings.max_entry_bytes, budget)
+    limit_name = (
+        "the size limit per file"
+        if limit == settings.max_entry_bytes
+        else ("the job's total size limit")
+    )
     ratio_limit = max(info.compress_size, 1) * settings.max_compression_ratio
     writer = store.open_writer(
         key, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -82,7 +98,7 @@ def _copy_entry(
                 writer.write(chunk)
                 if writer.bytes_written > limit:
                     raise EntryRefused(
-                        f"The entry unpacks to more than {limit} bytes, past the size limit."
+                        f"The entry unpacks to more than {limit} bytes, past {limit_name}."
                     )
                 if writer.bytes_written > ratio_limit:
                     raise EntryRefused(
@@ -93,7 +109,13 @@ def _copy_entry(
     except EntryRefused:
         writer.abort()
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+    except NotImplementedError:
+        writer.abort()
+        raise EntryRefused(
+            "The entry uses a zip compression method Quire cannot read; zip it again with "
+            "standard (deflate) compression."
+        ) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         writer.abort()
         raise EntryRefused(
             f"The entry is damaged in the zip and cannot be read ({error})."
@@ -120,13 +142,18 @@ def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
             return
         transitions.start_job(session, job_id)
         todo = _pending_files(session, job_id)
+        # A redelivered or repeated ingest goes on with what the first one left of the budget.
+        used = session.scalar(
+            select(func.coalesce(func.sum(File.input_bytes), 0)).where(File.job_id == job_id)
+        )
     if todo:
-        _unpack(job_id, todo, store, settings)
-    start_archive_if_done(job_id)
+        _unpack(
+            job_id, todo, store, settings, settings.max_total_uncompressed_bytes - int(used or 0)
+        )
 
 
 def _unpack(
-    job_id: str, todo: list[tuple[str, int]], store: ObjectStore, settings: Settings
+    job_id: str, todo: list[tuple[str, int]], store: ObjectStore, settings: Settings, budget: int
 ) -> None:
     with store.open_reader(upload_key(job_id)) as source:
         try:
@@ -137,7 +164,6 @@ def _unpack(
             return
         with archive:
             infos = archive.infolist()
-            budget = settings.max_total_uncompressed_bytes
             batch = Batch()
             for file_id, position in todo:
                 try:

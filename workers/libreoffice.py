@@ -22,6 +22,7 @@ from workers.conversion import (
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,
+    ConverterUnavailable,
     kill_process_group,
     soffice_flags,
 )
@@ -99,8 +100,9 @@ class UnoConverter:
             except NoConnectException:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self._kill()
-                    raise ConverterCrashed(
-                        "LibreOffice could not be started; check the worker's installation."
+                    raise ConverterUnavailable(
+                        f"LibreOffice did not start within {self.start_timeout:g} seconds "
+                        f"(exit code {self.process.poll()})"
                     ) from None
                 time.sleep(0.05)
         self.desktop = context.ServiceManager.createInstanceWithContext(
@@ -116,7 +118,8 @@ class UnoConverter:
 
     def close(self) -> None:
         """Stop the instance and remove its profile (called when the worker process exits)."""
-        if self.desktop is not None:
+        # A clean terminate only when it still answers: a call into a hung instance would hang.
+        if self.desktop is not None and self._responsive():
             try:
                 self.desktop.terminate()
             except Exception:  # noqa: BLE001 - the bridge may be gone already; the kill follows

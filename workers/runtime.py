@@ -37,10 +37,10 @@ def get_converter() -> Converter:
     if _converter is None or _owner_pid != os.getpid():
         _converter = build_converter(get_settings())
         _owner_pid = os.getpid()
-        atexit.register(close_converter)
     return _converter
 
 
+@atexit.register
 def close_converter() -> None:
     global _converter
     if _converter is not None and _owner_pid == os.getpid():

@@ -1,7 +1,8 @@
 """The periodic sweeper: re-sends work whose message was lost or whose worker died.
 
 Every task is idempotent, so re-sending is always safe; at worst a file is converted twice and
-recorded once.
+recorded once. Still, it re-sends only what is really lost: a PENDING file may simply be
+waiting behind a long queue, so those are re-sent only when the conversion queue is empty.
 """
 
 from __future__ import annotations
@@ -12,32 +13,44 @@ from datetime import timedelta
 from app import queue, transitions
 from app.config import Settings
 from app.db import session_scope
-from workers.archive import start_archive_if_done
+from workers.archive import queue_archive, start_archive_if_done
 
 log = logging.getLogger("quire.sweeper")
 
 
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:
     """One pass; ``resume_in_progress`` also takes IN_PROGRESS files of any age, which is right
-    only when no worker can be running (the embedded runner's start)."""
+    only when no worker can be running (the embedded runner calls it before starting any)."""
     stale = timedelta(seconds=settings.stale_after)
+    waiting = queue.queued_conversions()
     with session_scope() as session:
         pending_jobs = transitions.stale_pending_jobs(session, stale)
-        files = transitions.stale_files(session, stale, include_in_progress=resume_in_progress)
+        files = [
+            file
+            for file in transitions.stale_files(
+                session, stale, include_in_progress=resume_in_progress
+            )
+            # A claimed file went stale because its worker died. An unclaimed one may just be
+            # queued: lost for sure only when nothing waits in the queue. One never ingested is
+            # lost only when its job's ingest stopped making progress.
+            if file.in_progress
+            or (file.ingested and waiting == 0)
+            or (not file.ingested and file.job_idle)
+        ]
         lost_archives = transitions.stale_archives(session, stale)
         ready_jobs = transitions.jobs_ready_for_archive(session)
         # Touching restarts their clocks, so one lost message is re-sent once per period.
-        transitions.touch_files(session, [file_id for file_id, _, _ in files])
+        transitions.touch_files(session, [file.file_id for file in files])
         for job_id in pending_jobs + lost_archives:
             transitions.touch_job(session, job_id)
     # A file whose input was never written needs its job's ingest, not a conversion.
-    reingest = sorted({job_id for _, job_id, ingested in files if not ingested} | set(pending_jobs))
-    reconvert = [file_id for file_id, _, ingested in files if ingested]
+    reingest = sorted({file.job_id for file in files if not file.ingested} | set(pending_jobs))
+    reconvert = [file.file_id for file in files if file.ingested]
     for job_id in reingest:
         queue.send_ingest(job_id)
     queue.send_conversions(reconvert)
     for job_id in lost_archives:
-        queue.send_archive(job_id)
+        queue_archive(job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)
     summary = {
         "ingests": len(reingest),

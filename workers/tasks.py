@@ -14,14 +14,16 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import OperationalError
 
 from app import queue, transitions
 from app.config import get_settings
 from app.db import session_scope
 from app.storage import StoreError, get_store
-from workers.archive import build_archive, start_archive_if_done
+from workers.archive import build_archive, queue_archive
 from workers.celery_app import celery
+from workers.conversion import ConverterUnavailable
 from workers.convert import convert_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
@@ -29,21 +31,33 @@ from workers.sweeper import sweep
 
 log = logging.getLogger("quire.tasks")
 MAX_RETRIES = 8
+# Errors that say nothing about the document or the job, only that a service was briefly away.
+TRANSIENT = (
+    OperationalError,  # the database
+    KombuOperationalError,  # the broker
+    ConverterUnavailable,  # LibreOffice could not start
+    ConnectionError,
+    OSError,  # includes a full or unwritable scratch disk
+)
 
 
 def _transient(error: BaseException) -> bool:
     if isinstance(error, StoreError):
         return error.transient
-    return isinstance(error, OperationalError | OSError | ConnectionError)
+    return isinstance(error, TRANSIENT)
 
 
-def _run(task: Task[Any, Any], work: Callable[[], None], give_up: Callable[[str], None]) -> None:
+def _run(
+    task: Task[Any, Any],
+    work: Callable[[], None],
+    give_up: Callable[[str], None],
+    timed_out: str,
+) -> None:
     """Run ``work``; retry transient failures with backoff, then ``give_up`` with a message."""
     try:
         work()
     except SoftTimeLimitExceeded:
-        close_converter()  # the instance may be wedged; the next task starts a fresh one
-        give_up("The conversion exceeded the task's time limit and was stopped.")
+        give_up(timed_out)
     except Exception as error:
         if _transient(error) and task.request.retries < MAX_RETRIES:
             delay = min(2**task.request.retries, 60)
@@ -52,42 +66,70 @@ def _run(task: Task[Any, Any], work: Callable[[], None], give_up: Callable[[str]
             )
             raise task.retry(exc=error, countdown=delay) from error
         log.exception("task.gave_up name=%s", task.name)
-        give_up(
-            f"Processing failed after {task.request.retries + 1} attempts: "
-            f"{type(error).__name__}: {error}"
-        )
+        give_up(f"Processing failed after {task.request.retries + 1} attempts: {error}")
 
 
-@celery.task(name=queue.INGEST_TASK, bind=True, max_retries=MAX_RETRIES)
+def _fail_job(job_id: str, message: str) -> None:
+    with session_scope() as session:
+        transitions.fail_job(session, job_id, message)
+
+
+# Ingest and archive work on a whole job, so they get the job's limit, not a conversion's.
+JOB_SOFT_LIMIT: int = get_settings().job_task_time_limit
+JOB_HARD_LIMIT: int = JOB_SOFT_LIMIT + 60
+
+
+@celery.task(
+    name=queue.INGEST_TASK,
+    bind=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=JOB_SOFT_LIMIT,
+    time_limit=JOB_HARD_LIMIT,
+)
 def ingest(self: Task[Any, Any], job_id: str) -> None:
-    def give_up(message: str) -> None:
-        with session_scope() as session:
-            transitions.fail_job(session, job_id, f"The upload could not be unpacked. {message}")
-
-    _run(self, lambda: ingest_job(job_id, get_store(), get_settings()), give_up)
+    _run(
+        self,
+        lambda: ingest_job(job_id, get_store(), get_settings()),
+        lambda message: _fail_job(job_id, f"The upload could not be unpacked. {message}"),
+        timed_out="Unpacking the upload took longer than QUIRE_JOB_TASK_TIME_LIMIT allows.",
+    )
 
 
 @celery.task(name=queue.CONVERT_TASK, bind=True, max_retries=MAX_RETRIES)
 def convert(self: Task[Any, Any], file_id: str) -> None:
     def give_up(message: str) -> None:
+        close_converter()  # it may be wedged: the next conversion starts a fresh instance
         with session_scope() as session:
-            transitions.fail_files(session, [file_id], message)
             job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
-        if job_id is not None:
-            start_archive_if_done(job_id)
-
-    _run(self, lambda: convert_file(file_id, get_store(), get_converter(), get_settings()), give_up)
-
-
-@celery.task(name=queue.ARCHIVE_TASK, bind=True, max_retries=MAX_RETRIES)
-def archive(self: Task[Any, Any], job_id: str) -> None:
-    def give_up(message: str) -> None:
-        with session_scope() as session:
-            transitions.fail_job(
-                session, job_id, f"The result archive could not be built. {message}"
+            failed = transitions.fail_files(session, [file_id], message)
+            archive_due = job_id is not None and transitions.record_finished(
+                session, job_id, failed
             )
+        if archive_due and job_id is not None:
+            queue_archive(job_id)
 
-    _run(self, lambda: build_archive(job_id, get_store()), give_up)
+    _run(
+        self,
+        lambda: convert_file(file_id, get_store(), get_converter(), get_settings()),
+        give_up,
+        timed_out="The conversion exceeded the task's time limit and was stopped.",
+    )
+
+
+@celery.task(
+    name=queue.ARCHIVE_TASK,
+    bind=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=JOB_SOFT_LIMIT,
+    time_limit=JOB_HARD_LIMIT,
+)
+def archive(self: Task[Any, Any], job_id: str) -> None:
+    _run(
+        self,
+        lambda: build_archive(job_id, get_store()),
+        lambda message: _fail_job(job_id, f"The result archive could not be built. {message}"),
+        timed_out="Building the archive took longer than QUIRE_JOB_TASK_TIME_LIMIT allows.",
+    )
 
 
 @celery.task(name=queue.SWEEP_TASK)

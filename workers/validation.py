@@ -24,6 +24,10 @@ OFFICE_DOCUMENT = "/officeDocument"  # transitional and ISO Strict relationship 
 WORD_CONTENT_TYPES = ("wordprocessingml", "ms-word")
 MAX_PART_XML = 4 * 1024 * 1024  # [Content_Types].xml and _rels/.rels are a few KB in practice
 MAX_EXPANDED = 2 * 1024 * 1024 * 1024  # a package that claims to unpack to more is refused
+UNSUPPORTED_COMPRESSION = (
+    "The DOCX package uses a zip compression method (such as Deflate64) that Word does not "
+    "write and Quire cannot read; save it again from Word."
+)
 
 
 class InvalidDocument(Exception):
@@ -54,6 +58,8 @@ def _read_xml(package: zipfile.ZipFile, name: str) -> Element:
         raise InvalidDocument(f"The DOCX package's {name} is implausibly large.")
     try:
         data = package.read(info)
+    except NotImplementedError:
+        raise InvalidDocument(UNSUPPORTED_COMPRESSION) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
         raise InvalidDocument(f"The DOCX package is damaged: its {name} cannot be read.") from None
     try:
@@ -119,6 +125,8 @@ def validate_docx(path: Path) -> None:
             )
         try:
             damaged = package.testzip()
+        except NotImplementedError:
+            raise InvalidDocument(UNSUPPORTED_COMPRESSION) from None
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError):
             damaged = "?"
         if damaged is not None:

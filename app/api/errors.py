@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas import ErrorResponse
+from app.storage import StoreError
 from app.zipinput import UploadRejected
 
 log = logging.getLogger("quire.api")
@@ -68,6 +70,16 @@ def install_error_handlers(app: FastAPI) -> None:
             for error in exc.errors()
         )
         return error_response(422, f"Invalid request: {problems}")
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        log.warning("api.store_unavailable error=%s", exc)
+        return error_response(503, "The object store is unavailable; try again shortly.")
+
+    @app.exception_handler(OperationalError)
+    async def _database(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("api.database_unavailable error=%s", exc)
+        return error_response(503, "The database is unavailable; try again shortly.")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

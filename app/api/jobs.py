@@ -19,7 +19,7 @@ from app.models import FileStatus, JobStatus
 from app.schemas import FileResult, JobCreated, JobStatusResponse, Progress
 from app.storage import ObjectStore, job_prefixes, result_key, upload_key
 from app.uploads import receive_zip
-from app.zipinput import DocxEntry, UploadRejected, list_docx_entries
+from app.zipinput import DocxEntry, list_docx_entries
 
 log = logging.getLogger("quire.api")
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -56,7 +56,7 @@ def _list_entries(store: ObjectStore, key: str, max_files: int) -> list[DocxEntr
     status_code=202,
     response_model=JobCreated,
     openapi_extra=UPLOAD_BODY,
-    responses=responses(400, 413, 415, 422),
+    responses=responses(400, 413, 415, 422, 503),
     summary="Submit a zip of DOCX files for conversion",
 )
 async def submit_job(
@@ -69,18 +69,20 @@ async def submit_job(
     job_id = new_job_id()
     key = upload_key(job_id)
     upload_bytes = await receive_zip(request, store, key, settings.max_upload_bytes)
-    try:
-        entries = await run_in_threadpool(_list_entries, store, key, settings.max_files_per_job)
-    except UploadRejected:
-        await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
-        raise
 
-    def _create() -> None:
+    def _create() -> int:
+        entries = _list_entries(store, key, settings.max_files_per_job)
         with session_scope() as session:
             create_job(session, job_id, entries, upload_bytes)
+        return len(entries)
 
-    await run_in_threadpool(_create)
-    log.info("job.accepted job_id=%s files=%d bytes=%d", job_id, len(entries), upload_bytes)
+    try:
+        file_count = await run_in_threadpool(_create)
+    except BaseException:
+        # Refused, or the database or store failed: no job exists, so nothing may stay stored.
+        await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
+        raise
+    log.info("job.accepted job_id=%s files=%d bytes=%d", job_id, file_count, upload_bytes)
     try:
         await run_in_threadpool(queue.send_ingest, job_id)
     except Exception:
@@ -88,7 +90,7 @@ async def submit_job(
         log.exception("job.enqueue_failed job_id=%s", job_id)
     status_url = f"{base}/api/v1/jobs/{job_id}"
     body = JobCreated(
-        job_id=job_id, status=JobStatus.PENDING, file_count=len(entries), status_url=status_url
+        job_id=job_id, status=JobStatus.PENDING, file_count=file_count, status_url=status_url
     )
     return JSONResponse(
         body.model_dump(mode="json"), status_code=202, headers={"Location": status_url}
@@ -177,6 +179,8 @@ def download_job(
     if job.status != JobStatus.COMPLETED:
         raise ApiError(409, f"Job {job.id} is {job.status.value}; its archive is not ready yet.")
     key = result_key(job.id)
+    if not store.exists(key):
+        raise ApiError(404, f"The archive of job {job.id} no longer exists.")
     filename = f"quire-{job.id}.zip"
     if redirect:
         url = store.presigned_get_url(

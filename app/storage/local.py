@@ -75,8 +75,11 @@ class LocalStore:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
-        shutil.copyfile(path, partial)
-        os.replace(partial, final)
+        try:
+            shutil.copyfile(path, partial)
+            os.replace(partial, final)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def open_reader(self, key: str) -> BinaryIO:
         try:
@@ -135,6 +138,3 @@ class LocalStore:
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"local store {self.root} is not writable", transient=False)
-
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -60,8 +61,10 @@ def _errors(key: str) -> Iterator[None]:
             f"object store refused {key}: {code or status}",
             transient=status >= 500 or status in (0, 408, 429),
         ) from error
-    except BotoCoreError as error:
-        raise StoreError(f"object store unreachable ({key}): {error}") from error
+    except (BotoCoreError, Boto3Error) as error:
+        # boto3's transfer helpers wrap the ClientError they met (S3UploadFailedError,
+        # RetriesExceededError): all of these are worth trying again.
+        raise StoreError(f"object store unreachable or failing ({key}): {error}") from error
 
 
 class S3Writer:

@@ -79,6 +79,7 @@ def test_bad_uploads_get_400_and_leave_nothing(
 ) -> None:
     assert_error(post_zip(client, data), status, fragment)
     assert sent.ingests == []
+    assert stored_keys("uploads/") == []
 
 
 def test_missing_file_field_is_400(client: TestClient) -> None:
@@ -273,3 +274,37 @@ def test_job_rows_are_written_in_one_transaction(client: TestClient) -> None:
     assert view is not None
     assert view.job.status == JobStatus.PENDING and view.job.file_count == 5
     assert [f.status for f in view.files] == [FileStatus.PENDING] * 5
+
+
+def test_a_store_failure_is_503_and_leaves_nothing_behind(
+    client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.storage import StoreError
+
+    store = get_store()
+
+    def unreachable(key: str) -> None:
+        raise StoreError("connection refused")
+
+    monkeypatch.setattr(store, "open_reader", unreachable)
+    response = post_zip(client, make_zip({"a.docx": make_docx("a")}))
+    assert_error(response, 503, "object store is unavailable")
+    assert sent.ingests == []
+    with session_scope() as session:
+        from app.models import Job
+
+        assert session.query(Job).count() == 0
+    assert stored_keys("uploads/") == []
+
+
+def stored_keys(prefix: str) -> list[str]:
+    """Every key under ``prefix``, asked of the store itself (a directory, or S3's listing)."""
+    from app.storage import LocalStore, S3Store
+
+    store = get_store()
+    if isinstance(store, LocalStore):
+        root = store.root / prefix
+        return [str(p.relative_to(store.root)) for p in root.rglob("*") if p.is_file()]
+    assert isinstance(store, S3Store)
+    listing = store.client.list_objects_v2(Bucket=store.bucket, Prefix=prefix)
+    return [item["Key"] for item in listing.get("Contents", [])]

@@ -13,7 +13,6 @@ from app.jobs import create_job, new_job_id
 from app.models import File, FileStatus, Job, JobStatus
 from app.zipinput import DocxEntry
 from tests.conftest import Backend, SentTasks
-from workers.archive import start_archive_if_done
 
 
 def make_job(count: int) -> tuple[str, list[str]]:
@@ -48,18 +47,18 @@ def test_a_file_finishes_once(backend: Backend) -> None:
         assert (row.status, row.output_bytes, row.error_message) == (FileStatus.COMPLETED, 10, None)
 
 
-def test_archive_is_claimed_only_when_all_files_are_terminal(
-    backend: Backend, sent: SentTasks
-) -> None:
+def test_archive_is_claimed_only_when_all_files_are_terminal(backend: Backend) -> None:
     job_id, (first, second) = make_job(2)
     with session_scope() as session:
-        transitions.fail_files(session, [first], "bad")
-    assert not start_archive_if_done(job_id)
+        failed = transitions.fail_files(session, [first], "bad")
+        assert not transitions.record_finished(session, job_id, failed)
     with session_scope() as session:
         transitions.complete_file(session, second, output_bytes=1, crc32=0)
-    assert start_archive_if_done(job_id)
-    assert not start_archive_if_done(job_id)
-    assert sent.archives == [job_id]
+        assert transitions.record_finished(session, job_id, 1)  # the last one claims it
+    with session_scope() as session:
+        assert not transitions.claim_archive(session, job_id)  # once
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_files == 2 and job.archive_enqueued_at
 
 
 def test_concurrent_finishers_start_exactly_one_archive(backend: Backend, sent: SentTasks) -> None:
@@ -70,10 +69,10 @@ def test_concurrent_finishers_start_exactly_one_archive(backend: Backend, sent: 
     lock = threading.Lock()
 
     def finish(file_id: str) -> None:
+        barrier.wait()
         with session_scope() as session:
             transitions.complete_file(session, file_id, output_bytes=1, crc32=0)
-        barrier.wait()
-        result = start_archive_if_done(job_id)
+            result = transitions.record_finished(session, job_id, 1)
         with lock:
             claimed.append(result)
 
@@ -83,7 +82,21 @@ def test_concurrent_finishers_start_exactly_one_archive(backend: Backend, sent: 
     for thread in threads:
         thread.join()
     assert claimed.count(True) == 1
-    assert sent.archives == [job_id]
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_files == 16
+
+
+def test_a_failed_job_leaves_no_file_unfinished(backend: Backend) -> None:
+    job_id, (done, waiting) = make_job(2)
+    with session_scope() as session:
+        transitions.complete_file(session, done, output_bytes=1, crc32=0)
+        transitions.fail_job(session, job_id, "The uploaded zip can no longer be read.")
+    with session_scope() as session:
+        files = {f.id: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    assert files[done].status == FileStatus.COMPLETED
+    assert files[waiting].status == FileStatus.FAILED
+    assert files[waiting].error_message == "The uploaded zip can no longer be read."
 
 
 def test_job_outcomes_are_final(backend: Backend) -> None:
@@ -103,9 +116,11 @@ def test_stale_work_is_found_for_the_sweeper(backend: Backend) -> None:
         session.get(File, ingested).input_bytes = 10  # type: ignore[union-attr]
     with session_scope() as session:
         assert transitions.stale_files(session, timedelta(hours=1)) == []
-        stale = sorted(transitions.stale_files(session, timedelta(seconds=-1)))
-    assert stale == sorted([(ingested, job_id, True), (not_ingested, job_id, False)])
+        stale = transitions.stale_files(session, timedelta(seconds=-1))
+    assert sorted((f.file_id, f.ingested, f.in_progress) for f in stale) == sorted(
+        [(ingested, True, False), (not_ingested, False, False)]
+    )
     with session_scope() as session:
         transitions.claim_file(session, ingested)
         resumed = transitions.stale_files(session, timedelta(hours=1), include_in_progress=True)
-    assert resumed == [(ingested, job_id, True)]
+    assert [(f.file_id, f.job_id, f.in_progress) for f in resumed] == [(ingested, job_id, True)]

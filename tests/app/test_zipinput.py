@@ -119,3 +119,14 @@ def test_output_names_mirror_paths_and_never_collide() -> None:
 )
 def test_output_names_stay_inside_the_archive(entry: str, expected: str) -> None:
     assert output_names([entry]) == [expected]
+
+
+def test_a_zip_declaring_far_too_many_entries_is_refused_before_parsing() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index in range(5000):
+            archive.writestr(f"empty/{index}", b"")
+    with pytest.raises(UploadRejected) as caught:
+        list_docx_entries(io.BytesIO(buffer.getvalue()), max_files=10)
+    assert caught.value.status_code == 413
+    assert "5000 entries" in caught.value.message

@@ -177,6 +177,7 @@ class Service:
             "QUIRE_WORKER_CONCURRENCY": str(k),
             "QUIRE_LOG_LEVEL": "WARNING",
         }
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log = open(workdir / "service.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "infra/run_embedded.py"],
@@ -374,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  quire: {quire['docs_per_second']:.2f} docs/s", flush=True)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("QUIRE_BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
     report = {
         "machine": {

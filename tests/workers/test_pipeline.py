@@ -216,3 +216,27 @@ def test_scratch_names_never_come_from_entry_names(
     run_to_the_end(job_id, sent, converter)
     assert not (tmp_path.parent / "escape.pdf").exists()
     assert list(result_members(job_id)) == ["escape.pdf"]
+
+
+def test_a_file_that_keeps_killing_its_worker_is_failed_after_max_attempts(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    from sqlalchemy import update
+
+    job_id = submit(make_zip({"poison.docx": make_docx("x"), "fine.docx": make_docx("fine")}))
+    settings, store = get_settings(), get_store()
+    ingest_job(job_id, store, settings)
+    with session_scope() as session:
+        poison = session.scalar(select(File.id).where(File.filename == "poison.docx"))
+        # As if its conversion had been started max_attempts times and its worker died each time.
+        session.execute(
+            update(File).where(File.id == poison).values(attempts=settings.max_attempts)
+        )
+    while sent.conversions:
+        convert_file(sent.conversions.pop(0), store, converter, settings)
+    with session_scope() as session:
+        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    assert files["poison.docx"].status == FileStatus.FAILED
+    assert "started 3 times and never finished" in (files["poison.docx"].error_message or "")
+    assert files["fine.docx"].status == FileStatus.COMPLETED
+    assert sent.archives == [job_id]

@@ -65,6 +65,7 @@ def test_lost_ingest_and_lost_archive_are_sent_again(backend: Backend, sent: Sen
     with session_scope() as session:
         transitions.start_job(session, job_id)
         transitions.complete_file(session, file_id, output_bytes=1, crc32=0)
+        session.execute(update(Job).where(Job.id == job_id).values(finished_files=1))
     # Every file finished but nobody claimed the archive (the worker died in between).
     assert sweep(get_settings())["archives"] == 1
     assert sent.archives == [job_id]
@@ -72,3 +73,24 @@ def test_lost_ingest_and_lost_archive_are_sent_again(backend: Backend, sent: Sen
     age(job_id, get_settings().stale_after + 5)
     sweep(get_settings())
     assert sent.archives == [job_id, job_id]
+
+
+def test_queued_files_are_not_resent_while_the_queue_still_holds_work(
+    backend: Backend, sent: SentTasks
+) -> None:
+    from app import queue
+
+    job_id, (file_id,) = make_job(1)
+    with session_scope() as session:
+        session.execute(update(File).where(File.id == file_id).values(input_bytes=10))
+    age(job_id, get_settings().stale_after + 5)
+    # A real message waits in the real conversion queue (the sweeper asks the broker).
+    queue.get_sender().send_task(queue.CONVERT_TASK, args=["someone-else"])
+    try:
+        assert queue.queued_conversions() == 1
+        assert sweep(get_settings())["conversions"] == 0  # it may just be waiting its turn
+    finally:
+        with queue.get_sender().connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue.CONVERT_QUEUE)
+    assert sweep(get_settings())["conversions"] == 1  # nothing waits: its message was lost
+    assert sent.conversions == [file_id]

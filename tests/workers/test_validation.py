@@ -72,3 +72,18 @@ def test_corrupted_part_inside_a_docx_is_refused(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(InvalidDocument):
         validate_docx(path)
+
+
+def test_an_unsupported_compression_method_is_refused_with_a_reason(tmp_path: Path) -> None:
+    data = bytearray(make_docx("deflate64, say"))
+    # Mark every entry as Deflate64 (method 9), which zipfile cannot read, in the local headers
+    # (method at offset 8) and the central directory (offset 10).
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        position = data.find(signature)
+        while position >= 0:
+            data[position + offset : position + offset + 2] = (9).to_bytes(2, "little")
+            position = data.find(signature, position + 4)
+    path = tmp_path / "deflate64.docx"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidDocument, match="compression method"):
+        validate_docx(path)
