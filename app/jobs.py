@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import File, FileStatus, Job, JobStatus, new_id, utcnow
@@ -51,7 +52,9 @@ def create_job(session: Session, job_id: str, entries: list[DocxEntry], upload_b
 @dataclass(frozen=True)
 class JobView:
     job: Job
-    files: list[File]
+    # Plain rows (id, filename, output_name, status, error_message), not ORM objects: a status
+    # document of 10,000 files is read on every poll, so it skips the identity map.
+    files: Sequence[Row[tuple[str, str, str, FileStatus, str | None]]]
 
     @property
     def counts(self) -> Counter[FileStatus]:
@@ -71,5 +74,9 @@ def get_job_view(session: Session, job_id: str) -> JobView | None:
     job = session.get(Job, job_id)
     if job is None:
         return None
-    files = list(session.scalars(select(File).where(File.job_id == job_id).order_by(File.position)))
+    files = session.execute(
+        select(File.id, File.filename, File.output_name, File.status, File.error_message)
+        .where(File.job_id == job_id)
+        .order_by(File.position)
+    ).all()
     return JobView(job=job, files=files)

@@ -2,7 +2,7 @@
 
 Each worker process owns one instance: its own profile directory and pipe, started in its own
 process group so that a timeout can kill soffice.bin too (it survives its launcher). Start-up
-costs about a second, a warm conversion of a small document about 0.16 s, hence one instance
+costs about a second, a warm conversion of a two-page document about 0.05 s, hence one instance
 kept alive and recycled every ``restart_after`` conversions rather than one per document.
 """
 
@@ -17,6 +17,12 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+# Importing this module fails where python3-uno is missing; workers.runtime then falls back to
+# the command-line converter. (uno must be imported before any com.sun.star module.)
+import uno
+from com.sun.star.beans import PropertyValue
+from com.sun.star.connection import NoConnectException
 
 from workers.conversion import (
     ConversionError,
@@ -36,8 +42,6 @@ NEVER_EXECUTE = 0
 
 
 def _props(**values: Any) -> tuple[Any, ...]:
-    from com.sun.star.beans import PropertyValue
-
     result = []
     for name, value in values.items():
         prop = PropertyValue()
@@ -55,8 +59,6 @@ class UnoConverter:
         start_timeout: float,
         restart_after: int,
     ) -> None:
-        import uno  # noqa: F401 - fail here, at construction, when python3-uno is missing
-
         self.soffice = soffice
         self.profile_dir = profile_root / f"lo-{os.getpid()}"
         self.start_timeout = start_timeout
@@ -70,9 +72,6 @@ class UnoConverter:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        import uno
-        from com.sun.star.connection import NoConnectException
-
         if self.process is not None:
             self.restarts += 1
         pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -154,8 +153,6 @@ class UnoConverter:
         self._kill()
 
     def convert(self, source: Path, target: Path, timeout: float) -> None:
-        import uno
-
         self._ensure_running()
         self.timed_out = False
         # A blocked UNO call cannot be interrupted from this thread; the watchdog kills the

@@ -76,7 +76,10 @@ class LocalStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
         try:
-            shutil.copyfile(path, partial)
+            try:
+                os.link(path, partial)  # scratch usually shares the disk: no bytes to copy
+            except OSError:
+                shutil.copyfile(path, partial)
             os.replace(partial, final)
         finally:
             partial.unlink(missing_ok=True)
