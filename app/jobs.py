@@ -6,8 +6,9 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, Table, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import File, FileStatus, Job, JobStatus, new_id, utcnow
@@ -45,7 +46,8 @@ def create_job(session: Session, job_id: str, entries: list[DocxEntry], upload_b
         }
         for entry, output_name in zip(entries, names, strict=True)
     ]
-    session.execute(insert(File), rows)
+    # Core executemany: one prepared statement for every row, without ORM bookkeeping.
+    session.connection().execute(insert(cast(Table, File.__table__)), rows)
     return job
 
 
@@ -54,7 +56,7 @@ class JobView:
     job: Job
     # Plain rows (id, filename, output_name, status, error_message), not ORM objects: a status
     # document of 10,000 files is read on every poll, so it skips the identity map.
-    files: Sequence[Row[tuple[str, str, str, FileStatus, str | None]]]
+    files: Sequence[Row[str, str, str, FileStatus, str | None]]
 
     @property
     def counts(self) -> Counter[FileStatus]:

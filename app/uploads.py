@@ -13,7 +13,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
-from app.storage import ObjectStore
+from app.storage import ObjectStore, ObjectWriter
 from app.zipinput import UploadRejected
 
 FILE_FIELD = "file"
@@ -22,6 +22,9 @@ MULTIPART_OVERHEAD = 64 * 1024
 # After refusing an oversized body, read on (discarding) this much more so the client sees the
 # 413 instead of a reset connection; a client sending more than that is simply cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
+# Parsed bytes are handed to the store in batches: one thread hop per request chunk (64 KiB)
+# would cost more than the write itself.
+WRITE_BATCH = 1024 * 1024
 
 
 @dataclass
@@ -34,6 +37,8 @@ class _PartState:
     in_file: bool = False
     file_seen: bool = False
     pending: list[bytes] = field(default_factory=list)
+    pending_bytes: int = 0
+    file_bytes: int = 0  # of the file part, parsed so far
 
 
 def _field_name(headers: dict[bytes, bytes]) -> str | None:
@@ -54,6 +59,15 @@ async def _drain(request: Request, stream_iter: object) -> None:
                 return
     except ClientDisconnect:
         return
+
+
+async def _write_pending(state: _PartState, writer: ObjectWriter) -> None:
+    if state.pending:
+        data = b"".join(state.pending)
+        state.pending.clear()
+        state.pending_bytes = 0
+        # The store write may block (an S3 part upload): keep it off the event loop.
+        await run_in_threadpool(writer.write, data)
 
 
 async def receive_zip(request: Request, store: ObjectStore, key: str, max_bytes: int) -> int:
@@ -95,6 +109,8 @@ async def receive_zip(request: Request, store: ObjectStore, key: str, max_bytes:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state.in_file:
             state.pending.append(data[start:end])
+            state.pending_bytes += end - start
+            state.file_bytes += end - start
 
     def on_part_end() -> None:
         state.in_file = False
@@ -118,20 +134,13 @@ async def receive_zip(request: Request, store: ObjectStore, key: str, max_bytes:
         async for chunk in stream:
             received += len(chunk)
             parser.write(chunk)
-            if state.pending:
-                data = b"".join(state.pending)
-                state.pending.clear()
-                if writer.bytes_written + len(data) > max_bytes or (
-                    received > max_bytes + MULTIPART_OVERHEAD
-                ):
-                    await _drain(request, stream)
-                    raise too_large
-                # The store write may block (S3 part upload): keep it off the event loop.
-                await run_in_threadpool(writer.write, data)
-            elif received > max_bytes + MULTIPART_OVERHEAD:
+            if state.file_bytes > max_bytes or received > max_bytes + MULTIPART_OVERHEAD:
                 await _drain(request, stream)
                 raise too_large
+            if state.pending_bytes >= WRITE_BATCH:
+                await _write_pending(state, writer)
         parser.finalize()
+        await _write_pending(state, writer)
         if not state.file_seen:
             raise UploadRejected(400, "The multipart body has no field named 'file'.")
         await run_in_threadpool(writer.commit)

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,39 @@ def _props(**values: Any) -> tuple[Any, ...]:
     return tuple(result)
 
 
+class Watchdog:
+    """Calls ``on_expiry`` when an armed deadline passes.
+
+    One long-lived thread per converter: starting a thread per conversion waits for the new
+    thread to be scheduled, which on a busy machine costs milliseconds every document.
+    """
+
+    def __init__(self, on_expiry: Callable[[], None]) -> None:
+        self._on_expiry = on_expiry
+        self._condition = threading.Condition()
+        self._deadline: float | None = None
+        threading.Thread(target=self._run, name="libreoffice-watchdog", daemon=True).start()
+
+    def arm(self, seconds: float) -> None:
+        with self._condition:
+            self._deadline = time.monotonic() + seconds
+            self._condition.notify()
+
+    def disarm(self) -> None:
+        with self._condition:
+            self._deadline = None
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self._deadline is None or self._deadline > time.monotonic():
+                    timeout = None if self._deadline is None else self._deadline - time.monotonic()
+                    self._condition.wait(timeout)
+                self._deadline = None
+            self._on_expiry()  # outside the lock: killing may take a while
+
+
 class UnoConverter:
     def __init__(
         self,
@@ -68,6 +102,7 @@ class UnoConverter:
         self.conversions = 0  # since the last start
         self.restarts = 0  # starts after the first: crashes, timeouts and recycling
         self.timed_out = False
+        self.watchdog: Watchdog | None = None  # started with the first conversion
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -157,9 +192,9 @@ class UnoConverter:
         self.timed_out = False
         # A blocked UNO call cannot be interrupted from this thread; the watchdog kills the
         # whole process group, which makes the call fail at once.
-        watchdog = threading.Timer(timeout, self._on_timeout)
-        watchdog.daemon = True
-        watchdog.start()
+        if self.watchdog is None:
+            self.watchdog = Watchdog(self._on_timeout)
+        self.watchdog.arm(timeout)
         try:
             self._convert(
                 uno.systemPathToFileUrl(str(source.resolve())),
@@ -183,7 +218,7 @@ class UnoConverter:
                 f"LibreOffice could not convert this document ({type(error).__name__})."
             ) from error
         finally:
-            watchdog.cancel()
+            self.watchdog.disarm()
             self.conversions += 1
         if self.timed_out:  # the kill raced with a conversion that had just finished
             raise ConversionTimeout(
