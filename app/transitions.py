@@ -11,18 +11,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Result, Select, select, update
+from sqlalchemy import Result, Select, Update, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
     TERMINAL_FILE_STATUSES,
     TERMINAL_JOB_STATUSES,
+    Base,
     File,
     FileStatus,
     Job,
     JobStatus,
     utcnow,
 )
+
+
+def _update(model: type[Base]) -> Update:
+    """An UPDATE that leaves the session's objects alone: callers hold none, so the ORM's
+    search for objects to synchronise is pure cost on the per-file path."""
+    return update(model).execution_options(synchronize_session=False)
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -32,7 +39,7 @@ def _rowcount(result: Result[Any]) -> int:
 
 def start_job(session: Session, job_id: str) -> bool:
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.PENDING)
         .values(status=JobStatus.IN_PROGRESS, updated_at=utcnow())
     )
@@ -42,7 +49,7 @@ def start_job(session: Session, job_id: str) -> bool:
 def claim_file(session: Session, file_id: str) -> bool:
     """Mark a file IN_PROGRESS unless it already finished; False means: nothing to do."""
     result = session.execute(
-        update(File)
+        _update(File)
         .where(File.id == file_id, File.status.not_in(TERMINAL_FILE_STATUSES))
         .values(status=FileStatus.IN_PROGRESS, attempts=File.attempts + 1, touched_at=utcnow())
     )
@@ -51,7 +58,7 @@ def claim_file(session: Session, file_id: str) -> bool:
 
 def complete_file(session: Session, file_id: str, *, output_bytes: int, crc32: int) -> bool:
     result = session.execute(
-        update(File)
+        _update(File)
         .where(File.id == file_id, File.status.not_in(TERMINAL_FILE_STATUSES))
         .values(
             status=FileStatus.COMPLETED,
@@ -69,7 +76,7 @@ def fail_files(session: Session, file_ids: list[str], message: str) -> int:
     if not file_ids:
         return 0
     result = session.execute(
-        update(File)
+        _update(File)
         .where(File.id.in_(file_ids), File.status.not_in(TERMINAL_FILE_STATUSES))
         .values(
             status=FileStatus.FAILED,
@@ -92,7 +99,7 @@ def record_finished(session: Session, job_id: str, count: int) -> bool:
     if count <= 0:
         return False
     session.execute(
-        update(Job)
+        _update(Job)
         .where(Job.id == job_id)
         .values(finished_files=Job.finished_files + count, updated_at=utcnow())
     )
@@ -102,7 +109,7 @@ def record_finished(session: Session, job_id: str, count: int) -> bool:
 def claim_archive(session: Session, job_id: str) -> bool:
     """Set the job's "archive enqueued" mark if every file is terminal and nobody set it yet."""
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(
             Job.id == job_id,
             Job.archive_enqueued_at.is_(None),
@@ -117,7 +124,7 @@ def claim_archive(session: Session, job_id: str) -> bool:
 
 def finish_job(session: Session, job_id: str, *, result_bytes: int) -> bool:
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
         .values(
             status=JobStatus.COMPLETED,
@@ -136,7 +143,7 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
     ).scalars()
     fail_files(session, list(unfinished), message)
     result = session.execute(
-        update(Job)
+        _update(Job)
         .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
         .values(
             status=JobStatus.FAILED,
@@ -150,7 +157,7 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
 
 def touch_files(session: Session, file_ids: list[str]) -> None:
     if file_ids:
-        session.execute(update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
+        session.execute(_update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
 
 
 @dataclass(frozen=True)
@@ -239,7 +246,7 @@ def stale_archives(session: Session, older_than: timedelta, limit: int = 100) ->
 
 
 def touch_job(session: Session, job_id: str) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
+    session.execute(_update(Job).where(Job.id == job_id).values(updated_at=utcnow()))
 
 
 def job_of_file(file_id: str) -> Select[str]:

@@ -36,7 +36,7 @@ class _PartState:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     in_file: bool = False
     file_seen: bool = False
-    pending: list[bytes] = field(default_factory=list)
+    pending: list[memoryview] = field(default_factory=list)
     pending_bytes: int = 0
     file_bytes: int = 0  # of the file part, parsed so far
 
@@ -108,7 +108,7 @@ async def receive_zip(request: Request, store: ObjectStore, key: str, max_bytes:
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state.in_file:
-            state.pending.append(data[start:end])
+            state.pending.append(memoryview(data)[start:end])  # no copy until the batch join
             state.pending_bytes += end - start
             state.file_bytes += end - start
 

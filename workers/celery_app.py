@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -13,6 +14,11 @@ from workers.runtime import close_converter
 
 celery = make_celery()
 celery.conf.include = ["workers.tasks"]
+
+# Celery logs two lines per task (received, succeeded); Quire logs one line per file itself,
+# with its ids. Task failures and retries are still logged (at WARNING and above).
+for _name in ("celery.app.trace", "celery.worker.strategy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @worker_process_init.connect
