@@ -65,6 +65,10 @@ class Settings(BaseSettings):
 
     # A non-terminal file or job untouched this long is re-sent by the sweeper.
     stale_after: int = Field(default=900, ge=10)
+    # Finished jobs (their objects and rows) are removed this long after they ended.
+    job_ttl: int = Field(default=7 * 24 * 3600, ge=1)
+    # The API refuses uploads (507) when the local store's disk has less free space than this.
+    min_free_bytes: int = Field(default=512 * MiB, ge=0)
     sweep_interval: int = Field(default=30, ge=1)
 
     log_level: str = "INFO"
@@ -93,6 +97,12 @@ class Settings(BaseSettings):
     @property
     def resolved_scratch_dir(self) -> Path:
         return (self.scratch_dir or self.data_dir / "scratch").resolve()
+
+    @property
+    def libreoffice_profiles_dir(self) -> Path:
+        # Apart from the documents' scratch space: a full scratch disk then fails documents
+        # with a clear message instead of keeping LibreOffice from starting at all.
+        return (self.data_dir / "libreoffice").resolve()
 
     @property
     def task_soft_time_limit(self) -> int:

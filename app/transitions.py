@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Result, Select, Update, select, update
+from sqlalchemy import Result, Select, Update, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -243,6 +243,21 @@ def stale_archives(session: Session, older_than: timedelta, limit: int = 100) ->
         .limit(limit)
     )
     return list(rows.scalars())
+
+
+def expired_jobs(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
+    """Finished jobs whose time to live has passed."""
+    rows = session.execute(
+        select(Job.id)
+        .where(Job.status.in_(TERMINAL_JOB_STATUSES), Job.updated_at < utcnow() - older_than)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def delete_job(session: Session, job_id: str) -> None:
+    session.execute(delete(File).where(File.job_id == job_id))
+    session.execute(delete(Job).where(Job.id == job_id))
 
 
 def touch_job(session: Session, job_id: str) -> None:

@@ -48,9 +48,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
     raise SystemExit(f"quire: {what} did not start listening on port {port}")
 
 
-def kill_stray_soffice(scratch_dir: Path) -> None:
+def kill_stray_soffice(profiles_dir: Path) -> None:
     """LibreOffice instances whose worker was killed outright survive it; end them too."""
-    marker = str(scratch_dir / "profiles")
+    marker = str(profiles_dir)
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -67,9 +67,7 @@ class Runner:
     def __init__(self) -> None:
         self.data_dir = Path(os.environ.setdefault("QUIRE_DATA_DIR", ".data")).resolve()
         os.environ["QUIRE_DATA_DIR"] = str(self.data_dir)
-        self.scratch_dir = Path(
-            os.environ.get("QUIRE_SCRATCH_DIR", self.data_dir / "scratch")
-        ).resolve()
+        self.profiles_dir = self.data_dir / "libreoffice"  # Settings.libreoffice_profiles_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping = False
         self.stop_grace = 60.0  # until the settings are read
@@ -125,7 +123,7 @@ class Runner:
     def start(self) -> None:
         host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        kill_stray_soffice(self.scratch_dir)
+        kill_stray_soffice(self.profiles_dir)
         self.start_redis()
         from app.config import Settings
 
@@ -223,7 +221,7 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
-        kill_stray_soffice(self.scratch_dir)
+        kill_stray_soffice(self.profiles_dir)
         log("stopped")
 
 

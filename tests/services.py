@@ -15,7 +15,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -37,34 +39,57 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+@dataclass
+class RedisServer:
+    """A private Redis; with ``durable`` it keeps an append-only file, so it can be restarted
+    mid-job without losing the queue (as the compose stack's Redis does)."""
+
+    workdir: Path
+    port: int
+    durable: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.durable else "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # a clean shutdown writes the append-only file
+            self.process.wait(timeout=30)
+            self.process = None
+
+
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
+def redis_server(workdir: Path, durable: bool = False) -> Iterator[RedisServer]:
     workdir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dir",
-            str(workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer(workdir, free_port(), durable)
+    server.start()
     try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
 
 
 def _as_postgres(command: list[str]) -> None:
@@ -73,53 +98,139 @@ def _as_postgres(command: list[str]) -> None:
     )
 
 
+@dataclass
+class PostgresServer:
+    """A throwaway cluster; ``stop`` and ``start`` make it briefly unreachable (fault tests)."""
+
+    workdir: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.workdir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/quire"
+
+    def start(self) -> None:
+        _as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(self.workdir / "pg.log"),
+                "-o",
+                f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c full_page_writes=off -c max_connections=200",
+                "start",
+            ]
+        )
+
+    def stop(self) -> None:
+        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throwaway cluster on a free port; yields a SQLAlchemy URL to a fresh database.
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway cluster on a free port, with an empty database ``quire``.
 
     Its folder is made directly under /tmp and given to the postgres user (PostgreSQL refuses
     to run as root), away from pytest's own folders, which only root may enter.
     """
     workdir = Path(tempfile.mkdtemp(prefix="quire-pg-"))
-    data = workdir / "pgdata"
     postgres = pwd.getpwnam("postgres")
     os.chown(workdir, postgres.pw_uid, postgres.pw_gid)
-    port = free_port()
+    server = PostgresServer(workdir, free_port())
     try:
         _as_postgres(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]
-        )
-        _as_postgres(
             [
-                str(PG_BIN / "pg_ctl"),
+                str(PG_BIN / "initdb"),
                 "-D",
-                str(data),
-                "-w",
-                "-l",
-                str(workdir / "pg.log"),
-                "-o",
-                f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200",
-                "start",
+                str(server.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
             ]
         )
+        server.start()
         try:
-            _as_postgres([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "quire"])
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/quire"
+            _as_postgres(
+                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "quire"]
+            )
+            yield server
         finally:
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+            server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@contextmanager
-def s3_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+class S3Server:
+    """moto's S3 server. Its objects live in this process, so ``stop`` then ``start`` on the
+    same port is an object store that was briefly unreachable and lost nothing."""
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.stop()
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process started, directly or not, by ``pid``."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found

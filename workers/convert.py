@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import tempfile
 import zlib
@@ -16,10 +18,23 @@ from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, Job
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers.archive import queue_archive
-from workers.conversion import ConversionError, Converter, ConverterCrashed
+from workers.conversion import ConversionError, ConversionTimeout, Converter, ConverterCrashed
 from workers.validation import InvalidDocument, validate_docx
 
 log = logging.getLogger("quire.convert")
+
+
+# Scratch-space failures: the worker's disk, not the document. The file fails at once with a
+# message that says so, rather than waiting through retries on a disk that stays full.
+SCRATCH_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR}
+SCRATCH_RESERVE = 1024 * 1024  # less free space than this after a failed conversion: disk full
+
+
+def _scratch_message(error: OSError) -> str:
+    return (
+        f"The worker's scratch space is full or not writable ({error.strerror}); "
+        "the document was not converted. Free space on the worker and retry."
+    )
 
 
 def _crc32(path: Path) -> int:
@@ -63,10 +78,39 @@ def _convert_with_one_retry(
 ) -> None:
     try:
         converter.convert(source, target, timeout)
-    except ConverterCrashed:
-        # A crash may come from the instance's state, not this document: one fresh try.
-        log.warning("convert.retry_after_crash source=%s", source.name)
+    except (ConverterCrashed, ConversionTimeout) as first:
+        # A crash or a hang may come from the instance (its state, a stopped process), not from
+        # this document: one more try on a fresh instance. A document that hangs or crashes
+        # LibreOffice every time fails on the second.
+        log.warning("convert.retry source=%s after=%s", source.name, type(first).__name__)
         converter.convert(source, target, timeout)
+
+
+def _record(
+    file_id: str, job_id: str, store: ObjectStore, target: Path | None, error: str | None
+) -> None:
+    """The file's outcome: its PDF stored and COMPLETED, or FAILED with ``error``."""
+    with session_scope() as session:
+        if target is not None and error is None:
+            size, crc = target.stat().st_size, _crc32(target)
+            # Upload inside the transaction whose conditional UPDATE won: the row stays locked
+            # until commit, so a concurrent or redelivered conversion of the same file finds
+            # it finished and never overwrites the PDF whose size and CRC were recorded.
+            finished = transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
+            if finished:
+                store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
+        else:
+            finished = transitions.fail_files(session, [file_id], error or "unknown") > 0
+        archive_due = finished and transitions.record_finished(session, job_id, 1)
+    log.info(
+        "file.%s job_id=%s file_id=%s error=%r",
+        "failed" if error else "completed",
+        job_id,
+        file_id,
+        error,
+    )
+    if archive_due:
+        queue_archive(job_id)
 
 
 def convert_file(
@@ -75,13 +119,18 @@ def convert_file(
     job_id = _claim(file_id, settings.max_attempts)
     if job_id is None:
         return
-    scratch_root = settings.resolved_scratch_dir
-    scratch_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="convert-", dir=scratch_root))
     try:
-        # Scratch names come from ids, never from the name the file had in the zip.
-        source, target = work / "input.docx", work / "output.pdf"
-        error: str | None = None
+        settings.resolved_scratch_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.resolved_scratch_dir))
+    except OSError as failure:
+        if failure.errno not in SCRATCH_ERRORS:
+            raise
+        _record(file_id, job_id, store, None, _scratch_message(failure))
+        return
+    # Scratch names come from ids, never from the name the file had in the zip.
+    source, target = work / "input.docx", work / "output.pdf"
+    error: str | None = None
+    try:
         try:
             store.download_file(input_key(job_id, file_id), str(source))
             validate_docx(source)
@@ -92,26 +141,12 @@ def convert_file(
             error = "The uploaded document is missing from the object store."
         except (InvalidDocument, ConversionError) as failure:
             error = str(failure)
-        with session_scope() as session:
-            if error is None:
-                size, crc = target.stat().st_size, _crc32(target)
-                # Upload inside the transaction whose conditional UPDATE won: the row stays locked
-                # until commit, so a concurrent or redelivered conversion of the same file finds
-                # it finished and never overwrites the PDF whose size and CRC were recorded.
-                finished = transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
-                if finished:
-                    store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
-            else:
-                finished = transitions.fail_files(session, [file_id], error) > 0
-            archive_due = finished and transitions.record_finished(session, job_id, 1)
+            if shutil.disk_usage(work).free < SCRATCH_RESERVE:  # LibreOffice could not write
+                error = _scratch_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        except OSError as failure:
+            if failure.errno not in SCRATCH_ERRORS:
+                raise  # something else: the task retries it
+            error = _scratch_message(failure)
+        _record(file_id, job_id, store, target, error)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info(
-        "file.%s job_id=%s file_id=%s error=%r",
-        "failed" if error else "completed",
-        job_id,
-        file_id,
-        error,
-    )
-    if archive_due:
-        queue_archive(job_id)

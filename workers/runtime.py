@@ -13,7 +13,7 @@ _owner_pid: int | None = None
 
 
 def build_converter(settings: Settings) -> Converter:
-    profile_root = settings.resolved_scratch_dir / "profiles"
+    profile_root = settings.libreoffice_profiles_dir
     if settings.converter == "fake":
         return FakeConverter()
     if settings.converter == "uno":

@@ -13,9 +13,27 @@ from datetime import timedelta
 from app import queue, transitions
 from app.config import Settings
 from app.db import session_scope
+from app.storage import ObjectStore, job_prefixes
 from workers.archive import queue_archive, start_archive_if_done
 
 log = logging.getLogger("quire.sweeper")
+
+
+def expire(settings: Settings, store: ObjectStore) -> int:
+    """Remove the objects, then the rows, of jobs finished more than QUIRE_JOB_TTL ago.
+
+    Objects first: if this stops half-way, the rows are still there and the next sweep
+    finishes the job; the other order could leave objects nothing refers to.
+    """
+    with session_scope() as session:
+        expired = transitions.expired_jobs(session, timedelta(seconds=settings.job_ttl))
+    for job_id in expired:
+        for prefix in job_prefixes(job_id):
+            store.delete_prefix(prefix)
+        with session_scope() as session:
+            transitions.delete_job(session, job_id)
+        log.info("job.expired job_id=%s", job_id)
+    return len(expired)
 
 
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:

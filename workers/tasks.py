@@ -27,7 +27,7 @@ from workers.conversion import ConverterUnavailable
 from workers.convert import convert_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
-from workers.sweeper import sweep
+from workers.sweeper import expire, sweep
 
 log = logging.getLogger("quire.tasks")
 MAX_RETRIES = 8
@@ -134,4 +134,6 @@ def archive(self: Task[Any, Any], job_id: str) -> None:
 
 @celery.task(name=queue.SWEEP_TASK)
 def sweeper(resume_in_progress: bool = False) -> dict[str, Any]:
-    return sweep(get_settings(), resume_in_progress=resume_in_progress)
+    summary: dict[str, Any] = sweep(get_settings(), resume_in_progress=resume_in_progress)
+    summary["expired"] = expire(get_settings(), get_store())
+    return summary

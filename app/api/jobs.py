@@ -17,7 +17,7 @@ from app.db import session_scope
 from app.jobs import JobView, create_job, get_job_view, new_job_id, parse_job_id
 from app.models import FileStatus, JobStatus
 from app.schemas import FileResult, JobCreated, JobStatusResponse, Progress
-from app.storage import ObjectStore, job_prefixes, result_key, upload_key
+from app.storage import LocalStore, ObjectStore, job_prefixes, result_key, upload_key
 from app.uploads import receive_zip
 from app.zipinput import DocxEntry, list_docx_entries
 
@@ -56,7 +56,7 @@ def _list_entries(store: ObjectStore, key: str, max_files: int) -> list[DocxEntr
     status_code=202,
     response_model=JobCreated,
     openapi_extra=UPLOAD_BODY,
-    responses=responses(400, 413, 415, 422, 503),
+    responses=responses(400, 413, 415, 422, 503, 507),
     summary="Submit a zip of DOCX files for conversion",
 )
 async def submit_job(
@@ -66,6 +66,10 @@ async def submit_job(
 
     Answers at once with 202; conversion happens in the background.
     """
+    if isinstance(store, LocalStore) and store.free_bytes() < settings.min_free_bytes:
+        raise ApiError(
+            507, "The server is low on disk space and accepts no uploads now; try again later."
+        )
     job_id = new_job_id()
     key = upload_key(job_id)
     upload_bytes = await receive_zip(request, store, key, settings.max_upload_bytes)
@@ -101,7 +105,10 @@ def _load(session: SessionDep, raw_id: str) -> JobView:
     job_id = parse_job_id(raw_id)
     view = get_job_view(session, job_id) if job_id else None
     if view is None:
-        raise ApiError(404, f"No job with id {raw_id!r} exists.")
+        raise ApiError(
+            404,
+            f"No job with id {raw_id!r} exists (finished jobs are removed after QUIRE_JOB_TTL).",
+        )
     return view
 
 

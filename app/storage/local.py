@@ -146,6 +146,9 @@ class LocalStore:
         expected = sign_blob(self.secret, key, expires, filename, content_type)
         return hmac.compare_digest(expected, signature) and expires >= time.time()
 
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StoreError(f"local store {self.root} is not writable", transient=False)

@@ -311,3 +311,36 @@ def stored_keys(prefix: str) -> list[str]:
     assert isinstance(store, S3Store)
     listing = store.client.list_objects_v2(Bucket=store.bucket, Prefix=prefix)
     return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_low_disk_space_refuses_uploads_with_507(
+    client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    from app.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "min_free_bytes", 10**18)  # more than any disk has
+    response = post_zip(client, make_zip({"a.docx": make_docx("a")}))
+    if backend.name == "sqlite-local":
+        assert_error(response, 507, "low on disk space")
+        assert sent.ingests == []
+    else:  # the object store's own disk is not the API's to watch
+        assert response.status_code == 202
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)
+def test_signed_urls_expire(
+    backend: Backend, client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from app.config import get_settings
+
+    job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
+    _finish(job_id, sent)
+    location = client.get(f"/api/v1/jobs/{job_id}/download", follow_redirects=False).headers[
+        "location"
+    ]
+    assert client.get(location).status_code == 200
+    later = time.time() + get_settings().presigned_url_ttl + 1
+    monkeypatch.setattr("app.storage.local.time.time", lambda: later)  # the clock moves on
+    assert_error(client.get(location), 403, "invalid or has expired")

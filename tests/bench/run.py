@@ -37,7 +37,7 @@ import httpx
 
 from app.config import Settings
 from tests.bench.documents import bench_docx, bench_zip
-from tests.services import free_port
+from tests.services import cmdline, descendants, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,32 +134,6 @@ def measure_naive(sources: list[Path], k: int, workdir: Path) -> float:
 # -- 3. Quire end to end ---------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    result, todo = [], [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            result.append(child)
-            todo.append(child)
-    return result
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -198,7 +172,7 @@ class Service:
         raise RuntimeError("the service did not start; see service.log")
 
     def pids(self, marker: str) -> list[int]:
-        return [pid for pid in _descendants(self.process.pid) if marker in _cmdline(pid)]
+        return [pid for pid in descendants(self.process.pid) if marker in cmdline(pid)]
 
     def submit(self, body: bytes | Iterator[bytes], headers: dict[str, str] | None = None) -> str:
         response = httpx.post(
@@ -360,7 +334,7 @@ def measure_quire(
         assert status["progress"]["completed"] == count, status["progress"]
 
         api_pid = service.pids("uvicorn")[0]
-        pool = [pid for pid in service.pids("celery") if "worker" in _cmdline(pid)]
+        pool = [pid for pid in service.pids("celery") if "worker" in cmdline(pid)]
         result: dict[str, Any] = {
             "seconds": total,
             "docs_per_second": count / total,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -115,3 +116,62 @@ def make_service(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Service]
     for service in services:
         if service.process is not None:
             service.stop()
+
+
+# -- the fault-injection ledger ----------------------------------------------------------------
+
+
+@dataclass
+class FaultRecord:
+    """What one fault test did and what came out of it; printed as a table after the run."""
+
+    test: str
+    faults: list[str] = field(default_factory=list)
+    inputs: int = 0  # files uploaded
+    jobs: int = 0
+    jobs_completed: int = 0
+    files_lost: int = 0  # a good file without its PDF, or a file left unfinished
+    duplicates: int = 0  # a PDF twice in an archive
+    server_errors: int = 0  # 5xx answers seen by the test's client
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A GET that counts every 5xx answer against the service."""
+        response = httpx.get(url, timeout=60, **kwargs)
+        if response.status_code >= 500:
+            self.server_errors += 1
+        return response
+
+
+LEDGER: list[FaultRecord] = []
+
+
+@pytest.fixture
+def ledger(request: pytest.FixtureRequest) -> FaultRecord:
+    record = FaultRecord(test=request.node.name)
+    LEDGER.append(record)
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not LEDGER:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("fault injection")
+    header = (
+        f"{'test':64} {'inputs':>6} {'faults':>6} {'jobs ok':>7} {'lost':>4} "
+        f"{'dupes':>5} {'5xx':>4}"
+    )
+    write(header)
+    for r in LEDGER:
+        write(
+            f"{r.test[:64]:64} {r.inputs:>6} {len(r.faults):>6} "
+            f"{r.jobs_completed:>3}/{r.jobs:<3} {r.files_lost:>4} {r.duplicates:>5} "
+            f"{r.server_errors:>4}"
+        )
+    write(
+        f"{'total':64} {sum(r.inputs for r in LEDGER):>6} "
+        f"{sum(len(r.faults) for r in LEDGER):>6} "
+        f"{sum(r.jobs_completed for r in LEDGER):>3}/{sum(r.jobs for r in LEDGER):<3} "
+        f"{sum(r.files_lost for r in LEDGER):>4} {sum(r.duplicates for r in LEDGER):>5} "
+        f"{sum(r.server_errors for r in LEDGER):>4}"
+    )

@@ -94,3 +94,26 @@ def test_queued_files_are_not_resent_while_the_queue_still_holds_work(
             connection.default_channel.queue_purge(queue.CONVERT_QUEUE)
     assert sweep(get_settings())["conversions"] == 1  # nothing waits: its message was lost
     assert sent.conversions == [file_id]
+
+
+def test_expired_jobs_lose_their_objects_then_their_rows(backend: Backend) -> None:
+    from app.storage import get_store, input_key, upload_key
+    from workers.sweeper import expire
+
+    old_id, (old_file,) = make_job(1)
+    new_id, _ = make_job(1)
+    store = get_store()
+    for job_id in (old_id, new_id):
+        store.put_bytes(upload_key(job_id), b"zip", "application/zip")
+    store.put_bytes(input_key(old_id, old_file), b"docx", "application/octet-stream")
+    with session_scope() as session:
+        for job_id in (old_id, new_id):
+            transitions.fail_job(session, job_id, "over")
+    age(old_id, get_settings().job_ttl + 5)
+    assert expire(get_settings(), store) == 1
+    with session_scope() as session:
+        assert session.get(Job, old_id) is None
+        assert session.get(File, old_file) is None
+        assert session.get(Job, new_id) is not None
+    assert not store.exists(upload_key(old_id)) and not store.exists(input_key(old_id, old_file))
+    assert store.exists(upload_key(new_id))

@@ -1,0 +1,302 @@
+"""Fault injection: real processes, real faults, and every file accounted for exactly once.
+
+Each test runs the service as ``make run`` does (or in the compose stack's shape), injects
+faults while a job runs, and settles the job: it must complete, every good file must have
+exactly one PDF with its own text, and the client must see no 5xx. What each test did is
+recorded in the ledger that pytest prints at the end as the "fault injection" table.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.docx_factory import make_docx, make_zip
+from tests.e2e.conftest import FaultRecord, Service, soffice_processes_under
+from tests.pdf import pdf_pages
+from tests.services import S3Server, cmdline, descendants, parent_of, postgres_server, redis_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+
+def numbered_zip(count: int, folder: str = "batch") -> tuple[bytes, dict[str, str]]:
+    """A zip of ``count`` documents, each with its own text: entry name -> that text."""
+    markers = {f"{folder}/doc-{i:03}.docx": f"Fault test document {i}" for i in range(count)}
+    return make_zip({name: make_docx(text) for name, text in markers.items()}), markers
+
+
+def submit(service: Service, ledger: FaultRecord, data: bytes, count: int) -> str:
+    response = httpx.post(
+        f"{service.url}/api/v1/jobs",
+        files={"file": ("batch.zip", data, "application/zip")},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    ledger.inputs += count
+    ledger.jobs += 1
+    return str(response.json()["job_id"])
+
+
+def wait(
+    service: Service,
+    ledger: FaultRecord,
+    job_id: str,
+    timeout: float = 600,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    done = until or (lambda status: status["status"] in ("COMPLETED", "FAILED"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = ledger.get(f"{service.url}/api/v1/jobs/{job_id}")
+        if response.status_code == 200 and done(status := response.json()):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not get there:\n{service.log_tail()}")
+
+
+def settle(
+    service: Service,
+    ledger: FaultRecord,
+    job_id: str,
+    markers: dict[str, str],
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """Wait for the end, then account for every file: its PDF, once, with its own text."""
+    status = wait(service, ledger, job_id, timeout)
+    files = {f["filename"]: f for f in status["files"]}
+    lost = [name for name, f in files.items() if f["status"] not in ("COMPLETED", "FAILED")]
+    if status["status"] == "COMPLETED":
+        ledger.jobs_completed += 1
+        download = httpx.get(str(status["download_url"]), follow_redirects=True, timeout=120)
+        with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+            names = archive.namelist()
+            ledger.duplicates += len(names) - len(set(names))
+            for name, text in markers.items():
+                pdf = files[name]["output_name"]
+                if files[name]["status"] != "COMPLETED" or pdf not in names:
+                    lost.append(name)
+                elif text not in pdf_pages(archive.read(pdf))[0]:
+                    lost.append(name)  # a PDF, but not this document's
+    else:
+        lost += list(markers)
+    ledger.files_lost += len(set(lost))
+    assert status["status"] == "COMPLETED", (status["error_message"], service.log_tail())
+    assert not lost, f"lost: {sorted(set(lost))[:5]}"
+    assert ledger.duplicates == 0
+    assert ledger.server_errors == 0
+    return status
+
+
+def pool_children(service: Service) -> list[int]:
+    """The Celery worker's pool processes (each drives one LibreOffice)."""
+    assert service.process is not None
+    workers = [
+        pid
+        for pid in descendants(service.process.pid)
+        if "celery" in cmdline(pid) and " worker" in cmdline(pid)
+    ]
+    return [pid for pid in workers if parent_of(pid) in workers]
+
+
+def progress_at_least(count: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: status["progress"]["completed"] + status["progress"]["failed"] >= count
+
+
+def midway(service: Service, ledger: FaultRecord, job_id: str, count: int) -> None:
+    """Wait until ``count`` files are done, and make sure the job is still running then."""
+    status = wait(service, ledger, job_id, until=progress_at_least(count))
+    assert status["progress"]["percent"] < 100, "the job ended before the fault was injected"
+
+
+BASE_ENV = {"QUIRE_WORKER_CONCURRENCY": "2", "QUIRE_SECRET_KEY": "faults"}
+
+
+def test_worker_processes_and_libreoffice_killed_mid_job(
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord
+) -> None:
+    service = make_service(BASE_ENV)
+    service.start()
+    data, markers = numbered_zip(60)
+    job_id = submit(service, ledger, data, len(markers))
+    for threshold in (8, 20, 32):
+        midway(service, ledger, job_id, threshold)
+        victim = pool_children(service)[0]
+        os.kill(victim, signal.SIGKILL)  # its task is given back to the queue
+        ledger.faults.append(f"kill -9 worker process {victim}")
+    midway(service, ledger, job_id, 44)
+    soffice = soffice_processes_under(service.data_dir)
+    assert soffice
+    os.kill(soffice[0], signal.SIGKILL)  # LibreOffice dies mid-conversion
+    ledger.faults.append("kill -9 soffice.bin")
+    settle(service, ledger, job_id, markers)
+    assert service.stop() == 0
+    assert soffice_processes_under(service.data_dir) == []
+
+
+def test_a_hung_libreoffice_is_killed_and_its_document_converted(
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord
+) -> None:
+    service = make_service({**BASE_ENV, "QUIRE_CONVERSION_TIMEOUT": "5"})
+    service.start()
+    data, markers = numbered_zip(30)
+    job_id = submit(service, ledger, data, len(markers))
+    midway(service, ledger, job_id, 5)
+    hung = soffice_processes_under(service.data_dir)[0]
+    group = os.getpgid(hung)
+    os.killpg(group, signal.SIGSTOP)  # it stops answering, as a hung LibreOffice does
+    ledger.faults.append("SIGSTOP a LibreOffice instance")
+    settle(service, ledger, job_id, markers)
+    # The watchdog killed the whole stopped group: nothing of it is left, not even a zombie.
+    time.sleep(1)
+    assert not [
+        pid for pid in soffice_processes_under(service.data_dir) if os.getpgid(pid) == group
+    ]
+    assert "libreoffice.timeout" in service.log_path.read_text()
+
+
+def test_the_broker_restarted_mid_job(
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "redis", durable=True) as redis:
+        service = make_service({**BASE_ENV, "QUIRE_BROKER_URL": redis.url})
+        service.start()
+        data, markers = numbered_zip(50)
+        job_id = submit(service, ledger, data, len(markers))
+        midway(service, ledger, job_id, 10)
+        redis.stop()
+        ledger.faults.append("redis stopped")
+        time.sleep(3)
+        redis.start()
+        ledger.faults.append("redis started again")
+        settle(service, ledger, job_id, markers)
+        service.stop()
+
+
+def test_the_database_briefly_unreachable(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+    redis_url: str,
+) -> None:
+    with postgres_server() as database:
+        service = make_service(
+            {
+                **BASE_ENV,
+                "QUIRE_DATABASE_URL": database.url,
+                "QUIRE_BROKER_URL": redis_url.replace("/0", "/6"),
+            }
+        )
+        service.start()
+        data, markers = numbered_zip(50)
+        job_id = submit(service, ledger, data, len(markers))
+        midway(service, ledger, job_id, 10)
+        database.stop()
+        ledger.faults.append("postgresql stopped")
+        time.sleep(4)  # workers meet connection errors and retry with backoff
+        database.start()
+        ledger.faults.append("postgresql started again")
+        settle(service, ledger, job_id, markers)
+        service.stop()
+
+
+def test_the_object_store_briefly_unreachable(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+    redis_url: str,
+) -> None:
+    store = S3Server()
+    store.start()
+    try:
+        service = make_service(
+            {
+                **BASE_ENV,
+                "QUIRE_BROKER_URL": redis_url.replace("/0", "/7"),
+                "QUIRE_STORAGE_BACKEND": "s3",
+                "QUIRE_S3_ENDPOINT_URL": store.endpoint,
+                "QUIRE_S3_BUCKET": "faults",
+                "QUIRE_S3_ACCESS_KEY": "test",
+                "QUIRE_S3_SECRET_KEY": "test",
+            }
+        )
+        service.start()
+        data, markers = numbered_zip(50)
+        job_id = submit(service, ledger, data, len(markers))
+        midway(service, ledger, job_id, 10)
+        store.stop()
+        ledger.faults.append("object store stopped")
+        time.sleep(4)
+        store.start()
+        ledger.faults.append("object store started again")
+        settle(service, ledger, job_id, markers)
+        service.stop()
+    finally:
+        store.stop()
+
+
+@pytest.mark.parametrize("kind", ["full", "not-writable"])
+def test_scratch_space_full_or_unwritable_fails_files_with_a_reason(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    scratch = tmp_path / "scratch"
+    if kind == "full":
+        scratch.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(scratch)], check=True
+        )
+        (scratch / "filler").write_bytes(b"\0" * 28 * 1024)  # what is left holds no document
+    else:
+        (tmp_path / "a-file").write_text("not a folder")
+        scratch = tmp_path / "a-file" / "scratch"
+    ledger.faults.append(f"scratch space {kind}")
+    try:
+        service = make_service({**BASE_ENV, "QUIRE_SCRATCH_DIR": str(scratch)})
+        service.start()
+        data, markers = numbered_zip(4)
+        job_id = submit(service, ledger, data, len(markers))
+        status = wait(service, ledger, job_id)
+        service.stop()
+    finally:
+        if kind == "full":
+            subprocess.run(["umount", str(scratch)], check=True)
+    # Nothing could be converted, and every file says why: accounted for, not lost.
+    assert status["status"] == "FAILED"
+    assert "No file could be converted" in status["error_message"]
+    for file in status["files"]:
+        assert file["status"] == "FAILED"
+        assert "scratch space is full or not writable" in file["error_message"]
+    assert ledger.server_errors == 0
+
+
+def test_finished_jobs_expire_with_their_objects(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+) -> None:
+    service = make_service({**BASE_ENV, "QUIRE_JOB_TTL": "2", "QUIRE_SWEEP_INTERVAL": "1"})
+    service.start()
+    data, markers = numbered_zip(2)
+    job_id = submit(service, ledger, data, len(markers))
+    status = settle(service, ledger, job_id, markers)
+    signed = httpx.get(str(status["download_url"]), follow_redirects=False).headers["location"]
+    ledger.faults.append("time to live passed")
+    deadline = time.monotonic() + 60
+    while ledger.get(f"{service.url}/api/v1/jobs/{job_id}").status_code != 404:
+        assert time.monotonic() < deadline, service.log_tail()
+        time.sleep(0.5)
+    gone = ledger.get(f"{service.url}/api/v1/jobs/{job_id}").json()
+    assert "removed after QUIRE_JOB_TTL" in gone["error"]["message"]
+    assert ledger.get(signed).status_code == 404  # the archive itself is gone too
+    objects = service.data_dir / "objects"
+    assert not list(objects.rglob(f"*{job_id}*"))
+    service.stop()
