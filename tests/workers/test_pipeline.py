@@ -7,6 +7,7 @@ test delivers it, including twice, as Redis may.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,13 +210,54 @@ def test_corpus_documents_convert_through_the_pipeline(
     assert all(pdf_pages(data) for data in members.values())
 
 
-def test_scratch_names_never_come_from_entry_names(
+def test_hostile_entry_names_stay_data(
     backend: Backend, sent: SentTasks, converter: Converter, tmp_path: Path
 ) -> None:
-    job_id = submit(make_zip({"../../escape.docx": make_docx("contained")}))
+    """Traversal, absolute paths, backslashes, drive letters, duplicates, legacy encodings and
+    symlinks: every name is data; nothing is written outside the store and scratch."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate: wanted
+        for name, text in [
+            ("../../escape.docx", "traversal"),
+            ("/etc/absolute.docx", "absolute"),
+            ("C:\\Users\\me\\drive.docx", "drive letter"),
+            ("dup.docx", "first of two"),
+            ("dup.docx", "second of two"),
+        ]:
+            archive.writestr(name, make_docx(text))
+        legacy = zipfile.ZipInfo("x")
+        legacy.filename = b"caf\x82.docx".decode("cp437")  # a CP437 name, no UTF-8 flag
+        archive.writestr(legacy, make_docx("legacy name"))
+        link = zipfile.ZipInfo("link.docx")
+        link.external_attr = 0o120777 << 16  # a symlink entry: skipped
+        archive.writestr(link, "/etc/passwd")
+    job_id = submit(buffer.getvalue())
     run_to_the_end(job_id, sent, converter)
-    assert not (tmp_path.parent / "escape.pdf").exists()
-    assert list(result_members(job_id)) == ["escape.pdf"]
+    members = result_members(job_id)
+    assert sorted(members) == sorted(
+        [
+            "escape.pdf",
+            "etc/absolute.pdf",
+            "Users/me/drive.pdf",
+            "dup.pdf",
+            "dup (2).pdf",
+            "caf\u00e9.pdf",
+        ]
+    )
+    assert "second of two" in pdf_pages(members["dup (2).pdf"])[0]
+    for outside in (tmp_path.parent / "escape.pdf", Path("/etc/absolute.pdf")):
+        assert not outside.exists()
+
+
+def test_a_document_of_hundreds_of_pages_converts(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    pages = [f"Page {n} of a long report" for n in range(1, 301)]
+    job_id = submit(make_zip({"long.docx": make_docx(*pages), "short.docx": make_docx("s")}))
+    run_to_the_end(job_id, sent, converter)
+    texts = pdf_pages(result_members(job_id)["long.pdf"])
+    assert len(texts) == 300 and "Page 300 of a long report" in texts[-1]
 
 
 def test_a_file_that_keeps_killing_its_worker_is_failed_after_max_attempts(
