@@ -243,7 +243,7 @@ def test_the_object_store_briefly_unreachable(
 
 
 @pytest.mark.parametrize("kind", ["full", "not-writable"])
-def test_scratch_space_full_or_unwritable_fails_files_with_a_reason(
+def test_scratch_full_or_unwritable(
     make_service: Callable[[dict[str, str]], Service],
     ledger: FaultRecord,
     tmp_path: Path,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import CORPUS
 from tests.docx_factory import bad_documents, make_docx, make_zip
-from tests.e2e.conftest import Service, soffice_processes_under
+from tests.e2e.conftest import FaultRecord, Service, soffice_processes_under
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e
@@ -130,8 +130,9 @@ def test_a_mixed_zip_gives_per_file_results_and_correct_pdfs(
     assert soffice_processes_under(service.data_dir) == []
 
 
+@pytest.mark.faults
 def test_a_restart_mid_job_resumes_and_loses_nothing(
-    make_service: Callable[[dict[str, str]], Service],
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord
 ) -> None:
     count = 80
     entries = {
@@ -145,18 +146,24 @@ def test_a_restart_mid_job_resumes_and_loses_nothing(
         files={"file": ("batch.zip", make_zip(entries), "application/zip")},
         timeout=60,
     ).json()["job_id"]
+    ledger.inputs, ledger.jobs = count, 1
     partial = service.wait_for_job(job_id, until=lambda s: s["progress"]["completed"] >= 5)  # type: ignore[index]
     assert partial["status"] == "IN_PROGRESS"
     assert service.stop() == 0  # SIGTERM: the runner stops every process it started
+    ledger.faults.append("SIGTERM to the whole stack")
     assert soffice_processes_under(service.data_dir) == []
 
     service.start()  # the same data directory
+    ledger.faults.append("started again on the same data directory")
     status = service.wait_for_job(job_id)
     assert status["status"] == "COMPLETED", status
     assert status["progress"]["completed"] == count  # type: ignore[index]
     download = httpx.get(str(status["download_url"]), follow_redirects=True, timeout=60)
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         names = archive.namelist()
+        ledger.jobs_completed = 1
+        ledger.duplicates = len(names) - len(set(names))
+        ledger.files_lost = count - len(set(names))
         assert sorted(names) == sorted(f"batch/doc-{i:03}.pdf" for i in range(count))
         text = pdf_pages(archive.read("batch/doc-042.pdf"))
     assert len(text) == 2 and "Document number 42" in text[0]
