@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pypdf import PdfReader
 
 from tests.bench.documents import NON_LATIN, bench_docx, header_text, marker
 from tests.pdf import pdf_pages
 from workers.libreoffice import UnoConverter
 from workers.validation import validate_docx
-
-
-@pytest.fixture
-def converter(tmp_path: Path) -> Iterator[UnoConverter]:
-    instance = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
-    )
-    yield instance
-    instance.close()
 
 
 def test_a_bench_document_converts_to_its_pages(converter: UnoConverter, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,15 +30,6 @@ def live_processes_in_group(pgid: int) -> list[int]:
         if group == pgid and state != "Z":
             alive.append(int(proc.name))
     return alive
-
-
-@pytest.fixture
-def converter(tmp_path: Path) -> Iterator[UnoConverter]:
-    instance = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
-    )
-    yield instance
-    instance.close()
 
 
 def test_converts_pages_and_text(converter: UnoConverter, tmp_path: Path) -> None:
