@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # Importing this module fails where python3-uno is missing; workers.runtime then falls back to
 # the command-line converter. (uno must be imported before any com.sun.star module.)
@@ -26,12 +26,15 @@ from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
 from workers.conversion import (
+    NETWORK_PROVIDERS,
+    PROFILE_SETTINGS,
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,
     ConverterUnavailable,
     kill_process_group,
     soffice_flags,
+    write_profile_settings,
 )
 
 log = logging.getLogger("quire.libreoffice")
@@ -40,6 +43,10 @@ log = logging.getLogger("quire.libreoffice")
 # being converted never refreshes links from elsewhere and never runs its macros.
 NO_UPDATE = 0
 NEVER_EXECUTE = 0
+
+# Network schemes no provider serves in a plain install, but an extra one (such as the GIO
+# provider of libreoffice-gnome) could: checked too, so that such an install is noticed.
+OTHER_NETWORK_SCHEMES = ("smb", "sftp", "dav", "davs")
 
 
 def _props(**values: Any) -> tuple[Any, ...]:
@@ -110,7 +117,7 @@ class UnoConverter:
         if self.process is not None:
             self.restarts += 1
         pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.profile_dir.parent.mkdir(parents=True, exist_ok=True)
+        write_profile_settings(self.profile_dir)
         command = [
             self.soffice,
             *soffice_flags(self.profile_dir),
@@ -139,11 +146,44 @@ class UnoConverter:
                         f"(exit code {self.process.poll()})"
                     ) from None
                 time.sleep(0.05)
+        self._check_settings(context)
         self.desktop = context.ServiceManager.createInstanceWithContext(
             "com.sun.star.frame.Desktop", context
         )
         self.conversions = 0
         log.info("libreoffice.started pid=%s restarts=%d", self.process.pid, self.restarts)
+
+    def _check_settings(self, context: Any) -> None:
+        """Fail closed: an instance that did not take its profile's settings (one finalized by
+        the system's configuration, a key renamed by an upgrade, a network provider installed
+        under another name) could fetch what a document points at, so it converts nothing."""
+        provider = context.ServiceManager.createInstanceWithContext(
+            "com.sun.star.configuration.ConfigurationProvider", context
+        )
+        for node, name, wanted in PROFILE_SETTINGS:
+            access = provider.createInstanceWithArguments(
+                "com.sun.star.configuration.ConfigurationAccess", _props(nodepath=node)
+            )
+            value = access.getByName(name)
+            if isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, tuple):
+                value = " ".join(value)
+            if str(value) != wanted:
+                self._refuse(f"{node}/{name} is {value!r}, not {wanted!r}")
+        broker = context.ServiceManager.createInstanceWithContext(
+            "com.sun.star.ucb.UniversalContentBroker", context
+        )
+        for scheme in (*NETWORK_PROVIDERS.values(), *OTHER_NETWORK_SCHEMES):
+            if broker.queryContentProvider(f"{scheme}://127.0.0.1/") is not None:
+                self._refuse(f"it can open {scheme}: URLs")
+
+    def _refuse(self, reason: str) -> NoReturn:
+        self._kill()
+        raise ConverterUnavailable(
+            "LibreOffice did not take the settings that keep documents from fetching anything "
+            f"or running macros ({reason})."
+        )
 
     def _kill(self) -> None:
         if self.process is not None:
