@@ -19,6 +19,7 @@ from app.models import TERMINAL_JOB_STATUSES, File, Job
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers.archive import queue_archive
 from workers.conversion import ConversionError, ConversionTimeout, Converter, ConverterCrashed
+from workers.sanitize import strip_local_links
 from workers.validation import InvalidDocument, validate_docx
 
 log = logging.getLogger("quire.convert")
@@ -134,6 +135,7 @@ def convert_file(
         try:
             store.download_file(input_key(job_id, file_id), str(source))
             validate_docx(source)
+            strip_local_links(source)
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")

@@ -131,3 +131,14 @@ def validate_docx(path: Path) -> None:
             damaged = "?"
         if damaged is not None:
             raise InvalidDocument("The DOCX package is damaged: some of its parts cannot be read.")
+        _refuse_doctype(package, part)
+
+
+def _refuse_doctype(package: zipfile.ZipFile, part: str) -> None:
+    """Word never writes a DOCTYPE; one in the main part can only declare entities."""
+    with package.open(part) as handle:
+        head = handle.read(4096)
+    if b"<!DOCTYPE" in head.upper():
+        raise InvalidDocument(
+            "The document's XML declares a DOCTYPE (entities), which Word never writes; refused."
+        )

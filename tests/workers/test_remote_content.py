@@ -37,6 +37,7 @@ from tests.docx_factory import W_NS, WORD_MAIN, make_docx, root_rels
 from tests.pdf import pdf_pages
 from workers.conversion import CliConverter, ConversionError, ConversionTimeout
 from workers.libreoffice import NEVER_EXECUTE, NO_UPDATE, UnoConverter, _props
+from workers.sanitize import strip_local_links
 from workers.validation import InvalidDocument, validate_docx
 
 ALWAYS_EXECUTE_NO_WARN = 4  # com.sun.star.document.MacroExecMode, for the control only
@@ -566,11 +567,13 @@ class Outcome:
 
 
 def convert(converter: UnoConverter | CliConverter, source: Path, target: Path) -> Outcome:
+    """What the worker does (workers.convert): validate, strip local links, convert."""
     try:
         validate_docx(source)
         validation = "accepted"
     except InvalidDocument as error:
         validation = f"refused: {error}"
+    strip_local_links(source)
     try:
         converter.convert(source, target, timeout=60)
     except ConversionTimeout:
@@ -619,21 +622,8 @@ def test_a_document_pointing_at_the_network_fetches_nothing(
     next_file_converts(converter, tmp_path)
 
 
-LOCAL_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="LibreOffice 7.4 reads the picture filling a shape from a file:// or relative "
-    "external target even with BlockUntrustedRefererLinks (never from the network: those "
-    "providers are gone). The validator could refuse external relationships other than "
-    "hyperlinks; until it does, a local picture can end up in the PDF.",
-)
-LOCAL_GAPS = {"shape-filled-with-local-picture", "shape-filled-with-relative-picture"}
-
-
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(name, marks=LOCAL_GAP if name in LOCAL_GAPS else ()) for name in LOCAL],
-)
+@pytest.mark.parametrize("name", list(LOCAL))
 def test_a_document_pointing_at_a_local_file_does_not_read_it(
     name: str, converter: UnoConverter, tmp_path: Path
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,4 +88,24 @@ def test_an_unsupported_compression_method_is_refused_with_a_reason(tmp_path: Pa
     path = tmp_path / "deflate64.docx"
     path.write_bytes(bytes(data))
     with pytest.raises(InvalidDocument, match="compression method"):
+        validate_docx(path)
+
+
+def test_a_doctype_in_the_main_part_is_refused(tmp_path: Path) -> None:
+    data = make_docx("entity")
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as package:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "word/document.xml":
+                body = body.replace(
+                    b"<w:document",
+                    b'<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><w:document',
+                    1,
+                )
+            package.writestr(info, body)
+    path = tmp_path / "doctype.docx"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(InvalidDocument, match="DOCTYPE"):
         validate_docx(path)
