@@ -6,9 +6,10 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Row, Table, insert, select
+from sqlalchemy import Row, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.models import File, FileStatus, Job, JobStatus, new_id, utcnow
@@ -82,3 +83,22 @@ def get_job_view(session: Session, job_id: str) -> JobView | None:
         .order_by(File.position)
     ).all()
     return JobView(job=job, files=files)
+
+
+def files_touched_since(
+    session: Session, job_id: str, since: datetime | None
+) -> Sequence[Row[str, str, FileStatus, str | None, datetime]]:
+    """Files of the job whose state may have changed since ``since`` (all of them for None)."""
+    query = select(File.id, File.filename, File.status, File.error_message, File.touched_at).where(
+        File.job_id == job_id
+    )
+    if since is not None:
+        query = query.where(File.touched_at >= since)
+    return session.execute(query.order_by(File.touched_at)).all()
+
+
+def status_counts(session: Session, job_id: str) -> Counter[FileStatus]:
+    rows = session.execute(
+        select(File.status, func.count()).where(File.job_id == job_id).group_by(File.status)
+    )
+    return Counter({status: count for status, count in rows})

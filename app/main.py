@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import blobs, health, jobs
+from app.api import blobs, events, health, jobs
 from app.api.errors import install_error_handlers
 from app.config import get_settings
 from app.logs import configure_logging
@@ -41,6 +41,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(blobs.router)
     app.include_router(health.router)
     return app

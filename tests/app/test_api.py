@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -344,3 +346,37 @@ def test_signed_urls_expire(
     later = time.time() + get_settings().presigned_url_ttl + 1
     monkeypatch.setattr("app.storage.local.time.time", lambda: later)  # the clock moves on
     assert_error(client.get(location), 403, "invalid or has expired")
+
+
+def parse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """Server-sent events as (name, data), comments skipped."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if lines:
+            events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_events_of_a_finished_job_replay_every_file_then_end(
+    client: TestClient, sent: SentTasks
+) -> None:
+    job_id = post_zip(client, make_zip({"a.docx": make_docx("a"), "b.docx": b"junk"})).json()[
+        "job_id"
+    ]
+    _finish(job_id, sent)
+    response = client.get(f"/api/v1/jobs/{job_id}/events")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_events(response.text)
+    files = {data["filename"]: data for name, data in events if name == "file"}
+    assert files["a.docx"]["status"] == "COMPLETED"
+    assert files["b.docx"]["status"] == "FAILED" and files["b.docx"]["error_message"]
+    name, last = events[-1]
+    assert name == "job" and last["status"] == "COMPLETED"
+    assert last["download_url"].endswith(f"/api/v1/jobs/{job_id}/download")
+    assert last["progress"]["percent"] == 100.0
+
+
+def test_events_of_an_unknown_job_is_404(client: TestClient) -> None:
+    assert_error(client.get("/api/v1/jobs/not-a-job/events"), 404, "No job with id")

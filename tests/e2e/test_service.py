@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -167,3 +168,32 @@ def test_a_restart_mid_job_resumes_and_loses_nothing(
         assert sorted(names) == sorted(f"batch/doc-{i:03}.pdf" for i in range(count))
         text = pdf_pages(archive.read("batch/doc-042.pdf"))
     assert len(text) == 2 and "Document number 42" in text[0]
+
+
+def test_live_events_follow_a_job_to_its_end(
+    make_service: Callable[[dict[str, str]], Service],
+) -> None:
+    service = make_service(embedded_env())
+    service.start()
+    entries = {f"live/{i}.docx": make_docx(f"live {i}") for i in range(8)} | {"bad.docx": b"x"}
+    job_id = httpx.post(
+        f"{service.url}/api/v1/jobs",
+        files={"file": ("live.zip", make_zip(entries), "application/zip")},
+        timeout=60,
+    ).json()["job_id"]
+    events = []
+    with httpx.stream("GET", f"{service.url}/api/v1/jobs/{job_id}/events", timeout=120) as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: ") :])))
+    terminal = [
+        data["filename"]
+        for name, data in events
+        if name == "file" and data["status"] in ("COMPLETED", "FAILED")
+    ]
+    assert sorted(terminal) == sorted(entries)  # every file's end, each exactly once
+    assert events[-1][0] == "job" and events[-1][1]["status"] == "COMPLETED"
+    assert any(name == "progress" for name, _ in events)

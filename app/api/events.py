@@ -1,0 +1,150 @@
+"""``GET /api/v1/jobs/{job_id}/events``: live progress as server-sent events.
+
+One ``file`` event each time a file changes state, a ``progress`` event when the counts change,
+and one ``job`` event when the job ends, after which the stream closes. Clients need not poll;
+the status endpoint keeps working for those that do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import BaseUrlDep
+from app.api.errors import ApiError, responses
+from app.db import session_scope
+from app.jobs import files_touched_since, parse_job_id, status_counts
+from app.models import TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
+HEARTBEAT_SECONDS = 15.0  # a comment line keeps proxies from closing a quiet stream
+# touched_at is stamped when a worker's transaction starts, not when it commits, so a change may
+# become visible with a stamp a little older than one already read: read back this far again
+# (repeats are filtered out by what was already sent).
+OVERLAP = timedelta(seconds=60)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _progress(counts: dict[FileStatus, int]) -> dict[str, Any]:
+    total = sum(counts.values())
+    finished = counts.get(FileStatus.COMPLETED, 0) + counts.get(FileStatus.FAILED, 0)
+    return {
+        "total": total,
+        **{status.value.lower(): counts.get(status, 0) for status in FileStatus},
+        "percent": round(100 * finished / total, 1) if total else 100.0,
+    }
+
+
+class _Watch:
+    """What one stream has told its client so far, and the reading of what changed."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.since: datetime | None = None
+        self.sent: dict[str, FileStatus] = {}
+        self.progress: dict[str, Any] | None = None
+
+    def read(self, base: str) -> tuple[list[bytes], bool]:
+        """The events due now, and whether the job has ended (or is gone)."""
+        events: list[bytes] = []
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            if job is None:
+                return [_event("error", {"message": "The job no longer exists."})], True
+            ended = job.status in TERMINAL_JOB_STATUSES
+            # The last reading before the end reads every file, so none can be missed.
+            since = None if ended or self.since is None else self.since - OVERLAP
+            for file_id, filename, status, error, touched in files_touched_since(
+                session, self.job_id, since
+            ):
+                self.since = touched  # ordered by touched_at: the last row is the newest
+                if self.sent.get(file_id, FileStatus.PENDING) != status:
+                    self.sent[file_id] = status
+                    events.append(
+                        _event(
+                            "file",
+                            {
+                                "file_id": file_id,
+                                "filename": filename,
+                                "status": status.value,
+                                "error_message": error,
+                            },
+                        )
+                    )
+            progress = _progress(status_counts(session, self.job_id))
+            if progress != self.progress:
+                self.progress = progress
+                events.append(_event("progress", progress))
+            if ended:
+                download = (
+                    f"{base}/api/v1/jobs/{job.id}/download"
+                    if job.status == JobStatus.COMPLETED
+                    else None
+                )
+                events.append(
+                    _event(
+                        "job",
+                        {
+                            "job_id": job.id,
+                            "status": job.status.value,
+                            "download_url": download,
+                            "error_message": job.error_message,
+                            "progress": progress,
+                        },
+                    )
+                )
+                return events, True
+        return events, False
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **responses(404),
+        200: {"content": {"text/event-stream": {}}, "description": "file, progress, job events"},
+    },
+    summary="Live progress of a job as server-sent events",
+)
+async def job_events(job_id: str, base: BaseUrlDep) -> StreamingResponse:
+    canonical = parse_job_id(job_id)
+
+    def exists() -> bool:
+        with session_scope() as session:
+            return canonical is not None and session.get(Job, canonical) is not None
+
+    if not await run_in_threadpool(exists):
+        raise ApiError(404, f"No job with id {job_id!r} exists.")
+    assert canonical is not None
+    watch = _Watch(canonical)
+
+    async def stream() -> AsyncIterator[bytes]:
+        quiet = 0.0
+        while True:
+            events, ended = await run_in_threadpool(watch.read, base)
+            for event in events:
+                yield event
+            if ended:
+                return
+            quiet = 0.0 if events else quiet + POLL_SECONDS
+            if quiet >= HEARTBEAT_SECONDS:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
