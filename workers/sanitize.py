@@ -3,57 +3,52 @@
 A part may point outside the package (``TargetMode="External"``). Links to the web are
 harmless: the instance's profile keeps LibreOffice from following them (see
 ``workers.conversion.PROFILE_SETTINGS``). But LibreOffice 7.4 reads a picture linked to a local
-file (``file://`` or a relative path) from the worker's disk whatever its settings say, so a
-document could copy the worker's files into its PDF. Such targets are rewritten to a URL that
-nothing serves before conversion; the picture is missing from the PDF, as it would be anyway
-on a machine that is not its author's.
+file (``file://`` or a relative path) from the worker's disk whatever its settings say, and it
+does not care what type the relationship claims to be. So every external target that is not a
+web address is rewritten to a URL nothing serves, before conversion; the picture is missing
+from the PDF, as it would be anyway on a machine that is not its author's.
+
+The relationship parts are read with a real XML parser (defusedxml: no DTD, no entities), so
+what is rewritten is exactly what LibreOffice will read, however the attributes are written.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
-from xml.sax.saxutils import unescape
+from xml.etree.ElementTree import ParseError, register_namespace, tostring
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from workers.validation import InvalidDocument
+
+RELATIONSHIPS_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 # Targets LibreOffice cannot reach: no content provider serves these schemes in its profile.
 REMOTE_SCHEMES = {"http", "https", "ftp", "mailto"}
-NOWHERE = b"http://quire.invalid/local-link-removed"
-RELATIONSHIP = re.compile(rb"<Relationship\b[^>]*>")
-ATTRIBUTE = re.compile(rb'\b(Target|TargetMode|Type)\s*=\s*("[^"]*"|\'[^\']*\')')
+NOWHERE = "http://quire.invalid/local-link-removed"
+MAX_RELS_BYTES = 4 * 1024 * 1024  # relationship parts are a few KB; a huge one is an attack
+
+register_namespace("", RELATIONSHIPS_NS)  # keep the default namespace when writing parts back
 
 
-def _local_target(element: bytes) -> bytes | None:
-    """The raw Target of a relationship that links a local file and is loaded, else None."""
-    attributes = {name: value[1:-1] for name, value in ATTRIBUTE.findall(element)}
-    if attributes.get(b"TargetMode", b"").lower() != b"external":
-        return None
-    if attributes.get(b"Type", b"").endswith(b"/hyperlink"):
-        return None  # a link for the reader to click, never loaded
-    target = attributes.get(b"Target", b"")
-    scheme = urlsplit(unescape(target.decode("utf-8", "replace"))).scheme.lower()
-    return None if scheme in REMOTE_SCHEMES else target
-
-
-def _rewritten(xml: bytes) -> bytes | None:
+def _rewritten(name: str, xml: bytes) -> bytes | None:
+    try:
+        root = fromstring(xml)
+    except (ParseError, DefusedXmlException):
+        raise InvalidDocument(f"The DOCX package's {name} is not well-formed XML.") from None
     changed = False
-
-    def neutralize(match: re.Match[bytes]) -> bytes:
-        nonlocal changed
-        element = match.group(0)
-        target = _local_target(element)
-        if target is None:
-            return element
-        changed = True
-        return element.replace(b'"' + target + b'"', b'"' + NOWHERE + b'"').replace(
-            b"'" + target + b"'", b"'" + NOWHERE + b"'"
-        )
-
-    result = RELATIONSHIP.sub(neutralize, xml)
-    return result if changed else None
+    for relation in root.iter(f"{{{RELATIONSHIPS_NS}}}Relationship"):
+        if relation.get("TargetMode", "").strip().lower() != "external":
+            continue
+        scheme = urlsplit(relation.get("Target", "").strip()).scheme.lower()
+        if scheme not in REMOTE_SCHEMES:
+            relation.set("Target", NOWHERE)
+            changed = True
+    return tostring(root, encoding="UTF-8", xml_declaration=True) if changed else None
 
 
 def strip_local_links(path: Path) -> int:
@@ -62,10 +57,13 @@ def strip_local_links(path: Path) -> int:
     with zipfile.ZipFile(path) as package:
         rewrites = {}
         for info in package.infolist():
-            if info.filename.endswith(".rels"):
-                new = _rewritten(package.read(info))
-                if new is not None:
-                    rewrites[info.filename] = new
+            if not info.filename.endswith(".rels"):
+                continue
+            if info.file_size > MAX_RELS_BYTES:
+                raise InvalidDocument(f"The DOCX package's {info.filename} is implausibly large.")
+            new = _rewritten(info.filename, package.read(info))
+            if new is not None:
+                rewrites[info.filename] = new
         if not rewrites:
             return 0
         partial = path.with_name(path.name + ".sanitized")

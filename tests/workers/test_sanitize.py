@@ -6,9 +6,11 @@ import io
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.docx_factory import make_docx
 from workers.sanitize import NOWHERE, strip_local_links
-from workers.validation import validate_docx
+from workers.validation import InvalidDocument, validate_docx
 
 IMAGE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/image"
 LINK = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink"
@@ -50,10 +52,38 @@ def test_local_picture_links_are_rewritten_and_the_rest_kept(tmp_path: Path) -> 
         rels = package.read("word/_rels/document.xml.rels")
         assert package.read("word/document.xml")  # the other parts are untouched
     assert b"secret.png" not in rels
-    assert rels.count(NOWHERE) == 2
+    # LibreOffice loads a linked picture whatever type its relationship claims: hyperlinks too.
+    assert b"file:///C:/docs/x.docx" not in rels
+    assert rels.count(NOWHERE.encode()) == 3
     assert b"https://example.org/a.png" in rels  # the profile keeps LibreOffice off the web
-    assert b"file:///C:/docs/x.docx" in rels  # a hyperlink is only clicked, never loaded
     assert b'Target="media/inside.png"' in rels
+
+
+def test_tricks_in_how_attributes_are_written_do_not_hide_a_link(tmp_path: Path) -> None:
+    path = tmp_path / "tricks.docx"
+    path.write_bytes(
+        with_relationships(
+            f'<Relationship Id="r1" Type="{IMAGE}" Target="file:///a.png" '
+            'TargetMode="&#69;xternal"/>'
+            f'<Relationship Id="r2" x-y="a>b" Type="{IMAGE}" Target="../b.png" '
+            'TargetMode="External"/>'
+            f'<Relationship xmlns:x="urn:x" Id="r3" Type="{IMAGE}" Target="c.png" '
+            'TargetMode="External" x:Target="http://decoy/"/>'
+        )
+    )
+    assert strip_local_links(path) == 1
+    with zipfile.ZipFile(path) as package:
+        rels = package.read("word/_rels/document.xml.rels")
+    assert rels.count(NOWHERE.encode()) == 3
+    for local in (b"file:///a.png", b"../b.png", b'"c.png"'):
+        assert local not in rels
+
+
+def test_a_relationship_part_that_is_not_xml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken.docx"
+    path.write_bytes(with_relationships("<Relationship " * 1000))  # no end: not well formed
+    with pytest.raises(InvalidDocument, match="not well-formed"):
+        strip_local_links(path)
 
 
 def test_a_package_without_local_links_is_left_as_it_is(tmp_path: Path) -> None:
