@@ -56,6 +56,16 @@ def claim_file(session: Session, file_id: str) -> bool:
     return _rowcount(result) > 0
 
 
+def release_file(session: Session, file_id: str) -> None:
+    """Give a claimed file back (its task will be retried): the try does not count as one
+    whose worker died, which is what ``attempts`` limits."""
+    session.execute(
+        _update(File)
+        .where(File.id == file_id, File.status == FileStatus.IN_PROGRESS)
+        .values(status=FileStatus.PENDING, attempts=File.attempts - 1, touched_at=utcnow())
+    )
+
+
 def complete_file(session: Session, file_id: str, *, output_bytes: int, crc32: int) -> bool:
     result = session.execute(
         _update(File)
@@ -250,6 +260,7 @@ def expired_jobs(session: Session, older_than: timedelta, limit: int = 100) -> l
     rows = session.execute(
         select(Job.id)
         .where(Job.status.in_(TERMINAL_JOB_STATUSES), Job.updated_at < utcnow() - older_than)
+        .order_by(Job.updated_at)
         .limit(limit)
     )
     return list(rows.scalars())

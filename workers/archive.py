@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import stat
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ ZIP32_LIMIT = 0xFFFF_FFFF
 # Local header and data descriptor per member, besides its name: a safe over-estimate.
 MEMBER_OVERHEAD = 128
 FILE_MODE = stat.S_IFREG | 0o644
+HEARTBEAT_SECONDS = 60.0
 
 
 def queue_archive(job_id: str) -> None:
@@ -69,12 +71,30 @@ def completed_files(session: Session, job_id: str) -> Sequence[Any]:
     ).all()
 
 
-def write_archive(job_id: str, files: Sequence[Any], store: ObjectStore, key: str) -> int:
-    """Stream the PDFs into one zip object at ``key``; return its size in bytes."""
+def write_archive(
+    job_id: str,
+    files: Sequence[Any],
+    store: ObjectStore,
+    key: str,
+    heartbeat: Callable[[], None] | None = None,
+) -> int:
+    """Stream the PDFs into one zip object at ``key``; return its size in bytes.
+
+    ``heartbeat`` is called every HEARTBEAT_SECONDS while it works, so that the sweeper can
+    tell a long archive from a lost one."""
+    beat_at = time.monotonic() + HEARTBEAT_SECONDS
     with WriterScope(store.open_writer(key, "application/zip")) as writer:
         for chunk in stream_zip(_members(job_id, files, store)):
             writer.write(chunk)
+            if heartbeat is not None and time.monotonic() > beat_at:
+                heartbeat()
+                beat_at = time.monotonic() + HEARTBEAT_SECONDS
     return writer.bytes_written
+
+
+def _touch(job_id: str) -> None:
+    with session_scope() as session:
+        transitions.touch_job(session, job_id)
 
 
 def build_archive(job_id: str, store: ObjectStore) -> None:
@@ -92,7 +112,7 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             )
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
-    size = write_archive(job_id, files, store, result_key(job_id))
+    size = write_archive(job_id, files, store, result_key(job_id), lambda: _touch(job_id))
     with session_scope() as session:
         transitions.finish_job(session, job_id, result_bytes=size)
     log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

@@ -29,6 +29,11 @@ class ConverterCrashed(ConversionError):
     """The converter process died; a fresh instance may well succeed."""
 
 
+class ConverterMisconfigured(ConversionError):
+    """LibreOffice runs without the settings that keep documents from fetching anything: an
+    installation problem that retrying cannot fix, so files fail at once, saying so."""
+
+
 class ConverterUnavailable(Exception):
     """LibreOffice cannot be started: the worker's trouble, not the document's, so the task is
     retried later instead of failing the file."""

@@ -25,17 +25,20 @@ from workers.validation import InvalidDocument, validate_docx
 log = logging.getLogger("quire.convert")
 
 
-# Scratch-space failures: the worker's disk, not the document. The file fails at once with a
-# message that says so, rather than waiting through retries on a disk that stays full.
+# Scratch-space failures: the worker's disk, not the document. The task is retried a few
+# times (the disk may free up), then the file fails with a message that says so.
 SCRATCH_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.ENOTDIR}
 SCRATCH_RESERVE = 1024 * 1024  # less free space than this after a failed conversion: disk full
 
 
-def _scratch_message(error: OSError) -> str:
-    return (
-        f"The worker's scratch space is full or not writable ({error.strerror}); "
-        "the document was not converted. Free space on the worker and retry."
-    )
+class ScratchSpaceError(Exception):
+    """The worker's scratch space is full or not writable."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(
+            f"The worker's scratch space is full or not writable ({error.strerror}); "
+            "the document was not converted. Free space on the worker and retry."
+        )
 
 
 def _crc32(path: Path) -> int:
@@ -126,8 +129,7 @@ def convert_file(
     except OSError as failure:
         if failure.errno not in SCRATCH_ERRORS:
             raise
-        _record(file_id, job_id, store, None, _scratch_message(failure))
-        return
+        raise ScratchSpaceError(failure) from failure
     # Scratch names come from ids, never from the name the file had in the zip.
     source, target = work / "input.docx", work / "output.pdf"
     error: str | None = None
@@ -144,11 +146,13 @@ def convert_file(
         except (InvalidDocument, ConversionError) as failure:
             error = str(failure)
             if shutil.disk_usage(work).free < SCRATCH_RESERVE:  # LibreOffice could not write
-                error = _scratch_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+                raise ScratchSpaceError(
+                    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                ) from failure
         except OSError as failure:
             if failure.errno not in SCRATCH_ERRORS:
                 raise  # something else: the task retries it
-            error = _scratch_message(failure)
+            raise ScratchSpaceError(failure) from failure
         _record(file_id, job_id, store, target, error)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -31,6 +31,7 @@ from workers.conversion import (
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,
+    ConverterMisconfigured,
     ConverterUnavailable,
     kill_process_group,
     soffice_flags,
@@ -59,36 +60,52 @@ def _props(**values: Any) -> tuple[Any, ...]:
 
 
 class Watchdog:
-    """Calls ``on_expiry`` when an armed deadline passes.
+    """Calls ``on_expiry(generation)`` when an armed deadline passes.
 
     One long-lived thread per converter: starting a thread per conversion waits for the new
-    thread to be scheduled, which on a busy machine costs milliseconds every document.
+    thread to be scheduled, which on a busy machine costs milliseconds every document. Each
+    ``arm`` returns a new generation, so an expiry that arrives late can be told apart from one
+    that concerns the conversion running now.
     """
 
-    def __init__(self, on_expiry: Callable[[], None]) -> None:
+    def __init__(self, on_expiry: Callable[[int], None]) -> None:
         self._on_expiry = on_expiry
         self._condition = threading.Condition()
         self._deadline: float | None = None
+        self._generation = 0
+        self._stopped = False
         threading.Thread(target=self._run, name="libreoffice-watchdog", daemon=True).start()
 
-    def arm(self, seconds: float) -> None:
+    def arm(self, seconds: float) -> int:
         with self._condition:
+            self._generation += 1
             self._deadline = time.monotonic() + seconds
             self._condition.notify()
+            return self._generation
 
     def disarm(self) -> None:
         with self._condition:
             self._deadline = None
             self._condition.notify()
 
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            self._condition.notify()
+
     def _run(self) -> None:
         while True:
             with self._condition:
-                while self._deadline is None or self._deadline > time.monotonic():
+                while not self._stopped and (
+                    self._deadline is None or self._deadline > time.monotonic()
+                ):
                     timeout = None if self._deadline is None else self._deadline - time.monotonic()
                     self._condition.wait(timeout)
+                if self._stopped:
+                    return
                 self._deadline = None
-            self._on_expiry()  # outside the lock: killing may take a while
+                generation = self._generation
+            self._on_expiry(generation)  # outside the lock: killing may take a while
 
 
 class UnoConverter:
@@ -110,6 +127,8 @@ class UnoConverter:
         self.restarts = 0  # starts after the first: crashes, timeouts and recycling
         self.timed_out = False
         self.watchdog: Watchdog | None = None  # started with the first conversion
+        self._running: int | None = None  # the watchdog generation of the conversion under way
+        self._running_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,7 +165,12 @@ class UnoConverter:
                         f"(exit code {self.process.poll()})"
                     ) from None
                 time.sleep(0.05)
-        self._check_settings(context)
+        try:
+            self._check_settings(context)
+        except ConverterMisconfigured:
+            raise
+        except Exception as error:  # noqa: BLE001 - a key that cannot be read is not taken
+            self._refuse(f"its settings cannot be read back: {error}")
         self.desktop = context.ServiceManager.createInstanceWithContext(
             "com.sun.star.frame.Desktop", context
         )
@@ -180,7 +204,7 @@ class UnoConverter:
 
     def _refuse(self, reason: str) -> NoReturn:
         self._kill()
-        raise ConverterUnavailable(
+        raise ConverterMisconfigured(
             "LibreOffice did not take the settings that keep documents from fetching anything "
             f"or running macros ({reason})."
         )
@@ -192,6 +216,9 @@ class UnoConverter:
 
     def close(self) -> None:
         """Stop the instance and remove its profile (called when the worker process exits)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         # A clean terminate only when it still answers: a call into a hung instance would hang.
         if self.desktop is not None and self._responsive():
             try:
@@ -222,10 +249,13 @@ class UnoConverter:
 
     # -- conversion --------------------------------------------------------------------------
 
-    def _on_timeout(self) -> None:
-        self.timed_out = True
-        log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
-        self._kill()
+    def _on_timeout(self, generation: int) -> None:
+        with self._running_lock:
+            if generation != self._running:
+                return  # that conversion ended meanwhile; this one must not be touched
+            self.timed_out = True
+            log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
+            self._kill()
 
     def convert(self, source: Path, target: Path, timeout: float) -> None:
         self._ensure_running()
@@ -234,7 +264,7 @@ class UnoConverter:
         # whole process group, which makes the call fail at once.
         if self.watchdog is None:
             self.watchdog = Watchdog(self._on_timeout)
-        self.watchdog.arm(timeout)
+        self._running = self.watchdog.arm(timeout)
         try:
             self._convert(
                 uno.systemPathToFileUrl(str(source.resolve())),
@@ -258,7 +288,9 @@ class UnoConverter:
                 f"LibreOffice could not convert this document ({type(error).__name__})."
             ) from error
         finally:
-            self.watchdog.disarm()
+            with self._running_lock:  # after this, a late expiry finds no conversion to stop
+                self.watchdog.disarm()
+                self._running = None
             self.conversions += 1
         if self.timed_out:  # the kill raced with a conversion that had just finished
             raise ConversionTimeout(

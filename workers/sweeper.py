@@ -27,13 +27,19 @@ def expire(settings: Settings, store: ObjectStore) -> int:
     """
     with session_scope() as session:
         expired = transitions.expired_jobs(session, timedelta(seconds=settings.job_ttl))
+    removed = 0
     for job_id in expired:
-        for prefix in job_prefixes(job_id):
-            store.delete_prefix(prefix)
-        with session_scope() as session:
-            transitions.delete_job(session, job_id)
+        try:
+            for prefix in job_prefixes(job_id):
+                store.delete_prefix(prefix)
+            with session_scope() as session:
+                transitions.delete_job(session, job_id)
+        except Exception:
+            log.exception("job.expire_failed job_id=%s", job_id)
+            continue
+        removed += 1
         log.info("job.expired job_id=%s", job_id)
-    return len(expired)
+    return removed
 
 
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:

@@ -24,7 +24,7 @@ from app.storage import StoreError, get_store
 from workers.archive import build_archive, queue_archive
 from workers.celery_app import celery
 from workers.conversion import ConverterUnavailable
-from workers.convert import convert_file
+from workers.convert import ScratchSpaceError, convert_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
 from workers.sweeper import expire, sweep
@@ -37,8 +37,9 @@ TRANSIENT = (
     KombuOperationalError,  # the broker
     ConverterUnavailable,  # LibreOffice could not start
     ConnectionError,
-    OSError,  # includes a full or unwritable scratch disk
+    OSError,
 )
+SCRATCH_RETRIES = 3  # a full scratch disk may free up; if not, the file fails saying so
 
 
 def _transient(error: BaseException) -> bool:
@@ -52,6 +53,7 @@ def _run(
     work: Callable[[], None],
     give_up: Callable[[str], None],
     timed_out: str,
+    before_retry: Callable[[], None] | None = None,
 ) -> None:
     """Run ``work``; retry transient failures with backoff, then ``give_up`` with a message."""
     try:
@@ -59,7 +61,11 @@ def _run(
     except SoftTimeLimitExceeded:
         give_up(timed_out)
     except Exception as error:
-        if _transient(error) and task.request.retries < MAX_RETRIES:
+        limit = SCRATCH_RETRIES if isinstance(error, ScratchSpaceError) else MAX_RETRIES
+        retry = isinstance(error, ScratchSpaceError) or _transient(error)
+        if retry and task.request.retries < limit:
+            if before_retry is not None:
+                before_retry()
             delay = min(2**task.request.retries, 60)
             log.warning(
                 "task.retry name=%s retries=%d error=%r", task.name, task.request.retries, error
@@ -108,11 +114,19 @@ def convert(self: Task[Any, Any], file_id: str) -> None:
         if archive_due and job_id is not None:
             queue_archive(job_id)
 
+    def release() -> None:
+        try:
+            with session_scope() as session:
+                transitions.release_file(session, file_id)
+        except Exception:  # noqa: BLE001 - the database may be the outage; then the try counts
+            log.warning("task.release_failed file_id=%s", file_id)
+
     _run(
         self,
         lambda: convert_file(file_id, get_store(), get_converter(), get_settings()),
         give_up,
         timed_out="The conversion exceeded the task's time limit and was stopped.",
+        before_retry=release,
     )
 
 

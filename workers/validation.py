@@ -136,9 +136,13 @@ def validate_docx(path: Path) -> None:
 
 def _refuse_doctype(package: zipfile.ZipFile, part: str) -> None:
     """Word never writes a DOCTYPE; one in the main part can only declare entities."""
+    found, tail = False, b""
     with package.open(part) as handle:
-        head = handle.read(4096)
-    if b"<!DOCTYPE" in head.upper():
+        while not found and (chunk := handle.read(1024 * 1024)):
+            window = (tail + chunk).upper()
+            found = b"<!DOCTYPE" in window
+            tail = window[-16:]  # a marker split across two chunks is still seen
+    if found:
         raise InvalidDocument(
             "The document's XML declares a DOCTYPE (entities), which Word never writes; refused."
         )

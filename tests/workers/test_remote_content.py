@@ -831,7 +831,7 @@ def test_an_instance_that_can_reach_the_network_is_refused(
         soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
     )
     try:
-        with pytest.raises(workers.conversion.ConverterUnavailable, match="can open file: URLs"):
+        with pytest.raises(workers.conversion.ConverterMisconfigured, match="can open file: URLs"):
             instance.start()
         assert instance.process is not None
         assert instance.process.poll() is not None  # killed, not left running
