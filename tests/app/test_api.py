@@ -193,15 +193,19 @@ def test_completed_job_downloads_by_redirect_and_streamed(
         assert archive.namelist() == ["a.pdf"]
 
 
+def signed_download_url(client: TestClient, job_id: str) -> str:
+    return str(
+        client.get(f"/api/v1/jobs/{job_id}/download", follow_redirects=False).headers["location"]
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)  # its own URLs
 def test_signed_blob_urls_refuse_tampering(
     backend: Backend, client: TestClient, sent: SentTasks
 ) -> None:
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
     _finish(job_id, sent)
-    location = client.get(f"/api/v1/jobs/{job_id}/download", follow_redirects=False).headers[
-        "location"
-    ]
+    location = signed_download_url(client, job_id)
     assert client.get(location).status_code == 200
     tampered = location.replace("result.zip", "input/x.docx")
     assert_error(client.get(tampered), 403, "invalid or has expired")
@@ -339,9 +343,7 @@ def test_signed_urls_expire(
 
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
     _finish(job_id, sent)
-    location = client.get(f"/api/v1/jobs/{job_id}/download", follow_redirects=False).headers[
-        "location"
-    ]
+    location = signed_download_url(client, job_id)
     assert client.get(location).status_code == 200
     later = time.time() + get_settings().presigned_url_ttl + 1
     monkeypatch.setattr("app.storage.local.time.time", lambda: later)  # the clock moves on

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,8 @@ from workers.libreoffice import UnoConverter
 
 
 @pytest.fixture(scope="module")
-def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converter]:
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("lo"),
-        start_timeout=60,
-        restart_after=500,
-    )
-    yield instance
-    instance.close()
+def converter(module_converter: UnoConverter) -> Converter:
+    return module_converter
 
 
 def submit(zip_bytes: bytes) -> str:

@@ -132,16 +132,9 @@ def server() -> Iterator[RecordingServer]:
 
 
 @pytest.fixture(scope="module")
-def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
+def converter(module_converter: UnoConverter) -> UnoConverter:
     # One warm instance for the module, as a worker has: no document may leave it changed.
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("profiles"),
-        start_timeout=60,
-        restart_after=1000,
-    )
-    yield instance
-    instance.close()
+    return module_converter
 
 
 # -- hostile packages --------------------------------------------------------------------------
