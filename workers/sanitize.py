@@ -36,6 +36,11 @@ register_namespace("", RELATIONSHIPS_NS)  # keep the default namespace when writ
 
 
 def _rewritten(name: str, xml: bytes) -> bytes | None:
+    lowered = xml.lower()
+    if b"xternal" not in lowered and b"&#" not in lowered:
+        # No external target, however spelled (a character reference could hide the word):
+        # nothing to rewrite, and no need to parse (most parts of most documents).
+        return None
     try:
         root = fromstring(xml)
     except (ParseError, DefusedXmlException):
