@@ -16,7 +16,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -164,28 +164,38 @@ def test_a_hung_libreoffice_is_killed_and_its_document_converted(
     assert "libreoffice.timeout" in service.log_path.read_text()
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+    def start(self) -> None: ...
+
+
+def outage_mid_job(
+    service: Service, ledger: FaultRecord, dependency: Stoppable, name: str, seconds: float
+) -> None:
+    """Run a job, take ``dependency`` away for ``seconds`` while it runs, and settle the job."""
+    service.start()
+    data, markers = numbered_zip(50)
+    job_id = submit(service, ledger, data, len(markers))
+    midway(service, ledger, job_id, 10)
+    dependency.stop()
+    ledger.faults.append(f"{name} stopped")
+    time.sleep(seconds)  # workers meet connection errors and retry with backoff
+    dependency.start()
+    ledger.faults.append(f"{name} started again")
+    settle(service, ledger, job_id, markers)
+    service.stop()
+
+
 def test_the_broker_restarted_mid_job(
     make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord, tmp_path: Path
 ) -> None:
     with redis_server(tmp_path / "redis", durable=True) as redis:
         service = make_service({**BASE_ENV, "QUIRE_BROKER_URL": redis.url})
-        service.start()
-        data, markers = numbered_zip(50)
-        job_id = submit(service, ledger, data, len(markers))
-        midway(service, ledger, job_id, 10)
-        redis.stop()
-        ledger.faults.append("redis stopped")
-        time.sleep(3)
-        redis.start()
-        ledger.faults.append("redis started again")
-        settle(service, ledger, job_id, markers)
-        service.stop()
+        outage_mid_job(service, ledger, redis, "redis", 3)
 
 
 def test_the_database_briefly_unreachable(
-    make_service: Callable[[dict[str, str]], Service],
-    ledger: FaultRecord,
-    redis_url: str,
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord, redis_url: str
 ) -> None:
     with postgres_server() as database:
         service = make_service(
@@ -195,23 +205,11 @@ def test_the_database_briefly_unreachable(
                 "QUIRE_BROKER_URL": redis_url.replace("/0", "/6"),
             }
         )
-        service.start()
-        data, markers = numbered_zip(50)
-        job_id = submit(service, ledger, data, len(markers))
-        midway(service, ledger, job_id, 10)
-        database.stop()
-        ledger.faults.append("postgresql stopped")
-        time.sleep(4)  # workers meet connection errors and retry with backoff
-        database.start()
-        ledger.faults.append("postgresql started again")
-        settle(service, ledger, job_id, markers)
-        service.stop()
+        outage_mid_job(service, ledger, database, "postgresql", 4)
 
 
 def test_the_object_store_briefly_unreachable(
-    make_service: Callable[[dict[str, str]], Service],
-    ledger: FaultRecord,
-    redis_url: str,
+    make_service: Callable[[dict[str, str]], Service], ledger: FaultRecord, redis_url: str
 ) -> None:
     store = S3Server()
     store.start()
@@ -227,17 +225,7 @@ def test_the_object_store_briefly_unreachable(
                 "QUIRE_S3_SECRET_KEY": "test",
             }
         )
-        service.start()
-        data, markers = numbered_zip(50)
-        job_id = submit(service, ledger, data, len(markers))
-        midway(service, ledger, job_id, 10)
-        store.stop()
-        ledger.faults.append("object store stopped")
-        time.sleep(4)
-        store.start()
-        ledger.faults.append("object store started again")
-        settle(service, ledger, job_id, markers)
-        service.stop()
+        outage_mid_job(service, ledger, store, "object store", 4)
     finally:
         store.stop()
 
