@@ -56,6 +56,11 @@ def run_to_the_end(job_id: str, sent: SentTasks, converter: Converter) -> None:
         build_archive(sent.archives.pop(0), store)
 
 
+def files_by_name(job_id: str) -> dict[str, File]:
+    with session_scope() as session:
+        return {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+
+
 def result_members(job_id: str) -> dict[str, bytes]:
     data = b"".join(get_store().iter_chunks(result_key(job_id)))
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -151,8 +156,7 @@ def test_compression_ratio_limit(
     monkeypatch.setattr(get_settings(), "max_compression_ratio", 20.0)
     job_id = submit(make_zip({"ratio.docx": b"A" * 2_000_000, "ok.docx": make_docx("fine")}))
     run_to_the_end(job_id, sent, converter)
-    with session_scope() as session:
-        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    files = files_by_name(job_id)
     assert files["ratio.docx"].status == FileStatus.FAILED
     assert "compression ratio" in (files["ratio.docx"].error_message or "")
     assert files["ok.docx"].status == FileStatus.COMPLETED
@@ -175,8 +179,7 @@ def test_encrypted_zip_entries_fail_with_a_message(
     data[data.find(b"PK\x01\x02", central) + 8] |= 0x1
     job_id = submit(bytes(data))
     run_to_the_end(job_id, sent, converter)
-    with session_scope() as session:
-        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    files = files_by_name(job_id)
     assert files["locked.docx"].status == FileStatus.FAILED
     assert "encrypted" in (files["locked.docx"].error_message or "")
     assert files["open.docx"].status == FileStatus.COMPLETED
@@ -268,8 +271,7 @@ def test_a_file_that_keeps_killing_its_worker_is_failed_after_max_attempts(
         )
     while sent.conversions:
         convert_file(sent.conversions.pop(0), store, converter, settings)
-    with session_scope() as session:
-        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    files = files_by_name(job_id)
     assert files["poison.docx"].status == FileStatus.FAILED
     assert "started 3 times and never finished" in (files["poison.docx"].error_message or "")
     assert files["fine.docx"].status == FileStatus.COMPLETED
