@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 
 def utcnow() -> datetime:
@@ -27,11 +29,17 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _enum_values(members: type[enum.StrEnum]) -> list[str]:
+    # Store the values ("2b"), not the member names ("PDF_A_2B").
+    return [member.value for member in members]
+
+
 class JobStatus(enum.StrEnum):
     PENDING = "PENDING"
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 class FileStatus(enum.StrEnum):
@@ -39,10 +47,25 @@ class FileStatus(enum.StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
-TERMINAL_FILE_STATUSES = (FileStatus.COMPLETED, FileStatus.FAILED)
-TERMINAL_JOB_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED)
+class PdfA(enum.StrEnum):
+    """PDF/A conformance levels LibreOffice's PDF export writes (its SelectPdfVersion 1, 2, 3)."""
+
+    PDF_A_1B = "1b"
+    PDF_A_2B = "2b"
+    PDF_A_3B = "3b"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "PENDING"  # due at next_attempt_at
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    FAILED = "FAILED"  # gave up after the last attempt
+
+
+TERMINAL_FILE_STATUSES = (FileStatus.COMPLETED, FileStatus.FAILED, FileStatus.CANCELLED)
+TERMINAL_JOB_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class Base(DeclarativeBase):
@@ -68,17 +91,35 @@ class Job(Base):
     finished_files: Mapped[int] = mapped_column(Integer, default=0)
     upload_bytes: Mapped[int] = mapped_column(BigInteger)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Who may see the job: a digest of the API key that created it ("" when keys are off).
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Idempotency-Key of the creating request and a digest of its body: the same key with the
+    # same body answers with this job again; with another body it is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    # Output options, chosen at submission and applied to every file of the job.
+    pdf_a: Mapped[PdfA | None] = mapped_column(
+        Enum(PdfA, name="pdf_a", native_enum=False, length=4, values_callable=_enum_values)
+    )
+    tagged_pdf: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
     # Set by exactly one caller (a conditional UPDATE) when every file is terminal; that caller
-    # alone enqueues the archive task. Never reset, so the archive is built once per job.
+    # alone enqueues the archive task. Reset only by a retry of a finished job, so the archive
+    # is built once per round of conversions.
     archive_enqueued_at: Mapped[datetime | None] = mapped_column(Timestamp)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     result_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     files: Mapped[list[File]] = relationship(back_populates="job", order_by="File.position")
 
-    __table_args__ = (Index("ix_jobs_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_updated", "status", "updated_at"),
+        # The jobs list pages by (created_at, id) within one owner.
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
 
 class File(Base):
@@ -109,3 +150,47 @@ class File(Base):
         Index("ix_files_job_status", "job_id", "status"),
         Index("ix_files_status_touched", "status", "touched_at"),
     )
+
+
+class Upload(Base):
+    """A direct upload that was offered (``POST /api/v1/uploads``) and not yet made a job.
+
+    Its id becomes the job's id, so the object it names is the job's upload object: a job is
+    created from it without copying anything. The row goes when the job is created; unused ones
+    are removed (with their object) by the sweeper once expired.
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    max_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_uploads_expires", "expires_at"),)
+
+
+class WebhookDelivery(Base):
+    """One callback to make when a job ends, with its attempts; the database is its queue, so a
+    restart loses no delivery."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(32))  # job.completed, job.failed, job.cancelled
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(DeliveryStatus, name="delivery_status", native_enum=False, length=16),
+        default=DeliveryStatus.PENDING,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
