@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(default=512 * MiB, ge=0)
     sweep_interval: int = Field(default=30, ge=1)
 
+    # Comma-separated API keys. When set, every /api/v1 call needs "Authorization: Bearer <key>"
+    # and sees only the jobs its own key created. Empty: no authentication (a trusted network).
+    api_keys: str = ""
+
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -85,6 +89,10 @@ class Settings(BaseSettings):
         return self
 
     # Derived values: one place computes them so API, workers and sweeper agree.
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.api.errors import ApiError
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.jobs import parse_job_id
+from app.models import Job
 from app.storage import ObjectStore, get_store
 
 
@@ -29,3 +34,50 @@ def base_url(request: Request, settings: SettingsDep) -> str:
 
 
 BaseUrlDep = Annotated[str, Depends(base_url)]
+
+
+def owner_of(api_key: str) -> str:
+    """What a job records about the key that created it: a digest, never the key itself."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def caller(request: Request, settings: SettingsDep) -> str:
+    """The owner digest of the request's API key; "" when the server has no keys configured.
+
+    401 without a bearer token, 403 for a token that is not one of the keys.
+    """
+    keys = settings.api_key_list
+    if not keys:
+        return ""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "This server needs an API key: send the header 'Authorization: Bearer <key>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = token.strip()
+    # Compare every key, in constant time each, so timing tells nothing about which one is near.
+    matched = [key for key in keys if hmac.compare_digest(token.encode(), key.encode())]
+    if not matched:
+        raise ApiError(403, "This API key is not accepted by the server.")
+    return owner_of(matched[0])
+
+
+OwnerDep = Annotated[str, Depends(caller)]
+
+
+def job_not_found(raw_id: str) -> ApiError:
+    return ApiError(
+        404, f"No job with id {raw_id!r} exists (finished jobs are removed after QUIRE_JOB_TTL)."
+    )
+
+
+def visible_job(session: Session, raw_id: str, owner: str) -> Job:
+    """The job with this id if the caller may see it; 404 otherwise (another key's job too, so
+    ids cannot be probed)."""
+    job_id = parse_job_id(raw_id)
+    job = session.get(Job, job_id) if job_id else None
+    if job is None or job.owner != owner:
+        raise job_not_found(raw_id)
+    return job

@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BaseUrlDep
+from app.api.deps import BaseUrlDep, caller
 from app.api.errors import ApiError, responses
 from app.db import session_scope
 from app.jobs import files_touched_since, parse_job_id, status_counts
 from app.models import TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
 HEARTBEAT_SECONDS = 15.0  # a comment line keeps proxies from closing a quiet stream
 # touched_at is stamped when a worker's transaction starts, not when it commits, so a change may

@@ -6,12 +6,12 @@ import logging
 from typing import Annotated
 from urllib.parse import urljoin
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app import queue
-from app.api.deps import BaseUrlDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import BaseUrlDep, SessionDep, SettingsDep, StoreDep, caller
 from app.api.errors import ApiError, responses
 from app.db import session_scope
 from app.jobs import JobView, create_job, get_job_view, new_job_id, parse_job_id
@@ -22,7 +22,7 @@ from app.uploads import receive_zip
 from app.zipinput import DocxEntry, list_docx_entries
 
 log = logging.getLogger("quire.api")
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 
 UPLOAD_BODY = {
     "requestBody": {
