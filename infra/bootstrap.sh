@@ -24,8 +24,9 @@ packages=(
   fonts-noto-cjk
 )
 if [[ -n "$extras" ]]; then
-  # The tests start a throwaway PostgreSQL cluster and validate docker-compose.yml.
-  packages+=(postgresql docker-compose)
+  # The tests start a throwaway PostgreSQL cluster, validate docker-compose.yml and drive the
+  # web page in headless Chromium (Selenium talks to it through chromedriver).
+  packages+=(postgresql docker-compose chromium chromium-driver)
 fi
 
 missing=()
