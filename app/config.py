@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     api_keys: str = ""
 
     log_level: str = "INFO"
+    # json (one object per line, with the job and file ids bound) suits containers and log
+    # shippers, and is what the image runs with; text is for reading in a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import blobs, events, health, jobs
+from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
 from app.config import get_settings
-from app.logs import configure_logging
+from app.logs import JobIdMiddleware, configure_logging
 from app.storage import S3Store, get_store
 
 DESCRIPTION = """
@@ -25,7 +26,7 @@ Every error answers with the same body: `{"error": {"status": 404, "code": "not_
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()  # refuses to start on invalid settings
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     store = get_store()
     if isinstance(store, S3Store):
         store.ensure_bucket()
@@ -44,6 +45,8 @@ def create_app() -> FastAPI:
     app.include_router(events.router)
     app.include_router(blobs.router)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)  # /metrics: outside /api/v1 and its API keys
+    app.add_middleware(JobIdMiddleware)  # binds a request's job id to its log lines
     return app
 
 
