@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from app.config import get_settings
-from app.logs import configure_logging
+from app.logs import bind_task_ids, clear_ids, configure_logging
 from app.queue import make_celery
 from workers.runtime import close_converter
 
@@ -21,9 +27,27 @@ for _name in ("celery.app.trace", "celery.worker.strategy"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+# Connected, this makes Celery leave logging alone: its main process (and beat) then log in
+# QUIRE_LOG_FORMAT too, and forked children do not get Celery's handler beside Quire's.
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(get_settings().log_level, get_settings().log_format)
+
+
 @worker_process_init.connect
 def _process_init(**_: Any) -> None:
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
+
+
+# Every line logged while a task runs carries the job or file id it was given.
+@task_prerun.connect
+def _bind_ids(task: Any = None, args: Any = None, **_: Any) -> None:
+    bind_task_ids(getattr(task, "name", ""), args)
+
+
+@task_postrun.connect
+def _clear_ids(**_: Any) -> None:
+    clear_ids()
 
 
 @worker_process_shutdown.connect
