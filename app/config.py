@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     # and sees only the jobs its own key created. Empty: no authentication (a trusted network).
     api_keys: str = ""
 
+    # Webhooks: a job with a callback_url gets its status document POSTed there when it ends.
+    # The HMAC-SHA256 key of the Quire-Signature header. Empty: derived from the secret key, so
+    # it survives restarts and every worker sharing QUIRE_SECRET_KEY signs alike.
+    webhook_secret: str = ""
+    # Attempts of one callback before it is FAILED; retries wait 10 s × 3^(n-1), at most 1 h
+    # (app.webhooks.retry_delay), so 8 attempts span about 2 hours.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    # Seconds each phase of a callback (connect, send, wait for the answer) may take.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=300)
+
     log_level: str = "INFO"
     # json (one object per line, with the job and file ids bound) suits containers and log
     # shippers, and is what the image runs with; text is for reading in a terminal.

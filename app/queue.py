@@ -24,6 +24,7 @@ INGEST_TASK = "quire.ingest"
 CONVERT_TASK = "quire.convert"
 ARCHIVE_TASK = "quire.archive"
 SWEEP_TASK = "quire.sweep"
+WEBHOOK_TASK = "quire.webhook"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -85,6 +86,12 @@ def send_conversions(file_ids: Iterable[str]) -> None:
 
 def send_archive(job_id: str) -> None:
     get_sender().send_task(ARCHIVE_TASK, args=[job_id])
+
+
+def send_webhook(delivery_id: str, countdown: float | None = None) -> None:
+    """One attempt of a webhook delivery, on the control queue (the default one): a callback is
+    short and must not wait behind thousands of queued conversions."""
+    get_sender().send_task(WEBHOOK_TASK, args=[delivery_id], countdown=countdown)
 
 
 def queued_conversions() -> int:
