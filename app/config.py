@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # The HMAC-SHA256 key of the Quire-Signature header. Empty: derived from the secret key, so
     # it survives restarts and every worker sharing QUIRE_SECRET_KEY signs alike.
     webhook_secret: str = ""
-    # Attempts of one callback before it is FAILED; retries wait 10 s × 3^(n-1), at most 1 h
+    # Attempts of one callback before it is FAILED; retries wait 10 s * 3^(n-1), at most 1 h
     # (app.webhooks.retry_delay), so 8 attempts span about 2 hours.
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
     # Seconds each phase of a callback (connect, send, wait for the answer) may take.
