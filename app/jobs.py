@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -9,30 +10,63 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Row, Table, func, insert, select
+from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from app.models import File, FileStatus, Job, JobStatus, new_id, utcnow
+from app.models import File, FileStatus, Job, JobStatus, PdfA, Upload, new_id, utcnow
 from app.zipinput import DocxEntry, output_names
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key was reused with a different request body (answered with 422)."""
 
 
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
 
-def create_job(session: Session, job_id: str, entries: list[DocxEntry], upload_bytes: int) -> Job:
-    """The job and one row per DOCX entry, in the caller's transaction (one bulk INSERT)."""
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a new job records besides its files."""
+
+    job_id: str
+    upload_bytes: int
+    owner: str = ""
+    pdf_a: PdfA | None = None
+    tagged_pdf: bool = False
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+    request_digest: str | None = None
+
+
+def create_job(
+    session: Session, spec: JobSpec, entries: list[DocxEntry], *, consume_upload: bool = False
+) -> Job:
+    """The job and one row per DOCX entry, in the caller's transaction (one bulk INSERT).
+
+    ``consume_upload``: the job is made from a direct upload of the same id, whose row goes in
+    the same transaction (so an upload becomes at most one job).
+    """
     now = utcnow()
+    job_id = spec.job_id
     job = Job(
         id=job_id,
         status=JobStatus.PENDING,
         file_count=len(entries),
-        upload_bytes=upload_bytes,
+        upload_bytes=spec.upload_bytes,
+        owner=spec.owner,
+        pdf_a=spec.pdf_a,
+        tagged_pdf=spec.tagged_pdf,
+        callback_url=spec.callback_url,
+        idempotency_key=spec.idempotency_key,
+        request_digest=spec.request_digest,
         created_at=now,
         updated_at=now,
     )
     session.add(job)
     session.flush()
+    if consume_upload:
+        session.execute(delete(Upload).where(Upload.id == job_id))
     names = output_names([entry.name for entry in entries])
     rows = [
         {
@@ -102,3 +136,68 @@ def status_counts(session: Session, job_id: str) -> Counter[FileStatus]:
         select(File.status, func.count()).where(File.job_id == job_id).group_by(File.status)
     )
     return Counter({status: count for status, count in rows})
+
+
+def find_idempotent_job(session: Session, owner: str, key: str, digest: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key created, if any.
+
+    Raises IdempotencyConflict when that request's body differed: a key names one request,
+    and reusing it for another is a client bug worth reporting, not something to paper over.
+    """
+    job = session.scalars(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).first()
+    if job is not None and job.request_digest != digest:
+        raise IdempotencyConflict(
+            f"The Idempotency-Key {key!r} was already used for another request (job {job.id}) "
+            "with a different body; use a new key for a new job."
+        )
+    return job
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of the jobs list ended: the last job's creation time and id."""
+
+    created_at: datetime
+    job_id: str
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.job_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor | None:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+            created, job_id = raw.split("|")
+            return cls(datetime.fromisoformat(created), str(uuid.UUID(job_id)))
+        except ValueError:
+            return None
+
+
+def list_jobs(
+    session: Session,
+    owner: str,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    after: Cursor | None,
+) -> tuple[Sequence[Job], Cursor | None]:
+    """One page of the owner's jobs, newest first, and the cursor of the next page (keyset
+    pagination: stable while jobs are added, and as fast on page 1,000 as on page 1)."""
+    query = select(Job).where(Job.owner == owner)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        query = query.where(
+            or_(
+                Job.created_at < after.created_at,
+                and_(Job.created_at == after.created_at, Job.id < after.job_id),
+            )
+        )
+    jobs = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    ).all()
+    if len(jobs) <= limit:
+        return jobs, None
+    last = jobs[limit - 1]
+    return jobs[:limit], Cursor(last.created_at, last.id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from app.models import FileStatus, JobStatus
+from app.models import DeliveryStatus, FileStatus, JobStatus, PdfA
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -28,11 +30,90 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class SubmissionOptions(BaseModel):
+    """The job's options, as form fields beside a multipart upload or in the JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="An http(s) URL Quire POSTs the job's status document to when it ends.",
+        examples=["https://example.com/hooks/quire"],
+    )
+    pdf_a: PdfA | None = Field(default=None, description="PDF/A level: 1b, 2b or 3b.")
+    tagged_pdf: bool = Field(default=False, description="Write tagged (accessible) PDF.")
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http or https URL")
+        return value
+
+
+class JobSubmission(SubmissionOptions):
+    """``POST /api/v1/jobs`` as JSON: a job from a direct upload."""
+
+    upload_id: str = Field(
+        max_length=64,
+        description="The id POST /api/v1/uploads answered with, after the PUT succeeded.",
+    )
+
+    @field_validator("upload_id")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("is not an upload id") from None
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int | None = Field(
+        default=None, ge=1, description="The zip's size in bytes, if known: refused early if over."
+    )
+
+
+class UploadOffer(BaseModel):
+    """Where to PUT the zip's bytes: straight into the object store."""
+
+    upload_id: str = Field(examples=["2c0d1e3a-9f7b-4c55-8a61-0b1e2f3a4b5c"])
+    method: str = Field(default="PUT", examples=["PUT"])
+    url: str = Field(description="Presigned, expiring URL; send the bytes as the request body.")
+    headers: dict[str, str] = Field(
+        description="Headers the PUT must carry exactly (they are part of the signature).",
+        examples=[{"Content-Type": "application/zip"}],
+    )
+    expires_at: datetime
+    max_bytes: int = Field(description="The largest zip the job will accept.")
+
+    @field_serializer("expires_at")
+    def _utc(self, value: datetime) -> datetime | None:
+        return _as_utc(value)
+
+
 class JobCreated(BaseModel):
     job_id: str = Field(examples=["7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a"])
     status: JobStatus = Field(examples=[JobStatus.PENDING])
     file_count: int = Field(examples=[1000])
     status_url: str = Field(examples=["http://localhost:8000/api/v1/jobs/7d9f5c1e-..."])
+
+
+class JobOptions(BaseModel):
+    """How the job's PDFs are written, chosen at submission."""
+
+    pdf_a: PdfA | None = Field(
+        default=None, description="PDF/A conformance level (1b, 2b or 3b); null for plain PDF."
+    )
+    tagged_pdf: bool = Field(
+        default=False, description="Write a tagged (structured, accessible) PDF."
+    )
 
 
 class Progress(BaseModel):
@@ -41,7 +122,11 @@ class Progress(BaseModel):
     in_progress: int
     completed: int
     failed: int
-    percent: float = Field(description="Share of files that reached a final state, 0 to 100.")
+    cancelled: int = 0
+    percent: float = Field(
+        description="Share of files that were converted or failed, 0 to 100 (cancelled files "
+        "never finish, so a cancelled job may stay below 100)."
+    )
 
 
 class FileResult(BaseModel):
@@ -50,6 +135,35 @@ class FileResult(BaseModel):
     output_name: str = Field(description="The PDF's path inside the result zip.")
     status: FileStatus
     error_message: str | None = Field(default=None, description="Why the file FAILED.")
+    download_url: str | None = Field(
+        default=None,
+        description="Presigned, expiring URL of this file's PDF; present once COMPLETED.",
+    )
+
+
+class WebhookStatus(BaseModel):
+    """The job's callback: the latest delivery to its callback_url and its attempts so far."""
+
+    url: str
+    event: str = Field(
+        examples=["job.completed"], description="job.completed, job.failed or job.cancelled."
+    )
+    status: DeliveryStatus = Field(
+        description="PENDING (being tried), DELIVERED (answered 2xx) or FAILED (gave up)."
+    )
+    attempts: int = Field(description="Attempts made so far (QUIRE_WEBHOOK_MAX_ATTEMPTS at most).")
+    last_status_code: int | None = Field(
+        default=None, description="The HTTP status of the last answer; null if none came."
+    )
+    last_error: str | None = Field(default=None, description="Why the last attempt failed.")
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When the next attempt is due, while PENDING."
+    )
+    delivered_at: datetime | None = None
+
+    @field_serializer("next_attempt_at", "delivered_at")
+    def _utc(self, value: datetime | None) -> datetime | None:
+        return _as_utc(value)
 
 
 class JobStatusResponse(BaseModel):
@@ -63,12 +177,42 @@ class JobStatusResponse(BaseModel):
         default=None, description="Absolute URL of the result zip; present once COMPLETED."
     )
     result_bytes: int | None = None
+    options: JobOptions = Field(default_factory=JobOptions)
+    webhook: WebhookStatus | None = Field(
+        default=None, description="The callback to the job's callback_url; null without one."
+    )
     progress: Progress
     files: list[FileResult]
 
     @field_serializer("created_at", "updated_at", "completed_at")
     def _utc(self, value: datetime | None) -> datetime | None:
         return _as_utc(value)
+
+
+class JobSummary(BaseModel):
+    """A job without its files, as listed by ``GET /api/v1/jobs``."""
+
+    job_id: str
+    status: JobStatus
+    file_count: int
+    finished_files: int = Field(description="Files that were converted or failed so far.")
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    error_message: str | None = None
+    options: JobOptions
+    status_url: str
+
+    @field_serializer("created_at", "updated_at", "completed_at")
+    def _utc(self, value: datetime | None) -> datetime | None:
+        return _as_utc(value)
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
 
 
 class Health(BaseModel):

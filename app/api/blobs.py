@@ -1,18 +1,22 @@
 """The local store's "presigned" URLs: HMAC-signed, expiring links served by the API itself.
 
-S3 and MinIO serve their own presigned URLs; this route exists for the embedded default only.
+S3 and MinIO serve their own presigned URLs; these routes exist for the embedded default only:
+GET for downloads, PUT for direct uploads (``POST /api/v1/uploads``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StoreDep
 from app.api.errors import ApiError
 from app.storage import LocalStore
+from app.uploads import WRITE_BATCH, drain
+from app.zipinput import UploadRejected
 
 router = APIRouter(prefix="/api/v1/blobs", include_in_schema=False)
 
@@ -34,3 +38,44 @@ def get_blob(
     if not path.is_file():
         raise ApiError(404, "The object behind this link no longer exists.")
     return FileResponse(path, media_type=content_type, filename=filename)
+
+
+@router.put("/{key:path}")
+async def put_blob(
+    key: str,
+    request: Request,
+    store: StoreDep,
+    expires: Annotated[int, Query()],
+    max_bytes: Annotated[int, Query(ge=0)],
+    signature: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """Stream the body into the object, within the limit the link was signed with."""
+    if not isinstance(store, LocalStore):
+        raise ApiError(404, "This server's uploads go to the object store, not the API.")
+    if not store.verify_put(key, expires, max_bytes, signature):
+        raise ApiError(403, "This upload link is invalid or has expired; ask for a new one.")
+    too_large = UploadRejected(413, f"The upload is larger than the limit of {max_bytes} bytes.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    writer = store.open_writer(key, "application/zip")
+    pending: list[bytes] = []
+    pending_bytes = received = 0
+    stream = request.stream()
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > max_bytes:
+                await drain(stream)
+                raise too_large
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= WRITE_BATCH:
+                await run_in_threadpool(writer.write, b"".join(pending))
+                pending, pending_bytes = [], 0
+        await run_in_threadpool(writer.write, b"".join(pending))
+        await run_in_threadpool(writer.commit)
+    except BaseException:
+        await run_in_threadpool(writer.abort)
+        raise
+    return Response(status_code=200)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.jobs import IdempotencyConflict
 from app.schemas import ErrorResponse
 from app.storage import StoreError
 from app.zipinput import UploadRejected
@@ -65,6 +66,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
         return error_response(exc.status_code, exc.message)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _idempotency(_: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return error_response(422, str(exc), "idempotency_key_reused")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

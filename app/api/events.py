@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BaseUrlDep, caller
-from app.api.errors import ApiError, responses
+from app.api.deps import BaseUrlDep, OwnerDep, caller, visible_job
+from app.api.errors import responses
 from app.db import session_scope
-from app.jobs import files_touched_since, parse_job_id, status_counts
+from app.jobs import files_touched_since, status_counts
 from app.models import TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
@@ -112,22 +112,18 @@ class _Watch:
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
-        **responses(404),
+        **responses(401, 403, 404),
         200: {"content": {"text/event-stream": {}}, "description": "file, progress, job events"},
     },
     summary="Live progress of a job as server-sent events",
 )
-async def job_events(job_id: str, base: BaseUrlDep) -> StreamingResponse:
-    canonical = parse_job_id(job_id)
-
-    def exists() -> bool:
+async def job_events(job_id: str, base: BaseUrlDep, owner: OwnerDep) -> StreamingResponse:
+    def visible() -> str:
+        # Its own short session: a stream may stay open for hours and must not hold one.
         with session_scope() as session:
-            return canonical is not None and session.get(Job, canonical) is not None
+            return visible_job(session, job_id, owner).id
 
-    if not await run_in_threadpool(exists):
-        raise ApiError(404, f"No job with id {job_id!r} exists.")
-    assert canonical is not None
-    watch = _Watch(canonical)
+    watch = _Watch(await run_in_threadpool(visible))
 
     async def stream() -> AsyncIterator[bytes]:
         quiet = 0.0

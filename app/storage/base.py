@@ -94,6 +94,13 @@ class ObjectStore(Protocol):
         """An expiring URL for the object; may be relative to the API's own base URL."""
         ...
 
+    def presigned_put_url(
+        self, key: str, *, content_type: str, expires_in: int, max_bytes: int
+    ) -> str:
+        """An expiring URL a client PUTs the object's bytes to (direct uploads); may be relative
+        to the API's own base URL. Stores that cannot bound the size ignore ``max_bytes``."""
+        ...
+
     def check(self) -> None:
         """Raise StoreError when the store cannot be reached (readiness probe)."""
         ...

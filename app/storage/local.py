@@ -24,6 +24,12 @@ def sign_blob(secret: str, key: str, expires: int, filename: str, content_type: 
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def sign_put(secret: str, key: str, expires: int, max_bytes: int) -> str:
+    # A leading "PUT" keeps a download signature from ever passing as an upload one.
+    message = "\n".join(("PUT", key, str(expires), str(max_bytes))).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
 class LocalWriter:
     def __init__(self, final: Path) -> None:
         self.final = final
@@ -139,6 +145,24 @@ class LocalStore:
             }
         )
         return f"{BLOB_ROUTE}{quote(key)}?{query}"
+
+    def presigned_put_url(
+        self, key: str, *, content_type: str, expires_in: int, max_bytes: int
+    ) -> str:
+        """A signed URL the API accepts a PUT of at most ``max_bytes`` on, until it expires."""
+        expires = int(time.time()) + expires_in
+        query = urlencode(
+            {
+                "expires": expires,
+                "max_bytes": max_bytes,
+                "signature": sign_put(self.secret, key, expires, max_bytes),
+            }
+        )
+        return f"{BLOB_ROUTE}{quote(key)}?{query}"
+
+    def verify_put(self, key: str, expires: int, max_bytes: int, signature: str) -> bool:
+        expected = sign_put(self.secret, key, expires, max_bytes)
+        return hmac.compare_digest(expected, signature) and expires >= time.time()
 
     def verify(
         self, key: str, expires: int, filename: str, content_type: str, signature: str

@@ -63,8 +63,10 @@ def test_submit_answers_202_and_queues_after_commit(client: TestClient, sent: Se
         "in_progress": 0,
         "completed": 0,
         "failed": 0,
+        "cancelled": 0,
         "percent": 0.0,
     }
+    assert status["options"] == {"pdf_a": None, "tagged_pdf": False}
 
 
 @pytest.mark.parametrize(
@@ -86,7 +88,9 @@ def test_bad_uploads_get_400_and_leave_nothing(
 
 def test_missing_file_field_is_400(client: TestClient) -> None:
     assert_error(
-        post_zip(client, make_zip({"a.docx": b"x"}), field="upload"), 400, "no field named 'file'"
+        post_zip(client, make_zip({"a.docx": b"x"}), field="upload"),
+        400,
+        "no zip in the field 'file'",
     )
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app import transitions
 from app.db import session_scope
-from app.jobs import create_job, new_job_id
+from app.jobs import JobSpec, create_job, new_job_id
 from app.models import File, FileStatus, Job, JobStatus
 from app.zipinput import DocxEntry
 from tests.conftest import Backend, SentTasks
@@ -24,7 +24,7 @@ def make_job(count: int) -> tuple[str, list[str]]:
         for i in range(count)
     ]
     with session_scope() as session:
-        create_job(session, job_id, entries, upload_bytes=1)
+        create_job(session, JobSpec(job_id, upload_bytes=1), entries)
     with session_scope() as session:
         transitions.start_job(session, job_id)
         ids = list(

@@ -10,13 +10,14 @@ import io
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import create_job, get_job_view, new_job_id
+from app.jobs import JobSpec, create_job, get_job_view, new_job_id
 from app.models import File, FileStatus, Job, JobStatus
 from app.storage import get_store, result_key, upload_key
 from app.zipinput import list_docx_entries
@@ -35,15 +36,17 @@ def converter(module_converter: UnoConverter) -> Converter:
     return module_converter
 
 
-def submit(zip_bytes: bytes) -> str:
-    """What POST /api/v1/jobs does, minus HTTP: store the zip, list it, create the rows."""
+def submit(zip_bytes: bytes, **options: Any) -> str:
+    """What POST /api/v1/jobs does, minus HTTP: store the zip, list it, create the rows.
+
+    ``options`` are JobSpec fields (pdf_a, tagged_pdf, callback_url, owner...)."""
     job_id = new_job_id()
     store = get_store()
     store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
     with store.open_reader(upload_key(job_id)) as source:
         entries = list_docx_entries(source, get_settings().max_files_per_job)
     with session_scope() as session:
-        create_job(session, job_id, entries, len(zip_bytes))
+        create_job(session, JobSpec(job_id, len(zip_bytes), **options), entries)
     return job_id
 
 

@@ -1,0 +1,126 @@
+"""The job's status document: what ``GET /api/v1/jobs/{id}`` answers and what webhooks send.
+
+One builder, so the API, the jobs list and the webhook body never disagree about a job.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import urljoin
+
+from sqlalchemy.orm import Session, object_session
+
+from app.jobs import JobView, get_job_view
+from app.models import FileStatus, Job, JobStatus
+from app.schemas import (
+    FileResult,
+    JobOptions,
+    JobStatusResponse,
+    JobSummary,
+    Progress,
+    WebhookStatus,
+)
+from app.storage import ObjectStore, output_key
+from app.webhooks import latest_delivery
+
+
+def absolute(base: str, url: str) -> str:
+    """Presigned URLs of the local store are relative to the API; S3's are absolute already."""
+    return urljoin(base + "/", url)
+
+
+def file_download_url(
+    store: ObjectStore, base: str, job_id: str, file_id: str, output_name: str, expires_in: int
+) -> str:
+    """A presigned, expiring URL of one file's PDF, named after its path in the result zip."""
+    url = store.presigned_get_url(
+        output_key(job_id, file_id),
+        filename=posixpath.basename(output_name),
+        content_type="application/pdf",
+        expires_in=expires_in,
+    )
+    return absolute(base, url)
+
+
+def job_options(job: Job) -> JobOptions:
+    return JobOptions(pdf_a=job.pdf_a, tagged_pdf=job.tagged_pdf)
+
+
+def job_summary(job: Job, base: str) -> JobSummary:
+    """The job without its files: an entry of the jobs list."""
+    return JobSummary(
+        job_id=job.id,
+        status=job.status,
+        file_count=job.file_count,
+        finished_files=job.finished_files,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        completed_at=job.completed_at,
+        error_message=job.error_message,
+        options=job_options(job),
+        status_url=f"{base}/api/v1/jobs/{job.id}",
+    )
+
+
+def _webhook(job: Job) -> WebhookStatus | None:
+    """The job's latest callback delivery: one more query, and only for jobs with a callback."""
+    session = object_session(job)
+    if not job.callback_url or session is None:
+        return None
+    return latest_delivery(session, job.id)
+
+
+def status_document(
+    view: JobView, base: str, store: ObjectStore, url_ttl: int
+) -> JobStatusResponse:
+    job, counts = view.job, view.counts
+    total = len(view.files)
+    finished = counts[FileStatus.COMPLETED] + counts[FileStatus.FAILED]
+    return JobStatusResponse(
+        job_id=job.id,
+        status=job.status,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        completed_at=job.completed_at,
+        error_message=job.error_message,
+        download_url=(
+            f"{base}/api/v1/jobs/{job.id}/download" if job.status == JobStatus.COMPLETED else None
+        ),
+        result_bytes=job.result_bytes,
+        options=job_options(job),
+        webhook=_webhook(job),
+        progress=Progress(
+            total=total,
+            pending=counts[FileStatus.PENDING],
+            in_progress=counts[FileStatus.IN_PROGRESS],
+            completed=counts[FileStatus.COMPLETED],
+            failed=counts[FileStatus.FAILED],
+            cancelled=counts[FileStatus.CANCELLED],
+            percent=round(100 * finished / total, 1) if total else 100.0,
+        ),
+        # The rows come from the database as they were written: no need to validate them again
+        # (the largest cost of answering a 10,000-file job).
+        files=[
+            FileResult.model_construct(
+                file_id=file.id,
+                filename=file.filename,
+                output_name=file.output_name,
+                status=file.status,
+                error_message=file.error_message,
+                download_url=(
+                    file_download_url(store, base, job.id, file.id, file.output_name, url_ttl)
+                    if file.status == FileStatus.COMPLETED
+                    else None
+                ),
+            )
+            for file in view.files
+        ],
+    )
+
+
+def status_document_of(
+    session: Session, job_id: str, base: str, store: ObjectStore, url_ttl: int
+) -> JobStatusResponse | None:
+    """The status document of a job by id, or None when the job is gone (webhooks use this)."""
+    view = get_job_view(session, job_id)
+    return status_document(view, base, store, url_ttl) if view is not None else None
