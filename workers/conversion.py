@@ -8,13 +8,17 @@ The real, warm converter lives in ``workers.libreoffice``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from app.models import PdfA
 
 
 class ConversionError(Exception):
@@ -39,11 +43,51 @@ class ConverterUnavailable(Exception):
     retried later instead of failing the file."""
 
 
+# writer_pdf_Export's SelectPdfVersion for each PDF/A level (0 is a plain PDF).
+PDF_A_VERSIONS = {PdfA.PDF_A_1B: 1, PdfA.PDF_A_2B: 2, PdfA.PDF_A_3B: 3}
+
+
+@dataclass(frozen=True)
+class PdfOptions:
+    """What a job asks of its PDFs, applied through LibreOffice's PDF export options.
+
+    LibreOffice 7.4 tags every PDF/A it writes whatever UseTaggedPDF says, and marks PDF/A-1
+    as conformance level A (a superset of 1b); tests/workers/test_pdf_options.py measures it.
+    """
+
+    pdf_a: PdfA | None = None
+    tagged: bool = False
+
+    def filter_data(self) -> dict[str, int | bool]:
+        """writer_pdf_Export's FilterData. Both keys are always given, so a plain PDF is asked
+        for explicitly rather than taken from whatever the profile's PDF defaults are."""
+        version = PDF_A_VERSIONS[self.pdf_a] if self.pdf_a is not None else 0
+        return {"SelectPdfVersion": version, "UseTaggedPDF": self.tagged}
+
+    def convert_to(self) -> str:
+        """The ``soffice --convert-to`` argument: the filter with its options as JSON, which
+        LibreOffice 7.4 reads (each value typed, as UNO needs it)."""
+        typed = {
+            name: (
+                {"type": "boolean", "value": str(value).lower()}
+                if isinstance(value, bool)
+                else {"type": "long", "value": str(value)}
+            )
+            for name, value in self.filter_data().items()
+        }
+        return "pdf:writer_pdf_Export:" + json.dumps(typed, separators=(",", ":"))
+
+
+PLAIN_PDF = PdfOptions()
+
+
 class Converter(Protocol):
     restarts: int
 
-    def convert(self, source: Path, target: Path, timeout: float) -> None:
-        """Write ``target`` as a PDF of ``source`` or raise ConversionError."""
+    def convert(
+        self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
+    ) -> None:
+        """Write ``target`` as a PDF of ``source`` with ``options``, or raise ConversionError."""
         ...
 
     def close(self) -> None: ...
@@ -139,7 +183,9 @@ class CliConverter:
         self.scratch_dir = scratch_dir
         self.restarts = 0
 
-    def convert(self, source: Path, target: Path, timeout: float) -> None:
+    def convert(
+        self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
+    ) -> None:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch_dir, prefix="cli-") as work:
             outdir, profile = Path(work) / "out", Path(work) / "profile"
@@ -148,7 +194,7 @@ class CliConverter:
                 self.soffice,
                 *soffice_flags(profile),
                 "--convert-to",
-                "pdf:writer_pdf_Export",
+                options.convert_to(),
                 "--outdir",
                 str(outdir),
                 str(source),
@@ -211,9 +257,13 @@ class FakeConverter:
     def __init__(self) -> None:
         self.restarts = 0
         self.converted: list[Path] = []
+        self.options: list[PdfOptions] = []  # what each conversion asked for; not applied
 
-    def convert(self, source: Path, target: Path, timeout: float) -> None:
+    def convert(
+        self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
+    ) -> None:
         self.converted.append(source)
+        self.options.append(options)
         target.write_bytes(minimal_pdf(f"converted {source.name}"))
 
     def close(self) -> None:

@@ -18,7 +18,13 @@ from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, Job
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers.archive import queue_archive
-from workers.conversion import ConversionError, ConversionTimeout, Converter, ConverterCrashed
+from workers.conversion import (
+    ConversionError,
+    ConversionTimeout,
+    Converter,
+    ConverterCrashed,
+    PdfOptions,
+)
 from workers.sanitize import strip_local_links
 from workers.validation import InvalidDocument, validate_docx
 
@@ -49,8 +55,9 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _claim(file_id: str, max_attempts: int) -> str | None:
-    """The file's job id if this task should convert it, None when there is nothing to do.
+def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
+    """The file's job id and its job's PDF options if this task should convert it, None when
+    there is nothing to do.
 
     A file whose conversion was already started ``max_attempts`` times and never finished (its
     worker or LibreOffice died each time) is FAILED here instead of being tried again.
@@ -58,14 +65,16 @@ def _claim(file_id: str, max_attempts: int) -> str | None:
     archive_due = False
     with session_scope() as session:
         row = session.execute(
-            select(File.job_id, File.attempts, Job.status)
+            select(File.job_id, File.attempts, Job.status, Job.pdf_a, Job.tagged_pdf)
             .join(Job, Job.id == File.job_id)
             .where(File.id == file_id)
         ).first()
         if row is None or row.status in TERMINAL_JOB_STATUSES:
             return None
         if row.attempts < max_attempts:
-            return row.job_id if transitions.claim_file(session, file_id) else None
+            if not transitions.claim_file(session, file_id):
+                return None
+            return row.job_id, PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf)
         message = (
             f"The conversion of this document was started {row.attempts} times and never "
             "finished (LibreOffice or its worker stopped each time); it was not tried again."
@@ -78,16 +87,16 @@ def _claim(file_id: str, max_attempts: int) -> str | None:
 
 
 def _convert_with_one_retry(
-    converter: Converter, source: Path, target: Path, timeout: float
+    converter: Converter, source: Path, target: Path, timeout: float, options: PdfOptions
 ) -> None:
     try:
-        converter.convert(source, target, timeout)
+        converter.convert(source, target, timeout, options)
     except (ConverterCrashed, ConversionTimeout) as first:
         # A crash or a hang may come from the instance (its state, a stopped process), not from
         # this document: one more try on a fresh instance. A document that hangs or crashes
         # LibreOffice every time fails on the second.
         log.warning("convert.retry source=%s after=%s", source.name, type(first).__name__)
-        converter.convert(source, target, timeout)
+        converter.convert(source, target, timeout, options)
 
 
 def _record(
@@ -120,9 +129,10 @@ def _record(
 def convert_file(
     file_id: str, store: ObjectStore, converter: Converter, settings: Settings
 ) -> None:
-    job_id = _claim(file_id, settings.max_attempts)
-    if job_id is None:
+    claimed = _claim(file_id, settings.max_attempts)
+    if claimed is None:
         return
+    job_id, options = claimed
     try:
         settings.resolved_scratch_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.resolved_scratch_dir))
@@ -138,7 +148,7 @@ def convert_file(
             store.download_file(input_key(job_id, file_id), str(source))
             validate_docx(source)
             strip_local_links(source)
-            _convert_with_one_retry(converter, source, target, settings.conversion_timeout)
+            _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
         except ObjectNotFound:

@@ -27,12 +27,14 @@ from com.sun.star.connection import NoConnectException
 
 from workers.conversion import (
     NETWORK_PROVIDERS,
+    PLAIN_PDF,
     PROFILE_SETTINGS,
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,
     ConverterMisconfigured,
     ConverterUnavailable,
+    PdfOptions,
     kill_process_group,
     soffice_flags,
     write_profile_settings,
@@ -257,7 +259,9 @@ class UnoConverter:
             log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
             self._kill()
 
-    def convert(self, source: Path, target: Path, timeout: float) -> None:
+    def convert(
+        self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
+    ) -> None:
         self._ensure_running()
         self.timed_out = False
         # A blocked UNO call cannot be interrupted from this thread; the watchdog kills the
@@ -269,6 +273,7 @@ class UnoConverter:
             self._convert(
                 uno.systemPathToFileUrl(str(source.resolve())),
                 uno.systemPathToFileUrl(str(target.resolve())),
+                options,
             )
         except ConversionError:
             raise
@@ -297,7 +302,7 @@ class UnoConverter:
                 f"LibreOffice did not finish within {timeout:g} seconds and was stopped."
             )
 
-    def _convert(self, source_url: str, target_url: str) -> None:
+    def _convert(self, source_url: str, target_url: str, options: PdfOptions) -> None:
         document = self.desktop.loadComponentFromURL(
             source_url,
             "_blank",
@@ -312,7 +317,14 @@ class UnoConverter:
         if document is None:
             raise ConversionError("LibreOffice could not open this document.")
         try:
-            document.storeToURL(target_url, _props(FilterName="writer_pdf_Export"))
+            # The filter wants FilterData as a sequence of PropertyValue: a bare tuple would
+            # reach it as a sequence of any, and the options would be ignored.
+            filter_data = uno.Any(
+                "[]com.sun.star.beans.PropertyValue", _props(**options.filter_data())
+            )
+            document.storeToURL(
+                target_url, _props(FilterName="writer_pdf_Export", FilterData=filter_data)
+            )
         finally:
             try:
                 document.close(True)
