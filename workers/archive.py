@@ -22,6 +22,7 @@ from app import queue, transitions
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
 from app.storage import ObjectStore, WriterScope, output_key, result_key
+from workers import metrics
 
 log = logging.getLogger("quire.archive")
 ZIP32_LIMIT = 0xFFFF_FFFF
@@ -112,7 +113,9 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             )
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
+    started = time.monotonic()
     size = write_archive(job_id, files, store, result_key(job_id), lambda: _touch(job_id))
     with session_scope() as session:
         transitions.finish_job(session, job_id, result_bytes=size)
+    metrics.archive_written(size, time.monotonic() - started)
     log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from sqlalchemy import select
 from app import transitions
 from app.config import Settings
 from app.db import session_scope
+from app.logs import bind_ids
 from app.models import TERMINAL_JOB_STATUSES, File, Job
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
+from workers import metrics
 from workers.archive import queue_archive
 from workers.conversion import (
     ConversionError,
@@ -81,6 +84,7 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
         )
         failed = transitions.fail_files(session, [file_id], message)
         archive_due = transitions.record_finished(session, row.job_id, failed)
+    metrics.files_failed("attempts_exhausted", failed)
     if archive_due:
         queue_archive(row.job_id)
     return None
@@ -101,8 +105,9 @@ def _convert_with_one_retry(
 
 def _record(
     file_id: str, job_id: str, store: ObjectStore, target: Path | None, error: str | None
-) -> None:
-    """The file's outcome: its PDF stored and COMPLETED, or FAILED with ``error``."""
+) -> bool:
+    """The file's outcome: its PDF stored and COMPLETED, or FAILED with ``error``; False when
+    another delivery of the same task had recorded it already."""
     with session_scope() as session:
         if target is not None and error is None:
             size, crc = target.stat().st_size, _crc32(target)
@@ -124,6 +129,7 @@ def _record(
     )
     if archive_due:
         queue_archive(job_id)
+    return finished
 
 
 def convert_file(
@@ -133,6 +139,8 @@ def convert_file(
     if claimed is None:
         return
     job_id, options = claimed
+    bind_ids(job_id=job_id)  # every line logged for this file carries its job's id too
+    started = time.monotonic()
     try:
         settings.resolved_scratch_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="convert-", dir=settings.resolved_scratch_dir))
@@ -143,6 +151,7 @@ def convert_file(
     # Scratch names come from ids, never from the name the file had in the zip.
     source, target = work / "input.docx", work / "output.pdf"
     error: str | None = None
+    reason: str | None = None  # a fixed word for the metrics, beside the message for people
     try:
         try:
             store.download_file(input_key(job_id, file_id), str(source))
@@ -153,8 +162,10 @@ def convert_file(
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
         except ObjectNotFound:
             error = "The uploaded document is missing from the object store."
+            reason = "missing_input"
         except (InvalidDocument, ConversionError) as failure:
             error = str(failure)
+            reason = metrics.failure_reason(failure)
             if shutil.disk_usage(work).free < SCRATCH_RESERVE:  # LibreOffice could not write
                 raise ScratchSpaceError(
                     OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -163,6 +174,7 @@ def convert_file(
             if failure.errno not in SCRATCH_ERRORS:
                 raise  # something else: the task retries it
             raise ScratchSpaceError(failure) from failure
-        _record(file_id, job_id, store, target, error)
+        if _record(file_id, job_id, store, target, error):
+            metrics.conversion_finished(time.monotonic() - started, reason)
     finally:
         shutil.rmtree(work, ignore_errors=True)

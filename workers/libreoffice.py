@@ -25,6 +25,7 @@ import uno
 from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
+from workers import metrics
 from workers.conversion import (
     NETWORK_PROVIDERS,
     PLAIN_PDF,
@@ -137,6 +138,7 @@ class UnoConverter:
     def start(self) -> None:
         if self.process is not None:
             self.restarts += 1
+            metrics.libreoffice_restarted(recycled=self.conversions >= self.restart_after)
         pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         write_profile_settings(self.profile_dir)
         command = [
@@ -258,6 +260,7 @@ class UnoConverter:
             self.timed_out = True
             log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
             self._kill()
+        metrics.libreoffice_timed_out()  # outside the lock: the conversion's end waits on it
 
     def convert(
         self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF

@@ -21,6 +21,7 @@ from app import queue, transitions
 from app.config import get_settings
 from app.db import session_scope
 from app.storage import StoreError, get_store
+from workers import metrics
 from workers.archive import build_archive, queue_archive
 from workers.celery_app import celery
 from workers.conversion import ConverterUnavailable
@@ -59,6 +60,7 @@ def _run(
     try:
         work()
     except SoftTimeLimitExceeded:
+        metrics.task_gave_up(task.name)
         give_up(timed_out)
     except Exception as error:
         limit = SCRATCH_RETRIES if isinstance(error, ScratchSpaceError) else MAX_RETRIES
@@ -67,11 +69,13 @@ def _run(
             if before_retry is not None:
                 before_retry()
             delay = min(2**task.request.retries, 60)
+            metrics.task_retried(task.name)
             log.warning(
                 "task.retry name=%s retries=%d error=%r", task.name, task.request.retries, error
             )
             raise task.retry(exc=error, countdown=delay) from error
         log.exception("task.gave_up name=%s", task.name)
+        metrics.task_gave_up(task.name)
         give_up(f"Processing failed after {task.request.retries + 1} attempts: {error}")
 
 
@@ -111,6 +115,7 @@ def convert(self: Task[Any, Any], file_id: str) -> None:
             archive_due = job_id is not None and transitions.record_finished(
                 session, job_id, failed
             )
+        metrics.files_failed("gave_up", failed)
         if archive_due and job_id is not None:
             queue_archive(job_id)
 
