@@ -1,0 +1,254 @@
+"""GET /metrics: what the workers record in Redis and what the database holds, read at scrape.
+
+Real Redis, real database and store (both backends), real LibreOffice: the conversions run
+through the pipeline's own functions, as a worker runs them; only the broker's deliveries are
+captured (the ``sent`` fixture) and replayed by the test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import metrics, queue
+from app.api import metrics as metrics_api
+from app.config import get_settings
+from app.db import session_scope
+from app.models import Job
+from app.storage import get_store
+from tests.conftest import Backend, SentTasks, reset_caches
+from tests.docx_factory import make_docx, make_zip
+from tests.services import free_port
+from tests.workers.test_pipeline import files_by_name, run_to_the_end, submit
+from workers.convert import convert_file
+from workers.ingest import ingest_job
+from workers.libreoffice import UnoConverter
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
+    instance = UnoConverter(
+        soffice="soffice",
+        profile_root=tmp_path_factory.mktemp("profiles"),
+        start_timeout=60,
+        restart_after=1000,
+    )
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def client() -> TestClient:
+    # The real router on an app of its own: /metrics needs nothing else of the API.
+    app = FastAPI()
+    app.include_router(metrics_api.router)
+    return TestClient(app)
+
+
+def scrape(client: TestClient) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def test_a_good_and_a_bad_document_move_the_counters_and_histograms(
+    backend: Backend, sent: SentTasks, converter: UnoConverter, client: TestClient
+) -> None:
+    before = scrape(client)
+    job_id = submit(make_zip({"good.docx": make_docx("Fine"), "bad.docx": b"plain text"}))
+    queued = scrape(client)
+    assert value(queued, "quire_jobs", status="PENDING") == 1
+    assert value(queued, "quire_files", status="PENDING") == 2
+
+    run_to_the_end(job_id, sent, converter)
+    after = scrape(client)
+
+    assert moved(before, after, "quire_conversions_total", outcome="completed") == 1
+    assert moved(before, after, "quire_conversions_total", outcome="failed") == 1
+    assert moved(before, after, "quire_conversion_failures_total", reason="invalid_document") == 1
+    assert moved(before, after, "quire_conversion_failures_total", reason="timeout") == 0
+    duration = "quire_conversion_duration_seconds"
+    for outcome in ("completed", "failed"):
+        assert moved(before, after, f"{duration}_count", outcome=outcome) == 1
+        assert moved(before, after, f"{duration}_sum", outcome=outcome) > 0
+        assert moved(before, after, f"{duration}_bucket", outcome=outcome, le="+Inf") == 1
+    # The good file went through LibreOffice, the bad one stopped at validation: both under
+    # a minute, and the bad one faster than LibreOffice's start alone.
+    assert moved(before, after, f"{duration}_bucket", outcome="completed", le="60.0") == 1
+    assert moved(before, after, f"{duration}_bucket", outcome="failed", le="0.5") == 1
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.result_bytes
+        result_bytes = job.result_bytes
+    assert moved(before, after, "quire_archive_bytes_count") == 1
+    assert moved(before, after, "quire_archive_bytes_sum") == result_bytes
+    assert moved(before, after, "quire_archive_duration_seconds_count") == 1
+
+    # Counts by status come from this backend's fresh database, not from Redis.
+    assert value(after, "quire_jobs", status="COMPLETED") == 1
+    assert value(after, "quire_jobs", status="PENDING") == 0
+    assert value(after, "quire_files", status="COMPLETED") == 1
+    assert value(after, "quire_files", status="FAILED") == 1
+    assert value(after, "quire_metrics_source_up", source="database") == 1
+    assert value(after, "quire_metrics_source_up", source="redis") == 1
+
+
+def test_a_forced_timeout_counts_timeouts_and_the_restart_after_it(
+    backend: Backend,
+    sent: SentTasks,
+    converter: UnoConverter,
+    client: TestClient,
+    tmp_path: Path,
+) -> None:
+    job_id = submit(make_zip({"slow.docx": make_docx(*(f"Page {n}" for n in range(40)))}))
+    ingest_job(job_id, get_store(), get_settings())
+    (file_id,) = sent.conversions
+    # A limit no conversion can meet (the setting itself refuses under 1 s, hence the copy):
+    # LibreOffice is killed, the conversion retried once on a fresh instance and killed again.
+    impatient = get_settings().model_copy(update={"conversion_timeout": 0.001})
+    before = scrape(client)
+    convert_file(file_id, get_store(), converter, impatient)
+    after = scrape(client)
+
+    assert files_by_name(job_id)["slow.docx"].error_message == (
+        "LibreOffice did not finish within 0.001 seconds and was stopped."
+    )
+    assert moved(before, after, "quire_libreoffice_timeouts_total") == 2
+    assert moved(before, after, "quire_conversion_failures_total", reason="timeout") == 1
+    assert moved(before, after, "quire_conversions_total", outcome="failed") == 1
+    # The retry started a fresh instance after the first kill; the next conversion another.
+    assert moved(before, after, "quire_libreoffice_restarts_total", reason="replaced") == 1
+    (tmp_path / "next.docx").write_bytes(make_docx("Next"))
+    converter.convert(tmp_path / "next.docx", tmp_path / "next.pdf", 60)
+    assert moved(after, scrape(client), "quire_libreoffice_restarts_total", reason="replaced") == 1
+
+
+def test_recycling_counts_as_a_recycled_restart(
+    backend: Backend, client: TestClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "a.docx"
+    source.write_bytes(make_docx("Recycled"))
+    recycling = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=1
+    )
+    try:
+        before = scrape(client)
+        recycling.convert(source, tmp_path / "1.pdf", 60)
+        recycling.convert(source, tmp_path / "2.pdf", 60)
+        after = scrape(client)
+    finally:
+        recycling.close()
+    assert moved(before, after, "quire_libreoffice_restarts_total", reason="recycled") == 1
+    assert moved(before, after, "quire_libreoffice_restarts_total", reason="replaced") == 0
+
+
+def test_queue_depths_are_read_from_the_broker(backend: Backend, client: TestClient) -> None:
+    broker = redis.Redis.from_url(get_settings().broker_url)
+    try:
+        before = scrape(client)
+        queue.send_conversions(["f1", "f2", "f3"])  # the real send, into the real Redis
+        queue.send_archive("j1")
+        after = scrape(client)
+    finally:
+        broker.delete(queue.CONVERT_QUEUE, queue.CONTROL_QUEUE)
+    assert moved(before, after, "quire_queue_messages", queue="quire-convert") == 3
+    assert moved(before, after, "quire_queue_messages", queue="quire-control") == 1
+    assert value(after, "quire_queue_unacked_messages") >= 0
+
+
+def test_the_exposition_is_valid_prometheus_text(backend: Backend, client: TestClient) -> None:
+    text = client.get("/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    expected = {
+        "quire_jobs": "gauge",
+        "quire_files": "gauge",
+        "quire_queue_messages": "gauge",
+        "quire_queue_unacked_messages": "gauge",
+        "quire_conversions": "counter",
+        "quire_conversion_failures": "counter",
+        "quire_conversion_duration_seconds": "histogram",
+        "quire_libreoffice_restarts": "counter",
+        "quire_libreoffice_timeouts": "counter",
+        "quire_archive_bytes": "histogram",
+        "quire_archive_duration_seconds": "histogram",
+        "quire_task_retries": "counter",
+        "quire_task_failures": "counter",
+        "quire_metrics_source_up": "gauge",
+    }
+    assert {name: family.type for name, family in families.items()} == expected
+    assert all(family.documentation for family in families.values())
+    # Known label values are there before anything happened, so rate() has a series at once.
+    reasons = {s.labels["reason"] for s in families["quire_conversion_failures"].samples}
+    assert set(metrics.FAILURE_REASONS) <= reasons
+    statuses = {s.labels["status"] for s in families["quire_files"].samples}
+    assert {"PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"} <= statuses
+    # Histogram buckets are cumulative and end with +Inf equal to the count.
+    for sample_family in ("quire_conversion_duration_seconds", "quire_archive_bytes"):
+        samples = families[sample_family].samples
+        buckets = [s for s in samples if s.name.endswith("_bucket")]
+        counts = [s.value for s in buckets if s.labels.get("outcome", "failed") == "failed"]
+        assert counts == sorted(counts)
+        assert buckets[-1].labels["le"] == "+Inf"
+
+
+@pytest.fixture
+def unreachable_redis(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("QUIRE_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
+    reset_caches()
+    yield
+    metrics._connection.paused_until = 0.0  # recording resumes for the tests that follow
+
+
+def test_recording_without_redis_never_raises_nor_waits(unreachable_redis: None) -> None:
+    from workers import metrics as worker_metrics
+
+    started = time.monotonic()
+    worker_metrics.conversion_finished(0.2, None)  # refused at once: nothing listens
+    for _ in range(100):  # paused after the first failure: no more attempts
+        worker_metrics.libreoffice_timed_out()
+    assert time.monotonic() - started < 2 * metrics.TIMEOUT + 0.5
+    assert metrics._connection.paused_until > time.monotonic()
+
+
+def test_a_scrape_without_redis_still_answers_with_the_database_figures(
+    unreachable_redis: None, client: TestClient
+) -> None:
+    samples = scrape(client)
+    assert value(samples, "quire_metrics_source_up", source="redis") == 0
+    assert value(samples, "quire_metrics_source_up", source="database") == 1
+    assert value(samples, "quire_jobs", status="PENDING") == 0
+    assert not any(name.startswith("quire_conversions") for name, _ in samples)
+
+
+def test_metrics_need_no_api_key(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.main import create_app
+
+    monkeypatch.setenv("QUIRE_API_KEYS", "secret-key")
+    reset_caches()
+    with TestClient(create_app()) as api:
+        response = api.get("/metrics")
+    assert response.status_code == 200
+    assert "quire_jobs" in response.text
