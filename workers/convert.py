@@ -28,8 +28,8 @@ from workers.conversion import (
     ConverterCrashed,
     PdfOptions,
 )
-from workers.sanitize import strip_local_links
-from workers.validation import InvalidDocument, validate_docx
+from workers.sanitize import prepare_docx
+from workers.validation import InvalidDocument
 
 log = logging.getLogger("quire.convert")
 
@@ -155,8 +155,7 @@ def convert_file(
     try:
         try:
             store.download_file(input_key(job_id, file_id), str(source))
-            validate_docx(source)
-            strip_local_links(source)
+            prepare_docx(source)  # validated, and local links rewritten, in one read
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")

@@ -14,6 +14,7 @@ what is rewritten is exactly what LibreOffice will read, however the attributes 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import zipfile
@@ -24,7 +25,7 @@ from xml.etree.ElementTree import ParseError, register_namespace, tostring
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from workers.validation import InvalidDocument
+from workers.validation import InvalidDocument, check_package, open_package
 
 RELATIONSHIPS_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 # Targets LibreOffice cannot reach: no content provider serves these schemes in its profile.
@@ -56,28 +57,55 @@ def _rewritten(name: str, xml: bytes) -> bytes | None:
     return tostring(root, encoding="UTF-8", xml_declaration=True) if changed else None
 
 
+def prepare_docx(path: Path) -> int:
+    """Validate the package at ``path`` (``workers.validation``) and rewrite its local links,
+    reading it once; return how many relationship parts changed (almost always 0, and then
+    the file is left untouched)."""
+    rewrites: dict[str, bytes] = {}
+    with open_package(path) as package:
+        check_package(package, functools.partial(_collect, rewrites), MAX_RELS_BYTES)
+        if rewrites:
+            _write_sanitized(package, path, rewrites)
+    if rewrites:
+        os.replace(_partial(path), path)
+    return len(rewrites)
+
+
 def strip_local_links(path: Path) -> int:
     """Rewrite the package at ``path`` so that no part links a local file; return how many
-    relationship parts changed (0: the file is left untouched, as almost every file is)."""
+    relationship parts changed. For a package that is known to be valid; the worker uses
+    ``prepare_docx``, which validates in the same read."""
+    rewrites: dict[str, bytes] = {}
     with zipfile.ZipFile(path) as package:
-        rewrites = {}
         for info in package.infolist():
             if not info.filename.endswith(".rels"):
                 continue
             if info.file_size > MAX_RELS_BYTES:
                 raise InvalidDocument(f"The DOCX package's {info.filename} is implausibly large.")
-            new = _rewritten(info.filename, package.read(info))
-            if new is not None:
-                rewrites[info.filename] = new
-        if not rewrites:
-            return 0
-        partial = path.with_name(path.name + ".sanitized")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as clean:
-            for info in package.infolist():
-                if info.filename in rewrites:
-                    clean.writestr(info, rewrites[info.filename])
-                else:
-                    with package.open(info) as source, clean.open(info, "w") as target:
-                        shutil.copyfileobj(source, target)
-    os.replace(partial, path)
+            _collect(rewrites, info, package.read(info))
+        if rewrites:
+            _write_sanitized(package, path, rewrites)
+    if rewrites:
+        os.replace(_partial(path), path)
     return len(rewrites)
+
+
+def _collect(rewrites: dict[str, bytes], info: zipfile.ZipInfo, xml: bytes) -> None:
+    new = _rewritten(info.filename, xml)
+    if new is not None:
+        rewrites[info.filename] = new
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".sanitized")
+
+
+def _write_sanitized(package: zipfile.ZipFile, path: Path, rewrites: dict[str, bytes]) -> None:
+    """A copy of ``package`` beside ``path``, with the rewritten relationship parts."""
+    with zipfile.ZipFile(_partial(path), "w", zipfile.ZIP_DEFLATED) as clean:
+        for info in package.infolist():
+            if info.filename in rewrites:
+                clean.writestr(info, rewrites[info.filename])
+            else:
+                with package.open(info) as source, clean.open(info, "w") as target:
+                    shutil.copyfileobj(source, target)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import posixpath
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
@@ -24,6 +26,7 @@ OFFICE_DOCUMENT = "/officeDocument"  # transitional and ISO Strict relationship 
 WORD_CONTENT_TYPES = ("wordprocessingml", "ms-word")
 MAX_PART_XML = 4 * 1024 * 1024  # [Content_Types].xml and _rels/.rels are a few KB in practice
 MAX_EXPANDED = 2 * 1024 * 1024 * 1024  # a package that claims to unpack to more is refused
+CHUNK = 1024 * 1024
 UNSUPPORTED_COMPRESSION = (
     "The DOCX package uses a zip compression method (such as Deflate64) that Word does not "
     "write and Quire cannot read; save it again from Word."
@@ -52,16 +55,18 @@ def _describe_non_zip(head: bytes) -> str:
     )
 
 
-def _read_xml(package: zipfile.ZipFile, name: str) -> Element:
-    info = package.getinfo(name)
-    if info.file_size > MAX_PART_XML:
-        raise InvalidDocument(f"The DOCX package's {name} is implausibly large.")
+def _read_part(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     try:
-        data = package.read(info)
+        return package.read(info)
     except NotImplementedError:
         raise InvalidDocument(UNSUPPORTED_COMPRESSION) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
-        raise InvalidDocument(f"The DOCX package is damaged: its {name} cannot be read.") from None
+        raise InvalidDocument(
+            f"The DOCX package is damaged: its {info.filename} cannot be read."
+        ) from None
+
+
+def _parse_xml(name: str, data: bytes) -> Element:
     try:
         # defusedxml: entity expansion and external entities are refused, not resolved.
         return fromstring(data)  # type: ignore[no-any-return]
@@ -69,10 +74,15 @@ def _read_xml(package: zipfile.ZipFile, name: str) -> Element:
         raise InvalidDocument(f"The DOCX package's {name} is not well-formed XML.") from None
 
 
-def _main_part(package: zipfile.ZipFile, names: set[str]) -> str:
-    if "_rels/.rels" not in names:
-        raise InvalidDocument("The file is not a Word document: its package has no _rels/.rels.")
-    for relation in _read_xml(package, "_rels/.rels"):
+def _small_part(package: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = package.getinfo(name)
+    if info.file_size > MAX_PART_XML:
+        raise InvalidDocument(f"The DOCX package's {name} is implausibly large.")
+    return info, _read_part(package, info)
+
+
+def _main_part(root_rels: bytes, names: set[str]) -> str:
+    for relation in _parse_xml("_rels/.rels", root_rels):
         if relation.get("Type", "").endswith(OFFICE_DOCUMENT):
             target = relation.get("Target", "")
             part = posixpath.normpath(target.lstrip("/")) if target else ""
@@ -84,9 +94,9 @@ def _main_part(package: zipfile.ZipFile, names: set[str]) -> str:
     raise InvalidDocument("The file is not a Word document: its package has no main document.")
 
 
-def _content_type(package: zipfile.ZipFile, part: str) -> str:
+def _content_type(content_types: bytes, part: str) -> str:
     defaults, overrides = {}, {}
-    for element in _read_xml(package, "[Content_Types].xml"):
+    for element in _parse_xml("[Content_Types].xml", content_types):
         tag = element.tag.rsplit("}", 1)[-1]
         if tag == "Default":
             defaults[element.get("Extension", "").lower()] = element.get("ContentType", "")
@@ -95,54 +105,99 @@ def _content_type(package: zipfile.ZipFile, part: str) -> str:
     return overrides.get(part) or defaults.get(posixpath.splitext(part)[1][1:].lower(), "")
 
 
-def validate_docx(path: Path) -> None:
-    size = path.stat().st_size
-    if size == 0:
-        raise InvalidDocument("The file is empty (0 bytes).")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+def open_package(path: Path) -> zipfile.ZipFile:
+    """The file as a zip, or InvalidDocument saying what it is instead."""
     try:
-        package = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if not head:
+            raise InvalidDocument("The file is empty (0 bytes).") from None
         raise InvalidDocument(_describe_non_zip(head)) from None
-    with package:
-        infos = package.infolist()
-        names = {info.filename for info in infos}
-        if "[Content_Types].xml" not in names:
-            raise InvalidDocument(
-                "The file is not a DOCX document: the zip has no [Content_Types].xml."
-            )
-        if sum(info.file_size for info in infos) > MAX_EXPANDED:
-            raise InvalidDocument("The DOCX package expands to more than 2 GiB; refused.")
-        if any(info.flag_bits & 0x1 for info in infos):
-            raise InvalidDocument("The DOCX package contains encrypted parts.")
-        part = _main_part(package, names)
-        content_type = _content_type(package, part)
-        if not any(marker in content_type for marker in WORD_CONTENT_TYPES):
-            raise InvalidDocument(
-                "The file is an Office package but not a Word document "
-                f"(its main part is {content_type or 'of unknown type'})."
-            )
+
+
+# Called with each relationship part (``*.rels``) and its bytes, as the check reads them.
+RelationshipsSeen = Callable[[zipfile.ZipInfo, bytes], None]
+
+
+def validate_docx(path: Path) -> None:
+    with open_package(path) as package:
+        check_package(package)
+
+
+def check_package(
+    package: zipfile.ZipFile,
+    relationships: RelationshipsSeen | None = None,
+    max_relationships_bytes: int = MAX_PART_XML,
+) -> None:
+    """Refuse anything but a readable Word package, decompressing each part once.
+
+    Every part is read to its end, so zipfile checks its CRC (what ``testzip`` does); on the
+    way the main part is searched for a DOCTYPE, and each relationship part over at most
+    ``max_relationships_bytes`` is handed to ``relationships``: the link sanitiser needs
+    exactly those bytes, and reading the package a second time for it cost as much again.
+    """
+    infos = package.infolist()
+    names = {info.filename for info in infos}
+    if "[Content_Types].xml" not in names:
+        raise InvalidDocument(
+            "The file is not a DOCX document: the zip has no [Content_Types].xml."
+        )
+    if sum(info.file_size for info in infos) > MAX_EXPANDED:
+        raise InvalidDocument("The DOCX package expands to more than 2 GiB; refused.")
+    if any(info.flag_bits & 0x1 for info in infos):
+        raise InvalidDocument("The DOCX package contains encrypted parts.")
+    if "_rels/.rels" not in names:
+        raise InvalidDocument("The file is not a Word document: its package has no _rels/.rels.")
+    rels_info, root_rels = _small_part(package, "_rels/.rels")
+    part = _main_part(root_rels, names)
+    types_info, content_types = _small_part(package, "[Content_Types].xml")
+    content_type = _content_type(content_types, part)
+    if not any(marker in content_type for marker in WORD_CONTENT_TYPES):
+        raise InvalidDocument(
+            "The file is an Office package but not a Word document "
+            f"(its main part is {content_type or 'of unknown type'})."
+        )
+    if relationships is not None:
+        for info in infos:
+            if info.filename.endswith(".rels") and info.file_size > max_relationships_bytes:
+                raise InvalidDocument(f"The DOCX package's {info.filename} is implausibly large.")
+        relationships(rels_info, root_rels)
+
+    doctype = False
+    for info in infos:
+        if info is rels_info or info is types_info:
+            continue  # read whole above, so their CRC was checked then
+        wanted = relationships is not None and info.filename.endswith(".rels")
+        kept: list[bytes] = []
         try:
-            damaged = package.testzip()
+            with package.open(info) as handle:
+                if info.filename == part:
+                    doctype = _has_doctype(handle)
+                while chunk := handle.read(CHUNK):  # to the end: zipfile checks the CRC there
+                    if wanted:
+                        kept.append(chunk)
         except NotImplementedError:
             raise InvalidDocument(UNSUPPORTED_COMPRESSION) from None
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError):
-            damaged = "?"
-        if damaged is not None:
-            raise InvalidDocument("The DOCX package is damaged: some of its parts cannot be read.")
-        _refuse_doctype(package, part)
-
-
-def _refuse_doctype(package: zipfile.ZipFile, part: str) -> None:
-    """Word never writes a DOCTYPE; one in the main part can only declare entities."""
-    found, tail = False, b""
-    with package.open(part) as handle:
-        while not found and (chunk := handle.read(1024 * 1024)):
-            window = (tail + chunk).upper()
-            found = b"<!DOCTYPE" in window
-            tail = window[-16:]  # a marker split across two chunks is still seen
-    if found:
+            raise InvalidDocument(
+                "The DOCX package is damaged: some of its parts cannot be read."
+            ) from None
+        if relationships is not None and wanted:
+            relationships(info, b"".join(kept))
+    if doctype:
         raise InvalidDocument(
             "The document's XML declares a DOCTYPE (entities), which Word never writes; refused."
         )
+
+
+def _has_doctype(handle: IO[bytes]) -> bool:
+    """Word never writes a DOCTYPE; one in the main part can only declare entities."""
+    tail = b""
+    while chunk := handle.read(CHUNK):
+        window = (tail + chunk).upper()
+        if b"<!DOCTYPE" in window:
+            return True
+        tail = window[-16:]  # a marker split across two chunks is still seen
+    return False

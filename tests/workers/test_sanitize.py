@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docx_factory import make_docx
-from workers.sanitize import NOWHERE, strip_local_links
+from tests.docx_factory import bad_documents, make_docx
+from workers.sanitize import MAX_RELS_BYTES, NOWHERE, prepare_docx, strip_local_links
 from workers.validation import InvalidDocument, validate_docx
 
 IMAGE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/image"
@@ -93,3 +93,64 @@ def test_a_package_without_local_links_is_left_as_it_is(tmp_path: Path) -> None:
     path.write_bytes(data)
     assert strip_local_links(path) == 0
     assert path.read_bytes() == data
+
+
+# -- prepare_docx: what the worker runs, validation and rewriting in one read ------------------
+
+
+def test_prepare_rewrites_local_links_of_a_valid_package(tmp_path: Path) -> None:
+    path = tmp_path / "links.docx"
+    path.write_bytes(
+        with_relationships(
+            f'<Relationship Id="r1" Type="{IMAGE}" Target="file:///etc/secret.png" '
+            'TargetMode="External"/>'
+            f'<Relationship Id="r2" Type="{LINK}" Target="https://example.org/" '
+            'TargetMode="External"/>'
+        )
+    )
+    assert prepare_docx(path) == 1
+    with zipfile.ZipFile(path) as package:
+        rels = package.read("word/_rels/document.xml.rels")
+    assert b"secret.png" not in rels
+    assert rels.count(NOWHERE.encode()) == 1
+    assert b"https://example.org/" in rels
+    assert prepare_docx(path) == 0  # the rewritten package is valid and has nothing left
+
+
+def test_prepare_refuses_what_validation_refuses_with_the_same_message(tmp_path: Path) -> None:
+    for name, data in bad_documents().items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InvalidDocument) as validated:
+            validate_docx(path)
+        with pytest.raises(InvalidDocument) as prepared:
+            prepare_docx(path)
+        assert str(prepared.value) == str(validated.value)
+        assert path.read_bytes() == data  # a refused file is left as it was
+
+
+def test_prepare_refuses_a_damaged_relationship_part(tmp_path: Path) -> None:
+    data = bytearray(with_relationships("<!-- padding -->" * 2000))
+    # Flip bytes inside the compressed relationship part: its CRC (or inflate) fails.
+    name = b"word/_rels/document.xml.rels"
+    local = data.find(b"PK\x03\x04")
+    while local >= 0:
+        name_length = int.from_bytes(data[local + 26 : local + 28], "little")
+        extra_length = int.from_bytes(data[local + 28 : local + 30], "little")
+        if data[local + 30 : local + 30 + name_length] == name:
+            start = local + 30 + name_length + extra_length
+            data[start + 20 : start + 28] = b"\xff" * 8
+            break
+        local = data.find(b"PK\x03\x04", local + 4)
+    assert local >= 0
+    path = tmp_path / "damaged-rels.docx"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidDocument, match="damaged"):
+        prepare_docx(path)
+
+
+def test_prepare_refuses_an_implausibly_large_relationship_part(tmp_path: Path) -> None:
+    path = tmp_path / "huge-rels.docx"
+    path.write_bytes(with_relationships(" " * (MAX_RELS_BYTES + 1)))
+    with pytest.raises(InvalidDocument, match="implausibly large"):
+        prepare_docx(path)
