@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -194,8 +195,11 @@ async def receive_upload(
             state.docx_zip = zipfile.ZipFile(state.zip_buffer, "w")
         info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
         info.compress_type = zipfile.ZIP_STORED  # DOCX files are zips already
-        # force_zip64: the size is not known until the part ends, and may pass 2 GiB.
-        state.docx_entry = state.docx_zip.open(info, "w", force_zip64=True)
+        with warnings.catch_warnings():
+            # Two parts may share a name; entries are told apart by position, as in any zip.
+            warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+            # force_zip64: the size is not known until the part ends, and may pass 2 GiB.
+            state.docx_entry = state.docx_zip.open(info, "w", force_zip64=True)
         state.docx_count += 1
         state.target = "docx"
 
