@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
-from app import queue, transitions
+from app import queue, transitions, webhooks
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
 from app.storage import ObjectStore, WriterScope, output_key, result_key
@@ -106,16 +106,21 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
         files = completed_files(session, job_id)
     if not files:
         with session_scope() as session:
-            transitions.fail_job(
+            failed = transitions.fail_job(
                 session,
                 job_id,
                 "No file could be converted; each file's error_message says why.",
             )
+            delivery = webhooks.schedule_delivery(session, job_id) if failed else None
+        webhooks.send_after_commit(delivery)
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
     started = time.monotonic()
     size = write_archive(job_id, files, store, result_key(job_id), lambda: _touch(job_id))
     with session_scope() as session:
-        transitions.finish_job(session, job_id, result_bytes=size)
+        finished = transitions.finish_job(session, job_id, result_bytes=size)
+        # The callback is queued in the transaction that ends the job, sent after its commit.
+        delivery = webhooks.schedule_delivery(session, job_id) if finished else None
+    webhooks.send_after_commit(delivery)
     metrics.archive_written(size, time.monotonic() - started)
     log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app import queue, transitions
+from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
@@ -160,7 +160,10 @@ def _unpack(
             archive = zipfile.ZipFile(source)
         except zipfile.BadZipFile:
             with session_scope() as session:
-                transitions.fail_job(session, job_id, "The uploaded zip can no longer be read.")
+                message = "The uploaded zip can no longer be read."
+                failed = transitions.fail_job(session, job_id, message)
+                delivery = webhooks.schedule_delivery(session, job_id) if failed else None
+            webhooks.send_after_commit(delivery)
             return
         with archive:
             infos = archive.infolist()

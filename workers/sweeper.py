@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from app import queue, transitions
+from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
+from app.models import utcnow
 from app.storage import ObjectStore, job_prefixes
 from workers.archive import queue_archive, start_archive_if_done
 
@@ -40,6 +41,19 @@ def expire(settings: Settings, store: ObjectStore) -> int:
         removed += 1
         log.info("job.expired job_id=%s", job_id)
     return removed
+
+
+def resend_webhooks() -> int:
+    """Send every webhook delivery that is due: its first message or its retry was lost, its
+    worker died mid-attempt (the lease ran out), or the service restarted. This is what makes
+    callbacks survive restarts: the due time is in the database, not in a queue."""
+    with session_scope() as session:
+        due = webhooks.due_deliveries(session, utcnow())
+    for delivery_id in due:
+        queue.send_webhook(delivery_id)
+    if due:
+        log.info("sweep.resent webhooks=%d", len(due))
+    return len(due)
 
 
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:
@@ -76,6 +90,7 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
     for job_id in lost_archives:
         queue_archive(job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)
+    resend_webhooks()
     summary = {
         "ingests": len(reingest),
         "conversions": len(reconvert),

@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import OperationalError
 
-from app import queue, transitions
+from app import queue, transitions, webhooks
 from app.config import get_settings
 from app.db import session_scope
 from app.storage import StoreError, get_store
@@ -29,6 +29,7 @@ from workers.convert import ScratchSpaceError, convert_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
 from workers.sweeper import expire, sweep
+from workers.webhooks import deliver
 
 log = logging.getLogger("quire.tasks")
 MAX_RETRIES = 8
@@ -81,7 +82,9 @@ def _run(
 
 def _fail_job(job_id: str, message: str) -> None:
     with session_scope() as session:
-        transitions.fail_job(session, job_id, message)
+        failed = transitions.fail_job(session, job_id, message)
+        delivery = webhooks.schedule_delivery(session, job_id) if failed else None
+    webhooks.send_after_commit(delivery)
 
 
 # Ingest and archive work on a whole job, so they get the job's limit, not a conversion's.
@@ -148,6 +151,35 @@ def archive(self: Task[Any, Any], job_id: str) -> None:
         lambda: build_archive(job_id, get_store()),
         lambda message: _fail_job(job_id, f"The result archive could not be built. {message}"),
         timed_out="Building the archive took longer than QUIRE_JOB_TASK_TIME_LIMIT allows.",
+    )
+
+
+# A callback's connect, send and answer each have QUIRE_WEBHOOK_TIMEOUT; the delivery's lease
+# outlasts the hard limit, so a killed task's attempt is taken up again by the sweeper.
+WEBHOOK_SOFT_LIMIT: int = webhooks.task_soft_time_limit(get_settings())
+
+
+@celery.task(
+    name=queue.WEBHOOK_TASK,
+    bind=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=WEBHOOK_SOFT_LIMIT,
+    time_limit=WEBHOOK_SOFT_LIMIT + 15,
+)
+def deliver_webhook(self: Task[Any, Any], delivery_id: str) -> None:
+    def work() -> None:
+        attempt = deliver(delivery_id, get_settings())
+        if attempt.retry_in is not None:
+            # Only a shortcut: the next attempt is due in the database, and the sweeper sends
+            # it if this message is lost.
+            queue.send_webhook(delivery_id, countdown=attempt.retry_in)
+
+    _run(
+        self,
+        work,
+        # Nothing to mark: the delivery's lease runs out and the sweeper sends it again.
+        lambda message: log.warning("webhook.gave_up delivery_id=%s %s", delivery_id, message),
+        timed_out="The callback took longer than the task's time limit.",
     )
 
 

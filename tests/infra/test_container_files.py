@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -307,6 +308,43 @@ def test_app_settings_agree_with_the_services(services: dict[str, dict[str, Any]
     public_store = urlsplit(env["QUIRE_S3_PUBLIC_ENDPOINT_URL"])
     assert public_store.port in published_ports(services["minio"])
     assert urlsplit(env["QUIRE_PUBLIC_URL"]).port in published_ports(services["api"])
+
+
+def test_flower_runs_the_quire_image_behind_the_monitoring_profile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    flower = services["flower"]
+    # Behind a profile: a plain `docker compose up` leaves it out.
+    assert flower.get("profiles") == ["monitoring"]
+    assert flower.get("image") == services["api"]["image"], "flower comes with the image"
+    command = command_text(flower)
+    assert command.startswith("celery -A workers.celery_app") and " flower" in command
+    assert "--port=5555" in command
+    assert published_ports(flower) == [5555]
+    assert "http://127.0.0.1:5555/healthcheck" in str(healthcheck_test(flower))
+    assert (
+        environment(flower)["QUIRE_BROKER_URL"]
+        == environment(services["worker"])["QUIRE_BROKER_URL"]
+    )
+    # The image installs runtime dependencies only (bootstrap.sh without --dev).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(re.match(r"flower\b", dependency) for dependency in project["dependencies"])
+
+
+def test_app_services_do_not_need_the_monitoring_profile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        if name != "flower":
+            assert not service.get("profiles"), f"{name} would not start by default"
+        for dependency in service.get("depends_on") or {}:
+            assert not services[dependency].get("profiles"), f"{name} needs {dependency}"
+
+
+def test_the_minio_console_is_published(services: dict[str, dict[str, Any]]) -> None:
+    # README, "Operations": the console at http://localhost:9001 shows a job's objects.
+    assert "--console-address :9001" in command_text(services["minio"])
+    assert 9001 in published_ports(services["minio"])
 
 
 # Dockerfile
