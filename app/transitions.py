@@ -11,7 +11,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Result, Select, Table, Update, bindparam, delete, select, update
+from sqlalchemy import (
+    Result,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.models import (
@@ -22,6 +35,8 @@ from app.models import (
     FileStatus,
     Job,
     JobStatus,
+    Upload,
+    WebhookDelivery,
     utcnow,
 )
 
@@ -154,10 +169,15 @@ def claim_archive(session: Session, job_id: str) -> bool:
     return result.first() is not None
 
 
-def finish_job(session: Session, job_id: str, *, result_bytes: int) -> bool:
+def finish_job(
+    session: Session, job_id: str, *, result_bytes: int, claimed_at: datetime | None = None
+) -> bool:
+    """The job COMPLETED with its archive. ``claimed_at``: the archive_enqueued_at its archive
+    task started from; a task of an earlier round (the job was retried since) changes nothing."""
+    same_round = true() if claimed_at is None else Job.archive_enqueued_at == claimed_at
     result = session.execute(
         _update(Job)
-        .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES))
+        .where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB_STATUSES), same_round)
         .values(
             status=JobStatus.COMPLETED,
             result_bytes=result_bytes,
@@ -289,6 +309,8 @@ def expired_jobs(session: Session, older_than: timedelta, limit: int = 100) -> l
 
 
 def delete_job(session: Session, job_id: str) -> None:
+    # Children first, explicitly: foreign keys cascade only where the database enforces them.
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id == job_id))
     session.execute(delete(File).where(File.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))
 
@@ -299,3 +321,135 @@ def touch_job(session: Session, job_id: str) -> None:
 
 def job_of_file(file_id: str) -> Select[str]:
     return select(File.job_id).where(File.id == file_id)
+
+
+# -- a client's actions on a job: cancel and retry ----------------------------------------------
+
+ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+RETRIED_FILE_STATUSES = (FileStatus.FAILED, FileStatus.CANCELLED)
+
+
+def cancel_job(session: Session, job_id: str, message: str) -> int | None:
+    """End an unfinished job CANCELLED; its unfinished files end CANCELLED with ``message``.
+
+    Returns how many files were cancelled, or None when the job had already ended (or does not
+    exist); then the caller rolls back. Workers drop the rest: a cancelled file is terminal, so
+    a queued conversion's claim and a running one's completion both find nothing to do, and a
+    cancelled job never claims its archive. Files are locked before the job, in the order a
+    worker finishing a file takes them (its file, then the job's count), so the two cannot
+    deadlock on PostgreSQL.
+    """
+    now = utcnow()
+    active = select(Job.id).where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES)).exists()
+    files = session.execute(
+        _update(File)
+        .where(File.job_id == job_id, File.status.not_in(TERMINAL_FILE_STATUSES), active)
+        .values(status=FileStatus.CANCELLED, error_message=message, finished_at=now, touched_at=now)
+    )
+    job = session.execute(
+        _update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+        .values(status=JobStatus.CANCELLED, completed_at=now, updated_at=now)
+    )
+    return _rowcount(files) if _rowcount(job) else None
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """What a retry set going, to be sent once its transaction committed."""
+
+    convert: list[str]  # retried files whose input object exists
+    ingest: list[str]  # retried files never ingested: their job's ingest copies them
+    archive_due: bool  # nothing to convert again: this caller claimed the archive
+
+    @property
+    def files(self) -> int:
+        return len(self.convert) + len(self.ingest)
+
+
+def retry_job(session: Session, job_id: str) -> RetryPlan | None:
+    """Start a new round of a finished job: its FAILED and CANCELLED files back to PENDING.
+
+    Allowed for a FAILED or CANCELLED job, and for a COMPLETED one with FAILED files; None
+    otherwise (still running, nothing to retry, or no such job). COMPLETED files keep their
+    PDFs. The job is IN_PROGRESS again with its archive unclaimed, so the file that finishes
+    the new round claims a new archive of every completed PDF; ``finished_files`` is counted
+    afresh from the files that stay finished.
+    """
+    now = utcnow()
+    has_failed = (
+        select(File.id).where(File.job_id == job_id, File.status == FileStatus.FAILED).exists()
+    )
+    job = session.execute(
+        _update(Job)
+        .where(
+            Job.id == job_id,
+            or_(
+                Job.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),
+                and_(Job.status == JobStatus.COMPLETED, has_failed),
+            ),
+        )
+        .values(
+            status=JobStatus.IN_PROGRESS,
+            archive_enqueued_at=None,
+            completed_at=None,
+            result_bytes=None,
+            error_message=None,
+            updated_at=now,
+        )
+    )
+    if not _rowcount(job):
+        return None
+    retried = session.execute(
+        update(FILES)
+        .where(FILES.c.job_id == job_id, FILES.c.status.in_(RETRIED_FILE_STATUSES))
+        .values(
+            status=FileStatus.PENDING,
+            attempts=0,
+            error_message=None,
+            output_bytes=None,
+            output_crc32=None,
+            finished_at=None,
+            touched_at=now,  # the sweeper counts the new wait from now
+        )
+        .returning(FILES.c.id, FILES.c.input_bytes)
+    ).all()
+    finished = (
+        select(func.count())
+        .select_from(FILES)
+        .where(FILES.c.job_id == job_id, FILES.c.status.in_(TERMINAL_FILE_STATUSES))
+        .scalar_subquery()
+    )
+    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(finished_files=finished))
+    return RetryPlan(
+        convert=[file_id for file_id, size in retried if size is not None],
+        ingest=[file_id for file_id, size in retried if size is None],
+        archive_due=not retried and claim_archive(session, job_id),
+    )
+
+
+def touch_archive(session: Session, job_id: str, claimed_at: datetime) -> bool:
+    """Mark the job's archive as alive, if it is still the one of this round: False when the
+    job was cancelled, deleted or retried since ``claimed_at`` (its archive_enqueued_at)."""
+    result = session.execute(
+        _update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status.not_in(TERMINAL_JOB_STATUSES),
+            Job.archive_enqueued_at == claimed_at,
+        )
+        .values(updated_at=utcnow())
+    )
+    return _rowcount(result) > 0
+
+
+def expired_uploads(session: Session, grace: timedelta, limit: int = 100) -> list[str]:
+    """Direct uploads that expired more than ``grace`` ago without becoming a job."""
+    rows = session.execute(
+        select(Upload.id).where(Upload.expires_at < utcnow() - grace).limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def delete_upload(session: Session, upload_id: str) -> None:
+    session.execute(delete(Upload).where(Upload.id == upload_id))
