@@ -54,7 +54,7 @@ class PdfFacts:
     pdfa_conformance: str | None
     marked: bool
     structure_tree: bool
-    output_intents: bool
+    output_intent: str | None  # the colour space the file declares it was made for
 
 
 def facts(pdf: bytes) -> PdfFacts:
@@ -62,6 +62,7 @@ def facts(pdf: bytes) -> PdfFacts:
     root = reader.root_object
     xmp = reader.xmp_metadata
     mark_info = root.get("/MarkInfo")
+    intents: Any = root.get("/OutputIntents")
     return PdfFacts(
         header=reader.pdf_header,
         pdfa_part=xmp.pdfaid_part if xmp is not None else None,
@@ -70,7 +71,11 @@ def facts(pdf: bytes) -> PdfFacts:
         marked=mark_info is not None
         and mark_info.get_object().get("/Marked") == BooleanObject(True),
         structure_tree="/StructTreeRoot" in root,
-        output_intents="/OutputIntents" in root,
+        output_intent=(
+            str(intents.get_object()[0].get_object()["/OutputConditionIdentifier"])
+            if intents is not None
+            else None
+        ),
     )
 
 
@@ -176,7 +181,7 @@ def check(pdf: bytes, expected: Expected) -> None:
     assert found.header == expected.header
     assert (found.pdfa_part, found.pdfa_conformance) == (expected.part, expected.conformance)
     # A PDF/A declares the colour space it was made for; a plain PDF does not need to.
-    assert found.output_intents == (expected.part is not None)
+    assert found.output_intent == ("sRGB IEC61966-2.1" if expected.part else None)
     assert (found.marked, found.structure_tree) == (expected.tagged, expected.tagged)
     pages = pdf_pages(pdf)
     assert pages and any(text.strip() for text in pages)  # still the document
