@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api import blobs, events, health, jobs, uploads
 from app.api import metrics as metrics_api
+from app.api import web as web_page
 from app.api.errors import install_error_handlers
 from app.config import get_settings
 from app.logs import JobIdMiddleware, configure_logging
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     app.include_router(blobs.router)
     app.include_router(health.router)
     app.include_router(metrics_api.router)  # /metrics: outside /api/v1 and its API keys
+    app.include_router(web_page.router)  # / and /static/: the web page, outside /api/v1 too
     app.add_middleware(JobIdMiddleware)  # binds a request's job id to its log lines
     return app
 

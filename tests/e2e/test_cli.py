@@ -1,0 +1,285 @@
+"""The installed ``quire`` command against the real service (``infra/run_embedded.py``).
+
+Run as a person or a script would: the console script in the virtual environment, in a child
+process, output captured (so not a terminal: the plain progress lines, not the bars).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CORPUS
+from tests.docx_factory import make_docx, make_zip
+from tests.e2e.conftest import Service
+from tests.pdf import pdf_pages
+from tests.services import free_port
+
+pytestmark = pytest.mark.e2e
+
+QUIRE = Path(sys.executable).parent / "quire"  # the entry point pip installed
+NOT_A_ZIP = "The file is not a DOCX document: it is not a zip package"
+
+GOOD = {
+    "intro.docx": make_docx("Quire converts documents", "in bulk"),
+    "reports/2025/annual.docx": make_docx("Annual report 2025"),
+    "reports/tables.docx": (CORPUS / "pandoc/test__docx__tables.docx").read_bytes(),
+    "letters/ελληνικά.docx": make_docx("Καλημέρα κόσμε"),
+}
+BAD = {
+    "notes.docx": b"Just some text, renamed to .docx.\n" * 5,
+    "reports/broken.docx": make_docx("cut short")[:200],
+}
+IGNORED = {
+    "readme.txt": b"not a document",
+    "reports/~$annual.docx": b"a Word lock file",
+    "reports/chart.png": b"\x89PNG",
+}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service for the module: every test here only adds jobs of its own."""
+    home = tmp_path_factory.mktemp("cli-service")
+    running = Service(
+        data_dir=home / "data",
+        env={"QUIRE_WORKER_CONCURRENCY": "2", "QUIRE_SECRET_KEY": "cli"},
+        log_path=home / "service.log",
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "documents"
+    for name, data in (GOOD | BAD | IGNORED).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def quire(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("QUIRE_SERVER", "QUIRE_API_KEY")}
+    return subprocess.run(
+        [str(QUIRE), *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def pdf_names(archive: Path) -> set[str]:
+    with zipfile.ZipFile(archive) as pdfs:
+        assert pdfs.testzip() is None
+        return set(pdfs.namelist())
+
+
+def expected_pdfs() -> set[str]:
+    return {name.removesuffix(".docx") + ".pdf" for name in GOOD}
+
+
+def job_id_of(output: str) -> str:
+    line = next(line for line in output.splitlines() if line.startswith("Job "))
+    return line.split()[1].rstrip(":")
+
+
+def test_convert_a_folder_reports_failures_and_exits_non_zero(
+    service: Service, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.zip"
+    result = quire("convert", str(folder), "-o", str(out), "--server", service.url)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    # Only the .docx files went up, lock files left out, with their paths.
+    assert f"Zipped {len(GOOD) + len(BAD)} .docx files" in result.stderr
+    assert "Uploaded" in result.stderr
+    total = len(GOOD) + len(BAD)
+    assert f"Converting: {total}/{total} files: {len(GOOD)} done, {len(BAD)} failed" in (
+        result.stderr
+    )
+    # The summary and the failure table, one line per failed file with its message.
+    assert f"{len(GOOD)} converted, {len(BAD)} failed, {total} files" in result.stdout
+    assert f"{len(BAD)} of {total} files failed:" in result.stdout
+    table = {
+        line.split()[0]: line
+        for line in result.stdout.splitlines()
+        if line.startswith("  ") and not line.strip().startswith("FILE")
+    }
+    assert set(table) == set(BAD)
+    assert NOT_A_ZIP in table["notes.docx"]
+    assert "damaged or truncated DOCX" in table["reports/broken.docx"]
+
+    assert pdf_names(out) == expected_pdfs()
+    with zipfile.ZipFile(out) as pdfs:
+        pages = pdf_pages(pdfs.read("intro.pdf"))
+        assert len(pages) == 2 and "Quire converts documents" in pages[0]
+        assert "Καλημέρα κόσμε" in pdf_pages(pdfs.read("letters/ελληνικά.pdf"))[0]
+    assert not list(tmp_path.glob(".*.part"))  # the partial download was renamed into place
+
+
+def test_allow_failures_exits_zero_and_a_zip_goes_up_as_it_is(
+    service: Service, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch.zip"
+    batch.write_bytes(make_zip(GOOD | BAD | IGNORED))
+    out = tmp_path / "pdfs.zip"
+
+    result = quire(
+        "convert", str(batch), "-o", str(out), "--allow-failures", env={"QUIRE_SERVER": service.url}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Zipped" not in result.stderr  # a zip is sent as it is
+    assert f"{len(BAD)} of {len(GOOD) + len(BAD)} files failed:" in result.stdout
+    assert pdf_names(out) == expected_pdfs()
+
+
+def test_a_clean_batch_exits_zero_and_passes_the_options(service: Service, tmp_path: Path) -> None:
+    one = tmp_path / "single.docx"
+    one.write_bytes(make_docx("Just one"))
+    out = tmp_path / "single.zip"
+
+    result = quire(
+        "convert", str(one), "-o", str(out), "--server", service.url, "--pdf-a", "2b",
+        "--tagged-pdf",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "failed:" not in result.stdout
+    assert pdf_names(out) == {"single.pdf"}
+    job = httpx.get(f"{service.url}/api/v1/jobs/{job_id_of(result.stdout)}", timeout=30).json()
+    if "options" in job:  # a server that takes options echoes them in the status
+        assert job["options"] == {"pdf_a": "2b", "tagged_pdf": True}
+
+
+def test_status_and_download_of_a_finished_job(
+    service: Service, folder: Path, tmp_path: Path
+) -> None:
+    converted = quire(
+        "convert", str(folder), "-o", str(tmp_path / "a.zip"), "--server", service.url
+    )
+    job_id = job_id_of(converted.stdout)
+
+    status = quire("status", job_id, "--server", service.url)
+    assert status.returncode == 0, status.stderr
+    assert f"Job {job_id}: COMPLETED" in status.stdout
+    total = len(GOOD) + len(BAD)
+    assert f"{total}/{total} files: {len(GOOD)} done, {len(BAD)} failed" in status.stdout
+    assert "notes.docx" in status.stdout and NOT_A_ZIP in status.stdout
+
+    raw = quire("status", job_id, "--json", "--server", service.url)
+    assert raw.returncode == 0
+    document = json.loads(raw.stdout)
+    assert document["job_id"] == job_id and document["status"] == "COMPLETED"
+    assert document == httpx.get(f"{service.url}/api/v1/jobs/{job_id}", timeout=30).json()
+
+    again = tmp_path / "again.zip"
+    fetched = quire("download", job_id, "-o", str(again), "--server", service.url)
+    assert fetched.returncode == 0, fetched.stderr
+    assert pdf_names(again) == expected_pdfs()
+
+
+def test_expected_failures_are_one_clean_line(service: Service, tmp_path: Path) -> None:
+    unknown = "0f0f0f0f-0000-4000-8000-000000000000"
+    for args in (["status", unknown], ["download", unknown, "-o", str(tmp_path / "x.zip")]):
+        result = quire(*args, "--server", service.url)
+        assert result.returncode == 3
+        assert result.stderr.startswith("quire: error: 404 Not Found: No job with id")
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+    nothing = tmp_path / "empty"
+    nothing.mkdir()
+    (nothing / "readme.txt").write_text("no documents")
+    result = quire("convert", str(nothing), "-o", str(tmp_path / "o.zip"), "--server", service.url)
+    assert result.returncode == 3
+    assert result.stderr == f"quire: error: {nothing} holds no .docx file\n"
+
+    # The server refuses a zip without documents: its own message, one line.
+    empty_zip = tmp_path / "empty.zip"
+    empty_zip.write_bytes(make_zip({"readme.txt": b"no documents"}))
+    result = quire(
+        "convert", str(empty_zip), "-o", str(tmp_path / "o.zip"), "--server", service.url
+    )
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1].startswith("quire: error: 400 Bad Request: ")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o.zip").exists()
+
+
+def test_a_wrong_server_is_a_clean_error(tmp_path: Path, folder: Path) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = quire("convert", str(folder), "-o", str(tmp_path / "out.zip"), "--server", nowhere)
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1].startswith(
+        f"quire: error: cannot reach the Quire server at {nowhere}"
+    )
+    assert "Traceback" not in result.stderr
+
+    result = quire("status", "some-job", env={"QUIRE_SERVER": nowhere})
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"quire: error: cannot reach the Quire server at {nowhere}")
+
+
+class _NoEventsProxy(BaseHTTPRequestHandler):
+    """Forwards every request to the real service except the event stream, which it refuses
+    the way a proxy that buffers or blocks streams might."""
+
+    upstream = ""
+
+    def _forward(self) -> None:
+        if self.path.endswith("/events"):
+            self.send_error(502, "no streams through this proxy")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
+        answer = httpx.request(
+            self.command, self.upstream + self.path, headers=headers, content=body, timeout=60
+        )
+        self.send_response(answer.status_code)
+        for name, value in answer.headers.items():
+            if name.lower() not in ("transfer-encoding", "content-encoding", "connection"):
+                self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PUT = _forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_without_the_event_stream_the_cli_polls(
+    service: Service, folder: Path, tmp_path: Path
+) -> None:
+    handler = type("Handler", (_NoEventsProxy,), {"upstream": service.url})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        out = tmp_path / "polled.zip"
+        result = quire("convert", str(folder), "-o", str(out), "--server", url)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.returncode == 1, result.stderr
+    assert "live events unavailable: the event stream answered 502; polling instead" in (
+        result.stderr
+    )
+    assert f"{len(BAD)} of {len(GOOD) + len(BAD)} files failed:" in result.stdout
+    assert pdf_names(out) == expected_pdfs()

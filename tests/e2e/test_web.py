@@ -1,0 +1,193 @@
+"""The web page at ``/`` in a real browser: Debian's headless Chromium driven by Selenium,
+against the real service. Uploads through the page's file input, follows the job live,
+downloads the archive and saves a screenshot (``docs/screenshot-web.png``, shown in the README).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import CORPUS
+from tests.docx_factory import OLE2_HEADER, make_docx, make_zip
+from tests.e2e.conftest import REPO, Service
+from tests.pdf import pdf_pages
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOT = REPO / "docs" / "screenshot-web.png"
+
+GOOD = {
+    "reports/annual-2025.docx": make_docx("Annual report 2025", "Appendix"),
+    "reports/q3-summary.docx": make_docx("Third quarter summary"),
+    "letters/welcome.docx": make_docx("Welcome to Quire"),
+    "letters/καλημέρα.docx": make_docx("Καλημέρα κόσμε"),
+    "corpus/tables.docx": (CORPUS / "pandoc/test__docx__tables.docx").read_bytes(),
+    "corpus/comments.docx": (CORPUS / "pandoc/test__docx__comments.docx").read_bytes(),
+}
+BAD = {
+    "bad/notes.docx": b"Meeting notes, saved as plain text and renamed.\n" * 10,
+    "bad/old-format.docx": OLE2_HEADER + b"\x00" * 2048,
+    "corpus/encrypted.docx": (
+        CORPUS / "encrypted/tests__inputs__example_password.docx"
+    ).read_bytes(),
+}
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[tuple[WebDriver, Path]]:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = Options()
+    # Debian's own Chromium and driver, named outright: Selenium Manager would otherwise try
+    # to download a browser, and this machine reaches no such site.
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs",
+        {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+            "safebrowsing.enabled": False,
+        },
+    )
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    try:
+        yield driver, downloads
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: WebDriver, condition: Callable[[WebDriver], object], timeout: float) -> None:
+    WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+
+
+def rows_by_name(driver: WebDriver) -> dict[str, tuple[str, str]]:
+    """The page's file list: name -> (status shown, message shown)."""
+    rows = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#files tbody tr"):
+        name, status, message = (cell.text for cell in row.find_elements(By.TAG_NAME, "td"))
+        rows[name] = (status, message)
+    return rows
+
+
+def wait_for_download(folder: Path, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [p for p in folder.iterdir() if not p.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.2)
+    raise AssertionError(f"nothing was downloaded into {folder}")
+
+
+def test_the_page_uploads_a_zip_follows_the_job_and_downloads_the_pdfs(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+    tmp_path: Path,
+) -> None:
+    service = make_service({"QUIRE_WORKER_CONCURRENCY": "2", "QUIRE_SECRET_KEY": "web"})
+    service.start()
+    driver, downloads = browser
+    batch = tmp_path / "batch.zip"
+    batch.write_bytes(make_zip(GOOD | BAD))
+
+    driver.get(f"{service.url}/")
+    assert driver.title.startswith("Quire")
+    # The hidden-looking input is the real one behind the drop zone: a file path typed into it
+    # is what a person's choice in the file dialog amounts to.
+    driver.find_element(By.ID, "file-input").send_keys(str(batch))
+
+    wait_for(driver, lambda d: d.find_element(By.ID, "job").is_displayed(), 60)
+    status = driver.find_element(By.ID, "job-status")
+    wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
+    assert status.text == "COMPLETED"
+    download = driver.find_element(By.ID, "download")
+    wait_for(driver, lambda _: download.is_displayed(), 30)
+
+    # What a person sees: the upload done, every file with its status, each failure's reason.
+    assert driver.find_element(By.ID, "upload-bar").get_attribute("aria-valuenow") == "100"
+    assert "Uploaded" in driver.find_element(By.ID, "upload-text").text
+    rows = rows_by_name(driver)
+    assert set(rows) == set(GOOD) | set(BAD)
+    for name in GOOD:
+        assert rows[name] == ("COMPLETED", ""), name
+    for name in BAD:
+        assert rows[name][0] == "FAILED", name
+        assert rows[name][1], name
+    assert "not a zip package" in rows["bad/notes.docx"][1]
+    assert "password-protected" in rows["corpus/encrypted.docx"][1]
+    overall = driver.find_element(By.ID, "overall-bar")
+    assert overall.get_attribute("aria-valuenow") == "100"
+    counts = driver.find_element(By.ID, "overall-text").text
+    assert f"{len(GOOD) + len(BAD)} of {len(GOOD) + len(BAD)} files finished" in counts
+    assert f"{len(GOOD)} converted" in counts and f"{len(BAD)} failed" in counts
+    assert download.text.startswith(f"Download {len(GOOD)} PDFs")
+    # The API agrees with the page.
+    job_id = driver.find_element(By.ID, "job-id").text
+    job = httpx.get(f"{service.url}/api/v1/jobs/{job_id}", timeout=30).json()
+    assert job["progress"]["failed"] == len(BAD)
+
+    # The screenshot shows the whole page as it is now, failures included.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1200, "height": int(height), "deviceScaleFactor": 1, "mobile": False},
+    )
+    assert driver.save_screenshot(str(tmp_path / "screenshot-web.png"))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "screenshot-web.png", SCREENSHOT)
+
+    download.click()
+    saved = wait_for_download(downloads)
+    assert saved.name == f"quire-{job_id}.zip"
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        assert names == {name[: -len(".docx")] + ".pdf" for name in GOOD}
+        assert "Annual report 2025" in pdf_pages(archive.read("reports/annual-2025.pdf"))[0]
+        assert "Καλημέρα κόσμε" in pdf_pages(archive.read("letters/καλημέρα.pdf"))[0]
+
+
+def test_the_page_shows_why_an_upload_is_refused(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+    tmp_path: Path,
+) -> None:
+    service = make_service({"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "web"})
+    service.start()
+    driver, _ = browser
+    empty = tmp_path / "nothing.zip"
+    empty.write_bytes(make_zip({"readme.txt": b"no documents here"}))
+
+    driver.get(f"{service.url}/")
+    driver.find_element(By.ID, "file-input").send_keys(str(empty))
+    error = driver.find_element(By.ID, "error")
+    wait_for(driver, lambda _: error.is_displayed(), 60)
+    assert error.text.startswith("400:")
+    assert ".docx" in error.text
+    # Nothing was accepted, so the page offers the drop zone again.
+    assert driver.find_element(By.ID, "drop").is_displayed()
+    assert not driver.find_element(By.ID, "job").is_displayed()
