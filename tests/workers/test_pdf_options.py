@@ -79,6 +79,24 @@ def facts(pdf: bytes) -> PdfFacts:
     )
 
 
+def structure_roles(pdf: bytes) -> set[str]:
+    """The standard roles of the structure tree's elements (LibreOffice names a paragraph by
+    its style, /Standard, and maps the style to /P in the role map)."""
+    tree: Any = PdfReader(io.BytesIO(pdf)).root_object["/StructTreeRoot"].get_object()
+    role_map = tree.get("/RoleMap", DictionaryObject()).get_object()
+    roles: set[str] = set()
+    pending: list[Any] = [tree.get("/K")]
+    while pending:
+        kids = pending.pop()
+        kids = kids.get_object() if kids is not None else None
+        if isinstance(kids, list):
+            pending.extend(kids)
+        elif isinstance(kids, dict) and "/S" in kids:  # an element, not a marked-content ref
+            roles.add(str(role_map.get(kids["/S"], kids["/S"])))
+            pending.append(kids.get("/K"))
+    return roles
+
+
 def _resources(reader: PdfReader) -> Iterator[DictionaryObject]:
     """Every resource dictionary of the pages and of the form XObjects they draw, once."""
     pending: list[Any] = [page.get("/Resources") for page in reader.pages]
@@ -183,6 +201,8 @@ def check(pdf: bytes, expected: Expected) -> None:
     # A PDF/A declares the colour space it was made for; a plain PDF does not need to.
     assert found.output_intent == ("sRGB IEC61966-2.1" if expected.part else None)
     assert (found.marked, found.structure_tree) == (expected.tagged, expected.tagged)
+    if expected.tagged:
+        assert "/P" in structure_roles(pdf)  # the paragraphs are elements of the tree
     pages = pdf_pages(pdf)
     assert pages and any(text.strip() for text in pages)  # still the document
 
@@ -229,6 +249,8 @@ def test_uno_converter_applies_the_options(
     target = tmp_path / "out.pdf"
     module_converter.convert(corpus(TABLES), target, timeout=60, options=expected.options)
     check(target.read_bytes(), expected)
+    if expected.tagged:  # the tables document's heading and tables are elements too
+        assert {"/H2", "/Table", "/TR", "/TD"} <= structure_roles(target.read_bytes())
 
 
 def test_options_do_not_stick_to_a_warm_instance(
@@ -251,7 +273,7 @@ def test_every_font_is_embedded(
     standard = tmp_path / "standard-fonts.docx"
     standard.write_bytes(standard_fonts_docx())
     for source in (corpus(TABLES), standard):
-        for choice in ("plain", "pdf-a-1b", "pdf-a-2b"):
+        for choice in EXPECTED:
             target = tmp_path / f"{source.stem}-{choice}.pdf"
             module_converter.convert(source, target, 60, EXPECTED[choice].options)
             pdf = target.read_bytes()
@@ -288,6 +310,8 @@ def test_cli_converter_applies_the_options(
         corpus(TABLES), target, timeout=120, options=expected.options
     )
     check(target.read_bytes(), expected)
+    if expected.tagged:  # the tables document's heading and tables are elements too
+        assert {"/H2", "/Table", "/TR", "/TD"} <= structure_roles(target.read_bytes())
 
 
 # -- through the worker ----------------------------------------------------------------------
