@@ -23,6 +23,7 @@ from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.status import status_document_of
 from app.storage import ObjectStore, get_store
 from app.webhooks import (
+    EVENTS,
     Outcome,
     claim_attempt,
     headers,
@@ -121,6 +122,14 @@ def deliver(
         )
     if document is None:  # deleted meanwhile (its deliveries go with it)
         outcome = Outcome(None, "The job no longer exists.", permanent=True)
+    elif EVENTS.get(document.status) != row.event:
+        # Retried before this callback got through: its end will send a callback of its own,
+        # and this one would announce an ending the document no longer shows.
+        outcome = Outcome(
+            None,
+            f"Not sent: the job is {document.status.value} again (it was retried).",
+            permanent=True,
+        )
     else:
         # The status document as GET /api/v1/jobs/{id} answers it, built afresh for every
         # attempt so its download links are fresh too; the delivery's own state is left out.

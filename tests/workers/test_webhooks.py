@@ -442,6 +442,22 @@ def test_an_attempt_whose_worker_died_is_taken_up_after_its_lease(
     assert len(receiver.requests) == 1
 
 
+def test_a_callback_of_a_job_retried_meanwhile_is_not_sent(
+    backend: Backend, sent: SentTasks, webhooks_sent: list[str], receiver: Receiver
+) -> None:
+    delivery_id = finished_job(receiver, sent, webhooks_sent)
+    with session_scope() as session:  # what POST .../retry does to a finished job
+        session.execute(
+            update(Job).where(Job.id == delivery(delivery_id).job_id).values(status="IN_PROGRESS")
+        )
+    attempt = deliver(delivery_id, get_settings())
+    assert (attempt.number, attempt.status) == (1, DeliveryStatus.FAILED)
+    assert delivery(delivery_id).last_error == (
+        "Not sent: the job is IN_PROGRESS again (it was retried)."
+    )
+    assert receiver.requests == []
+
+
 def test_two_concurrent_deliveries_send_once(
     backend: Backend, sent: SentTasks, webhooks_sent: list[str], receiver: Receiver
 ) -> None:
