@@ -39,10 +39,11 @@ PLACEHOLDER = re.compile(
     r"(?:(?<![\w.])([a-z_][a-z0-9_]*)=)?%(?:\(\w+\))?[#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?"
     r"[diouxXeEfFgGcrsa%]"
 )
-# Attributes every LogRecord has: whatever else a record carries came from ``extra=``.
+# Attributes every LogRecord has: whatever else a record carries came from ``extra=``
+# (but uvicorn's color_message, the message again with terminal escapes).
 STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
-    | {"message", "asctime", "job_id", "file_id", "taskName"}
+    | {"message", "asctime", "job_id", "file_id", "taskName", "color_message"}
 )
 # Access-log records from uvicorn, as named fields instead of one formatted string.
 UVICORN_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")

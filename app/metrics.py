@@ -34,6 +34,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select
 
 from app import queue
@@ -56,9 +58,24 @@ class Definition:
     kind: Literal["counter", "histogram"]
     help: str
     label: str | None = None
+    # The label's known values, shown as 0 before anything happened, so that rate() and
+    # alerts see a series from the first scrape instead of from the first event.
+    values: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
 
 
+OUTCOMES = ("completed", "failed")
+FAILURE_REASONS = (
+    "invalid_document",  # refused by validation: not a DOCX package, damaged, encrypted, ...
+    "timeout",  # LibreOffice killed at QUIRE_CONVERSION_TIMEOUT, twice
+    "crashed",  # LibreOffice died converting it, twice
+    "libreoffice_refused",  # LibreOffice could not load or export it, or wrote no PDF
+    "misconfigured",  # the instance runs without its safety settings: an installation problem
+    "missing_input",  # its DOCX is no longer in the store
+    "attempts_exhausted",  # QUIRE_MAX_ATTEMPTS conversions started and never finished
+    "gave_up",  # the task's retries were spent on transient errors, or it hit its time limit
+)
+TASKS = (queue.INGEST_TASK, queue.CONVERT_TASK, queue.ARCHIVE_TASK)
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BYTES = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)
 
@@ -67,19 +84,21 @@ CONVERSIONS = Definition(
     "counter",
     "Files whose conversion ended in a worker, by outcome (completed or failed).",
     label="outcome",
+    values=OUTCOMES,
 )
 CONVERSION_FAILURES = Definition(
     "quire_conversion_failures",
     "counter",
-    "Files that failed in a worker, by reason: invalid_document, timeout, crashed, "
-    "libreoffice_refused, no_pdf, misconfigured, missing_input, attempts_exhausted, gave_up.",
+    "Files that failed in a worker, by reason: " + ", ".join(FAILURE_REASONS) + ".",
     label="reason",
+    values=FAILURE_REASONS,
 )
 CONVERSION_DURATION = Definition(
     "quire_conversion_duration_seconds",
     "histogram",
     "Time a worker spent on one file (fetch, validation, LibreOffice, upload), by outcome.",
     label="outcome",
+    values=OUTCOMES,
     buckets=SECONDS,
 )
 LIBREOFFICE_RESTARTS = Definition(
@@ -88,6 +107,7 @@ LIBREOFFICE_RESTARTS = Definition(
     "LibreOffice instances started again: recycled (every QUIRE_LIBREOFFICE_RESTART_AFTER "
     "conversions) or replaced (after a crash, a timeout or a failed start).",
     label="reason",
+    values=("recycled", "replaced"),
 )
 LIBREOFFICE_TIMEOUTS = Definition(
     "quire_libreoffice_timeouts",
@@ -108,12 +128,14 @@ TASK_RETRIES = Definition(
     "counter",
     "Celery tasks retried after a transient error (database, broker, store, scratch), by task.",
     label="task",
+    values=TASKS,
 )
 TASK_FAILURES = Definition(
     "quire_task_failures",
     "counter",
     "Celery tasks that gave up (retries spent or time limit hit) and failed their file or job.",
     label="task",
+    values=TASKS,
 )
 RECORDED = (
     CONVERSIONS,
@@ -179,6 +201,9 @@ class _Connection:
                     socket_timeout=TIMEOUT,
                     socket_connect_timeout=TIMEOUT,
                     decode_responses=True,
+                    # redis-py retries a failed command 3 times with backoff by default: on
+                    # the conversion path a lost figure is cheaper than a second's wait.
+                    retry=Retry(NoBackoff(), 0),
                 )
                 self._client = (os.getpid(), url, client)
             return self._client[2]
@@ -219,18 +244,16 @@ def _recorded_families(values: dict[str, str]) -> Iterator[Metric]:
         by_metric.setdefault(name, {}).setdefault(label, {})[suffix] = float(raw)
     for metric in RECORDED:
         series = by_metric.get(metric.name, {})
+        for known in metric.values if metric.label else ("",):
+            series.setdefault(known, {})
         labels = [metric.label] if metric.label else []
         if metric.kind == "counter":
             counter = CounterMetricFamily(metric.name, metric.help, labels=labels)
-            if not series and not labels:
-                counter.add_metric([], 0.0)  # a counter without labels is always there
             for label, fields in sorted(series.items()):
                 counter.add_metric([label] if labels else [], fields.get("", 0.0))
             yield counter
             continue
         histogram = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-        if not series and not labels:
-            series = {"": {}}
         for label, fields in sorted(series.items()):
             # Stored per smallest bucket; Prometheus wants cumulative counts.
             stored = [

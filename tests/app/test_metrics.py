@@ -7,6 +7,7 @@ captured (the ``sent`` fixture) and replayed by the test.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,6 +232,25 @@ def test_recording_without_redis_never_raises_nor_waits(unreachable_redis: None)
         worker_metrics.libreoffice_timed_out()
     assert time.monotonic() - started < 2 * metrics.TIMEOUT + 0.5
     assert metrics._connection.paused_until > time.monotonic()
+
+
+def test_a_redis_that_never_answers_costs_one_short_timeout(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A listening socket nobody reads: connections are accepted (by the kernel), commands
+    # are never answered, as with a Redis that hangs.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        monkeypatch.setenv("QUIRE_BROKER_URL", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        reset_caches()
+        try:
+            started = time.monotonic()
+            metrics.record(metrics.inc(metrics.LIBREOFFICE_TIMEOUTS))
+            elapsed = time.monotonic() - started
+        finally:
+            metrics._connection.paused_until = 0.0
+    assert metrics.TIMEOUT <= elapsed < 2 * metrics.TIMEOUT + 0.2  # no retries with backoff
 
 
 def test_a_scrape_without_redis_still_answers_with_the_database_figures(
