@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.zipinput import UploadRejected, decode_entry_name, list_docx_entries, output_names
+from app.zipinput import (
+    UploadRejected,
+    decode_entry_name,
+    is_ignored,
+    list_docx_entries,
+    output_names,
+)
+from tests.bench.documents import bench_zip
 from tests.docx_factory import make_docx, make_zip
 
 
@@ -130,3 +140,51 @@ def test_a_zip_declaring_far_too_many_entries_is_refused_before_parsing() -> Non
         list_docx_entries(io.BytesIO(buffer.getvalue()), max_files=10)
     assert caught.value.status_code == 413
     assert "5000 entries" in caught.value.message
+
+
+# The listing's fast paths must decide exactly as the plain rules below, which say what a
+# name means; they only skip work for the usual names.
+
+
+def plain_is_ignored(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    base = parts[-1]
+    return (
+        not base
+        or "__MACOSX" in parts
+        or base.startswith("._")
+        or base == ".DS_Store"
+        or base.startswith("~$")
+        or not base.lower().endswith(".docx")
+    )
+
+
+def plain_output_name(name: str) -> str:
+    parts = [re.sub(r"[\x00-\x1f\x7f]", "_", part) for part in name.replace("\\", "/").split("/")]
+    parts = [part for part in parts if part not in ("", ".", "..")]
+    if parts and re.match(r"^[A-Za-z]:$", parts[0]):
+        parts = parts[1:]
+    path = "/".join(parts) or "document.docx"
+    return re.sub(r"\.docx$", "", path, flags=re.IGNORECASE) + ".pdf"
+
+
+NAME_PIECES = ["a", "Z", "é", ".", "..", "/", "\\", ":", "C:", "\t", "\x00", "._", "~$"]
+NAME_PIECES += [".docx", ".DOCX", "__MACOSX", ".DS_Store", "x y"]
+
+
+@given(st.lists(st.sampled_from(NAME_PIECES), max_size=8).map("".join))
+@settings(max_examples=3000, deadline=None)
+def test_fast_name_rules_agree_with_the_plain_ones(name: str) -> None:
+    assert is_ignored(name) == plain_is_ignored(name)
+    assert output_names([name]) == [plain_output_name(name)]
+
+
+def test_the_bench_upload_lists_every_document() -> None:
+    data = bench_zip(30, 1, folder="nested/dir")
+    entries = list_docx_entries(io.BytesIO(data), 100)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        expected = [(i, n) for i, n in enumerate(archive.namelist()) if n.endswith(".docx")]
+    assert [(entry.index, entry.name) for entry in entries] == expected
+    assert output_names([entry.name for entry in entries]) == [
+        name[: -len(".docx")] + ".pdf" for _, name in expected
+    ]
