@@ -458,6 +458,44 @@ def test_a_callback_of_a_job_retried_meanwhile_is_not_sent(
     assert receiver.requests == []
 
 
+def test_the_task_sends_its_own_retry_with_the_backoff(
+    backend: Backend,
+    sent: SentTasks,
+    webhooks_sent: list[str],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.tasks import deliver_webhook
+
+    receiver.answers = [500]
+    delivery_id = finished_job(receiver, sent, webhooks_sent)
+    retries: list[tuple[str, float | None]] = []
+    monkeypatch.setattr(
+        queue,
+        "send_webhook",
+        lambda delivery_id, countdown=None: retries.append((delivery_id, countdown)),
+    )
+    deliver_webhook(delivery_id)  # the Celery task, run in this process
+    # A shortcut only: the due time is in the database too, for the sweeper.
+    assert retries == [(delivery_id, 10.0)]
+    assert delivery(delivery_id).attempts == 1
+    deliver_webhook(delivery_id)  # early (a duplicate message): nothing is due, nothing sent
+    assert len(receiver.requests) == 1 and len(retries) == 1
+
+
+def test_a_deleted_job_takes_its_delivery_along(
+    backend: Backend, sent: SentTasks, webhooks_sent: list[str], receiver: Receiver
+) -> None:
+    from app import transitions
+
+    delivery_id = finished_job(receiver, sent, webhooks_sent)
+    with session_scope() as session:
+        transitions.delete_job(session, delivery(delivery_id).job_id)
+        assert session.get(WebhookDelivery, delivery_id) is None
+    assert deliver(delivery_id, get_settings()).number is None
+    assert receiver.requests == []
+
+
 def test_two_concurrent_deliveries_send_once(
     backend: Backend, sent: SentTasks, webhooks_sent: list[str], receiver: Receiver
 ) -> None:
