@@ -68,6 +68,7 @@ class QuireClient:
             headers["Authorization"] = f"Bearer {api_key}"
         self.api = httpx.Client(base_url=self.server, headers=headers, timeout=TIMEOUT)
         self.transfers = httpx.Client(headers={"User-Agent": "quire-cli"}, timeout=TIMEOUT)
+        self.direct_upload: bool | None = None  # how the last submit sent its zip
 
     def __enter__(self) -> QuireClient:
         return self
@@ -108,6 +109,7 @@ class QuireClient:
         else as one multipart request. Returns the server's 202 answer."""
         size = archive.stat().st_size
         offer = self._upload_offer(size)
+        self.direct_upload = offer is not None
         if offer is None:
             return self._submit_multipart(archive, size, options, sent)
         self._put(offer, archive, size, sent)

@@ -129,6 +129,8 @@ def convert(args: argparse.Namespace, client: QuireClient) -> int:
         size = archive.stat().st_size
         with display.transfer("Uploading", size) as advance:
             created = client.submit(archive, options, advance)
+    if not client.direct_upload:
+        display.note("(the server offers no direct upload: the zip went through the API)")
     job_id = created["job_id"]
     display.note(f"Job {job_id}: {created['file_count']} files")
     started = time.monotonic()
@@ -185,3 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quire: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (`quire status JOB | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FILES_FAILED

@@ -33,7 +33,7 @@ PLAIN_EVERY = 5.0  # seconds between two plain progress lines
 
 
 def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
+    for unit in ("B", "kB", "MB", "GB"):
         if count < 1000 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000

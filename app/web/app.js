@@ -24,7 +24,7 @@ function authHeaders() {
 }
 
 function humanBytes(count) {
-  const units = ["B", "KB", "MB", "GB"];
+  const units = ["B", "kB", "MB", "GB"];
   let unit = 0;
   while (count >= 1000 && unit < units.length - 1) {
     count /= 1000;
@@ -139,6 +139,7 @@ async function start(chosen) {
     showError(error.message);
     $("upload").hidden = true;
     $("pick").hidden = false;
+    $("file-input").value = ""; // so choosing the same files again is a change
   }
 }
 
@@ -316,7 +317,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const drop = $("drop");
   const keyInput = $("api-key");
   keyInput.value = localStorage.getItem(KEY_STORAGE) || "";
-  keyInput.addEventListener("change", () => {
+  keyInput.addEventListener("input", () => {
     if (apiKey()) localStorage.setItem(KEY_STORAGE, apiKey());
     else localStorage.removeItem(KEY_STORAGE);
   });

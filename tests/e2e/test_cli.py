@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -107,6 +107,8 @@ def test_convert_a_folder_reports_failures_and_exits_non_zero(
     # Only the .docx files went up, lock files left out, with their paths.
     assert f"Zipped {len(GOOD) + len(BAD)} .docx files" in result.stderr
     assert "Uploaded" in result.stderr
+    assert "no direct upload" not in result.stderr  # PUT to the store's signed URL
+    assert "polling" not in result.stderr  # followed through the event stream
     total = len(GOOD) + len(BAD)
     assert f"Converting: {total}/{total} files: {len(GOOD)} done, {len(BAD)} failed" in (
         result.stderr
@@ -234,13 +236,17 @@ def test_a_wrong_server_is_a_clean_error(tmp_path: Path, folder: Path) -> None:
     assert result.stderr.startswith(f"quire: error: cannot reach the Quire server at {nowhere}")
 
 
-class _NoEventsProxy(BaseHTTPRequestHandler):
-    """Forwards every request to the real service except the event stream, which it refuses
-    the way a proxy that buffers or blocks streams might."""
+class _OldServerProxy(BaseHTTPRequestHandler):
+    """Forwards every request to the real service but for the direct uploads, which it answers
+    404 as a server without them would, and the event stream, which it refuses as a proxy
+    that blocks streams might."""
 
     upstream = ""
 
     def _forward(self) -> None:
+        if self.path == "/api/v1/uploads":
+            self.send_error(404, "Not Found")
+            return
         if self.path.endswith("/events"):
             self.send_error(502, "no streams through this proxy")
             return
@@ -263,10 +269,10 @@ class _NoEventsProxy(BaseHTTPRequestHandler):
         pass
 
 
-def test_without_the_event_stream_the_cli_polls(
+def test_without_direct_uploads_and_events_the_cli_sends_multipart_and_polls(
     service: Service, folder: Path, tmp_path: Path
 ) -> None:
-    handler = type("Handler", (_NoEventsProxy,), {"upstream": service.url})
+    handler = type("Handler", (_OldServerProxy,), {"upstream": service.url})
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
@@ -278,8 +284,40 @@ def test_without_the_event_stream_the_cli_polls(
         proxy.shutdown()
         proxy.server_close()
     assert result.returncode == 1, result.stderr
+    assert "the server offers no direct upload: the zip went through the API" in result.stderr
     assert "live events unavailable: the event stream answered 502; polling instead" in (
         result.stderr
     )
     assert f"{len(BAD)} of {len(GOOD) + len(BAD)} files failed:" in result.stdout
     assert pdf_names(out) == expected_pdfs()
+
+
+def test_an_api_key_from_the_option_or_the_environment(
+    make_service: Callable[[dict[str, str]], Service], folder: Path, tmp_path: Path
+) -> None:
+    keyed = make_service(
+        {"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "cli", "QUIRE_API_KEYS": "k-1,k-2"}
+    )
+    keyed.start()
+    out = tmp_path / "out.zip"
+
+    missing = quire("convert", str(folder), "-o", str(out), "--server", keyed.url)
+    assert missing.returncode == 3
+    assert missing.stderr.splitlines()[-1] == (
+        "quire: error: 401 Unauthorized: This server needs an API key: send the header "
+        "'Authorization: Bearer <key>'. (give the key with --api-key or QUIRE_API_KEY)"
+    )
+    wrong = quire("status", "any", "--server", keyed.url, "--api-key", "nope")
+    assert wrong.returncode == 3 and "403 Forbidden" in wrong.stderr
+
+    # The key goes with every API call, the event stream's too, and never to the signed URLs.
+    done = quire(
+        "convert", str(folder), "-o", str(out), "--allow-failures",
+        env={"QUIRE_SERVER": keyed.url, "QUIRE_API_KEY": "k-2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "polling" not in done.stderr and "no direct upload" not in done.stderr
+    assert pdf_names(out) == expected_pdfs()
+    job_id = job_id_of(done.stdout)
+    status = quire("status", job_id, "--server", keyed.url, "--api-key", "k-2")
+    assert status.returncode == 0 and f"Job {job_id}: COMPLETED" in status.stdout

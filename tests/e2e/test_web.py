@@ -171,23 +171,65 @@ def test_the_page_uploads_a_zip_follows_the_job_and_downloads_the_pdfs(
         assert "Καλημέρα κόσμε" in pdf_pages(archive.read("letters/καλημέρα.pdf"))[0]
 
 
-def test_the_page_shows_why_an_upload_is_refused(
+def test_docx_files_with_an_api_key_and_the_refusals_on_the_way(
     make_service: Callable[[dict[str, str]], Service],
     browser: tuple[WebDriver, Path],
     tmp_path: Path,
 ) -> None:
-    service = make_service({"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "web"})
+    service = make_service(
+        {"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "web", "QUIRE_API_KEYS": "k-123"}
+    )
     service.start()
-    driver, _ = browser
-    empty = tmp_path / "nothing.zip"
-    empty.write_bytes(make_zip({"readme.txt": b"no documents here"}))
+    driver, downloads = browser
+    documents = {"minutes.docx": make_docx("Minutes"), "agenda.docx": make_docx("Agenda")}
+    paths = []
+    for name, data in (documents | {"scan.docx": b"not really a document"}).items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    nothing = tmp_path / "nothing.zip"
+    nothing.write_bytes(make_zip({"readme.txt": b"no documents here"}))
 
     driver.get(f"{service.url}/")
-    driver.find_element(By.ID, "file-input").send_keys(str(empty))
+    chooser = driver.find_element(By.ID, "file-input")
     error = driver.find_element(By.ID, "error")
+
+    chooser.send_keys(paths[0])  # no key yet
     wait_for(driver, lambda _: error.is_displayed(), 60)
-    assert error.text.startswith("400:")
+    assert error.text.startswith("401: This server needs an API key")
+
+    driver.find_element(By.CSS_SELECTOR, "#options summary").click()
+    key = driver.find_element(By.ID, "api-key")
+    key.send_keys("wrong")
+    chooser.send_keys(paths[0])
+    wait_for(driver, lambda _: error.text.startswith("403:"), 60)
+
+    key.clear()
+    key.send_keys("k-123")
+    chooser.send_keys(str(nothing))
+    wait_for(driver, lambda _: error.text.startswith("400:"), 60)
     assert ".docx" in error.text
-    # Nothing was accepted, so the page offers the drop zone again.
     assert driver.find_element(By.ID, "drop").is_displayed()
     assert not driver.find_element(By.ID, "job").is_displayed()
+
+    # Several DOCX files at once (the repeated field 'files'); the key goes with every call,
+    # the event stream included, and the download goes through the API with it.
+    chooser.send_keys("\n".join(paths))
+    status = driver.find_element(By.ID, "job-status")
+    wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
+    assert not error.is_displayed()
+    rows = rows_by_name(driver)
+    assert rows["minutes.docx"] == rows["agenda.docx"] == ("COMPLETED", "")
+    assert rows["scan.docx"][0] == "FAILED" and "not a zip package" in rows["scan.docx"][1]
+    assert driver.find_element(By.ID, "overall-bar").get_attribute("aria-valuenow") == "100"
+    job_id = driver.find_element(By.ID, "job-id").text
+    download = driver.find_element(By.ID, "download")
+    wait_for(driver, lambda _: download.is_displayed(), 30)
+    download.click()
+    saved = wait_for_download(downloads)
+    assert saved.name == f"quire-{job_id}.zip"
+    with zipfile.ZipFile(saved) as archive:
+        assert set(archive.namelist()) == {"minutes.pdf", "agenda.pdf"}
+
+    # The key is remembered by this browser, and only by it.
+    driver.refresh()
+    assert driver.find_element(By.ID, "api-key").get_attribute("value") == "k-123"
