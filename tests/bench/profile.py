@@ -389,7 +389,8 @@ def _measure_post(
 
     body = _multipart(bench_zip(documents, pages))
     steps = StepTimer()
-    steps.wrap(api_jobs, "receive_zip", "receive (parse + store)")
+    receive = "receive_upload" if hasattr(api_jobs, "receive_upload") else "receive_zip"
+    steps.wrap(api_jobs, receive, "receive (parse + store)")
     steps.wrap(api_jobs, "_list_entries", "zip listing")
     steps.wrap(api_jobs, "create_job", "job rows (create_job)")
     steps.wrap(queue, "send_ingest", "enqueue (send_ingest)")
