@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import blobs, events, health, jobs, uploads
+from app.api import blobs, events, health, job_actions, jobs, uploads
 from app.api import metrics as metrics_api
 from app.api import web as web_page
 from app.api.errors import install_error_handlers
@@ -43,6 +43,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(job_actions.router)  # retry, cancel, delete
     app.include_router(uploads.router)
     app.include_router(events.router)
     app.include_router(blobs.router)

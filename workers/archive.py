@@ -21,7 +21,7 @@ from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 from app import queue, transitions, webhooks
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
-from app.storage import ObjectStore, WriterScope, output_key, result_key
+from app.storage import ObjectStore, StoreError, WriterScope, output_key, result_key
 from workers import metrics
 
 log = logging.getLogger("quire.archive")
@@ -90,19 +90,32 @@ def write_archive(
             if heartbeat is not None and time.monotonic() > beat_at:
                 heartbeat()
                 beat_at = time.monotonic() + HEARTBEAT_SECONDS
+        if heartbeat is not None:
+            # Once more before the object appears: it may raise to abort the write (the job
+            # was cancelled, deleted or retried meanwhile).
+            heartbeat()
     return writer.bytes_written
 
 
-def _touch(job_id: str) -> None:
+class ArchiveSuperseded(Exception):
+    """The job was cancelled, deleted or retried while its archive was being written."""
+
+
+def _touch(job_id: str, claimed_at: datetime) -> None:
     with session_scope() as session:
-        transitions.touch_job(session, job_id)
+        if not transitions.touch_archive(session, job_id, claimed_at):
+            raise ArchiveSuperseded(job_id)
 
 
 def build_archive(job_id: str, store: ObjectStore) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status in TERMINAL_JOB_STATUSES:
-            return  # deleted, or a redelivered task for an archive already written
+        if job is None or job.status in TERMINAL_JOB_STATUSES or job.archive_enqueued_at is None:
+            # Deleted; a redelivered task for an archive already written; or a late task of an
+            # earlier round of a retried job, whose files are being converted again.
+            return
+        # This round's mark: the archive is written and the job completed only while it holds.
+        claimed_at = job.archive_enqueued_at
         files = completed_files(session, job_id)
     if not files:
         with session_scope() as session:
@@ -116,11 +129,29 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
     started = time.monotonic()
-    size = write_archive(job_id, files, store, result_key(job_id), lambda: _touch(job_id))
+    try:
+        size = write_archive(
+            job_id, files, store, result_key(job_id), lambda: _touch(job_id, claimed_at)
+        )
+    except ArchiveSuperseded:
+        log.info("archive.dropped job_id=%s reason=job_cancelled_deleted_or_retried", job_id)
+        return
+    except StoreError:
+        try:  # a deleted job's PDFs vanish under its archive: that is no failure of the job
+            _touch(job_id, claimed_at)
+        except ArchiveSuperseded:
+            log.info("archive.dropped job_id=%s reason=job_cancelled_deleted_or_retried", job_id)
+            return
+        raise
     with session_scope() as session:
-        finished = transitions.finish_job(session, job_id, result_bytes=size)
+        finished = transitions.finish_job(session, job_id, result_bytes=size, claimed_at=claimed_at)
+        deleted = not finished and session.get(Job, job_id) is None
         # The callback is queued in the transaction that ends the job, sent after its commit.
         delivery = webhooks.schedule_delivery(session, job_id) if finished else None
+    if deleted:  # between the last check and the commit: nothing refers to the zip any more
+        store.delete_prefix(result_key(job_id))
+        log.info("archive.dropped job_id=%s reason=job_deleted", job_id)
+        return
     webhooks.send_after_commit(delivery)
     metrics.archive_written(size, time.monotonic() - started)
     log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

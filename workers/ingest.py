@@ -9,24 +9,36 @@ while a large zip is still being unpacked.
 from __future__ import annotations
 
 import logging
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
-from app.storage import ObjectStore, input_key, upload_key
+from app.storage import ObjectStore, StoreError, input_key, upload_key
 from app.zipinput import ENCRYPTED_FLAG
 from workers.archive import queue_archive
 
 log = logging.getLogger("quire.ingest")
 BATCH = 50
 CHUNK = 1024 * 1024
+# A batch is also committed after this long, so a cancelled or deleted job's ingest stops soon
+# even when its entries are large.
+FLUSH_SECONDS = 2.0
+FILES = transitions.FILES
+# By primary key, in Core: unlike the ORM's bulk UPDATE, it does not fail when the rows were
+# deleted meanwhile (the job was deleted).
+_RECORD_INPUT = (
+    update(FILES)
+    .where(FILES.c.id == bindparam("file_id"))
+    .values(input_bytes=bindparam("size"), touched_at=bindparam("now"))
+)
 
 
 class EntryRefused(Exception):
@@ -42,15 +54,29 @@ class Batch:
         return len(self.copied) + len(self.failed)
 
 
-def _flush(job_id: str, batch: Batch) -> None:
+def _job_active(job_id: str) -> bool:
+    with session_scope() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return status is not None and status not in TERMINAL_JOB_STATUSES
+
+
+def _flush(job_id: str, batch: Batch, store: ObjectStore) -> bool:
+    """Record and queue a batch; False when the job was cancelled or deleted: the ingest stops."""
     now = utcnow()
     with session_scope() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status is None or status in TERMINAL_JOB_STATUSES:
+            if status is None:  # deleted while this batch was copied: its objects are orphans
+                for file_id in batch.copied:
+                    store.delete_prefix(input_key(job_id, file_id))
+            log.info("ingest.stopped job_id=%s status=%s", job_id, status)
+            return False
         if batch.copied:
             # touched_at: the sweeper counts a file's wait in the queue from here.
             session.execute(
-                update(File),
+                _RECORD_INPUT,
                 [
-                    {"id": file_id, "input_bytes": size, "touched_at": now}
+                    {"file_id": file_id, "size": size, "now": now}
                     for file_id, size in batch.copied.items()
                 ],
             )
@@ -67,6 +93,7 @@ def _flush(job_id: str, batch: Batch) -> None:
     log.info(
         "ingest.batch job_id=%s copied=%d failed=%d", job_id, len(batch.copied), len(batch.failed)
     )
+    return True
 
 
 def _copy_entry(
@@ -146,10 +173,17 @@ def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
         used = session.scalar(
             select(func.coalesce(func.sum(File.input_bytes), 0)).where(File.job_id == job_id)
         )
-    if todo:
+    if not todo:
+        return
+    try:
         _unpack(
             job_id, todo, store, settings, settings.max_total_uncompressed_bytes - int(used or 0)
         )
+    except StoreError:
+        if _job_active(job_id):
+            raise
+        # Deleted meanwhile: its upload went from under the reader. Nothing is left to do.
+        log.info("ingest.stopped job_id=%s reason=job_ended", job_id)
 
 
 def _unpack(
@@ -168,6 +202,7 @@ def _unpack(
         with archive:
             infos = archive.infolist()
             batch = Batch()
+            flush_at = time.monotonic() + FLUSH_SECONDS
             for file_id, position in todo:
                 try:
                     if position >= len(infos):
@@ -184,8 +219,10 @@ def _unpack(
                     batch.copied[file_id] = size
                 except EntryRefused as refusal:
                     batch.failed[file_id] = str(refusal)
-                if len(batch) >= BATCH:
-                    _flush(job_id, batch)
+                if len(batch) >= BATCH or time.monotonic() >= flush_at:
+                    if not _flush(job_id, batch, store):
+                        return
                     batch = Batch()
+                    flush_at = time.monotonic() + FLUSH_SECONDS
             if len(batch):
-                _flush(job_id, batch)
+                _flush(job_id, batch, store)
