@@ -8,6 +8,7 @@ in the database, so moving the clock is all a retry needs); the broker is captur
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -576,3 +577,68 @@ def test_the_real_service_calls_back_and_retries(tmp_path: Path, receiver: Recei
     body = json.loads(receiver.requests[-1].body)
     assert body["job_id"] == job_id and body["status"] == "COMPLETED"
     assert body["download_url"] == f"{service.url}/api/v1/jobs/{job_id}/download"
+
+
+@pytest.mark.e2e
+def test_a_pending_callback_survives_a_restart_that_loses_the_queue(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The retry is due in the database only: the broker's files are wiped while the service is
+    down, and the restarted service still delivers the callback."""
+    from tests.e2e.conftest import Service
+
+    receiver.answers = [500]  # the first attempt fails; the retry is due 10 s later
+    service = Service(
+        data_dir=tmp_path / "data",
+        env={"QUIRE_SWEEP_INTERVAL": "2", "QUIRE_WEBHOOK_SECRET": "e2e-secret"},
+        log_path=tmp_path / "service.log",
+    )
+    service.start()
+    try:
+        response = httpx.post(
+            f"{service.url}/api/v1/jobs",
+            files={"file": ("batch.zip", make_zip({"a.docx": make_docx("A")}), "application/zip")},
+            data={"callback_url": receiver.url},
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        service.wait_for_job(
+            job_id,
+            timeout=120,
+            until=lambda s: (
+                isinstance(s.get("webhook"), dict)
+                and s["webhook"]["attempts"] == 1
+                and s["webhook"]["last_status_code"] == 500
+            ),
+        )
+    finally:
+        service.stop()
+    assert len(receiver.requests) == 1  # stopped before the retry was due
+    # Whatever the broker held (the retry's delayed message) is gone with its files.
+    shutil.rmtree(tmp_path / "data" / "redis")
+
+    service.start()
+    try:
+        status = service.wait_for_job(
+            job_id,
+            timeout=120,
+            until=lambda s: s["webhook"]["status"] != "PENDING",  # type: ignore[index]
+        )
+    finally:
+        service.stop()
+    webhook = status["webhook"]
+    assert isinstance(webhook, dict)
+    assert (webhook["status"], webhook["attempts"], webhook["last_status_code"]) == (
+        "DELIVERED",
+        2,
+        200,
+    )
+    assert len(receiver.requests) == 2
+    assert (
+        receiver.requests[0].headers["quire-delivery"]
+        == (receiver.requests[1].headers["quire-delivery"])
+    )
+    assert verify_signature(
+        "e2e-secret", receiver.requests[1].headers["quire-signature"], receiver.requests[1].body
+    )
