@@ -170,7 +170,17 @@ function setRow(file) {
     $("files").tBodies[0].append(row);
   }
   row.className = file.status;
-  row.cells[0].textContent = file.filename;
+  if (file.download_url) {
+    // A converted file's own PDF, by its presigned link: open one without the whole archive.
+    const link = document.createElement("a");
+    link.href = file.download_url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = file.filename;
+    row.cells[0].replaceChildren(link);
+  } else if (!row.cells[0].querySelector("a")) {
+    row.cells[0].textContent = file.filename;
+  }
   row.cells[1].replaceChildren(statusBadge(file.status));
   row.cells[2].textContent = file.error_message || "";
 }

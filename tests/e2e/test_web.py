@@ -139,6 +139,14 @@ def test_the_page_uploads_a_zip_follows_the_job_and_downloads_the_pdfs(
         assert rows[name][1], name
     assert "not a zip package" in rows["bad/notes.docx"][1]
     assert "password-protected" in rows["corpus/encrypted.docx"][1]
+    # Each converted file links to its own PDF; a failed one has nothing to link to.
+    links = {
+        a.text: a.get_attribute("href")
+        for a in driver.find_elements(By.CSS_SELECTOR, "#files td.name a")
+    }
+    assert set(links) == set(GOOD)
+    pdf = httpx.get(str(links["reports/annual-2025.docx"]), follow_redirects=True, timeout=30)
+    assert "Annual report 2025" in pdf_pages(pdf.content)[0]
     overall = driver.find_element(By.ID, "overall-bar")
     assert overall.get_attribute("aria-valuenow") == "100"
     counts = driver.find_element(By.ID, "overall-text").text
