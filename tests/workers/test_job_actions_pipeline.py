@@ -28,12 +28,14 @@ from tests.app.test_api import post_zip, stored_keys
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from tests.pdf import pdf_pages
+from tests.workers.test_sweeper import age
 from workers import ingest
 from workers.archive import build_archive, queue_archive
 from workers.conversion import PLAIN_PDF, Converter, PdfOptions
 from workers.convert import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice import UnoConverter
+from workers.sweeper import sweep
 
 
 @pytest.fixture(scope="module")
@@ -375,3 +377,24 @@ def test_a_delete_stops_the_ingest_and_removes_what_it_copied_since(
     ingest_job(sent.ingests.pop(), get_store(), get_settings())
     run_queued(sent, converter)  # the conversions queued before the delete find nothing
     assert job_keys(job_id) == []
+
+
+def test_the_sweeper_leaves_a_cancelled_job_alone_and_resends_a_retried_jobs_lost_work(
+    client: TestClient, sent: SentTasks, converter: Converter
+) -> None:
+    settings = get_settings()
+    job_id = submit(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
+    sent.ingests.clear()  # the ingest message is lost
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    age(job_id, settings.stale_after + 5)
+    assert sweep(settings) == {"ingests": 0, "conversions": 0, "archives": 0}
+
+    assert client.post(f"/api/v1/jobs/{job_id}/retry").status_code == 202
+    assert sent.ingests == [job_id]
+    sent.ingests.clear()  # lost again: the sweeper sends it once the job is idle
+    assert sweep(settings) == {"ingests": 0, "conversions": 0, "archives": 0}  # not yet stale
+    age(job_id, settings.stale_after + 5)
+    assert sweep(settings)["ingests"] == 1 and sent.ingests == [job_id]
+    run_queued(sent, converter)
+    assert job_row(job_id).status == JobStatus.COMPLETED
+    assert sorted(result_members(job_id)) == ["a.pdf", "b.pdf"]
