@@ -7,6 +7,7 @@ tests with real LibreOffice are in tests/workers/test_job_actions_pipeline.py.
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from collections.abc import Iterator
 
@@ -28,8 +29,9 @@ from app.models import (
     new_id,
     utcnow,
 )
-from app.storage import get_store, job_prefixes, output_key, result_key
+from app.storage import StoreError, get_store, job_prefixes, output_key, result_key
 from tests.app.test_api import assert_error, post_zip, stored_keys
+from tests.app.test_transitions import make_job
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from workers.archive import build_archive
@@ -409,3 +411,67 @@ def test_openapi_documents_the_actions(client: TestClient) -> None:
     assert cancel["responses"]["200"]["content"]["application/json"]["example"]["status"] == (
         "CANCELLED"
     )
+
+
+def test_a_cancel_racing_finishing_workers_counts_each_file_once(backend: Backend) -> None:
+    """Workers finish files while the cancel arrives: no deadlock, no file counted twice."""
+    job_id, ids = make_job(16)
+    barrier = threading.Barrier(len(ids) + 1)
+    errors: list[BaseException] = []
+    cancelled: list[int | None] = []
+
+    def finish(file_id: str) -> None:
+        try:
+            barrier.wait()
+            with session_scope() as session:
+                if transitions.complete_file(session, file_id, output_bytes=1, crc32=0):
+                    transitions.record_finished(session, job_id, 1)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    def cancel() -> None:
+        try:
+            barrier.wait()
+            with session_scope() as session:
+                cancelled.append(transitions.cancel_job(session, job_id, "Cancelled."))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=finish, args=(file_id,)) for file_id in ids]
+    threads.append(threading.Thread(target=cancel))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    statuses = [f.status for f in files_of(job_id).values()]
+    completed = statuses.count(FileStatus.COMPLETED)
+    assert completed + statuses.count(FileStatus.CANCELLED) == 16
+    assert cancelled == [16 - completed]
+    job = job_row(job_id)
+    assert job is not None and job.status == JobStatus.CANCELLED
+    assert job.finished_files == completed
+
+    with session_scope() as session:  # a retry counts afresh from the files that stay finished
+        plan = transitions.retry_job(session, job_id)
+    assert plan is not None and plan.files == 16 - completed
+    job = job_row(job_id)
+    assert job is not None and job.finished_files == completed
+
+
+def test_delete_with_the_store_down_is_503_and_can_be_sent_again(
+    client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = submit(client, {"a.docx": make_docx("a")})
+    store = get_store()
+    working = store.delete_prefix
+
+    def unreachable(prefix: str) -> None:
+        raise StoreError("connection refused")
+
+    monkeypatch.setattr(store, "delete_prefix", unreachable)
+    assert_error(client.delete(f"/api/v1/jobs/{job_id}"), 503, "object store is unavailable")
+    assert job_status(job_id) == JobStatus.CANCELLED  # still there, and its work stopped
+    monkeypatch.setattr(store, "delete_prefix", working)
+    assert client.delete(f"/api/v1/jobs/{job_id}").status_code == 204
+    assert keys_of(job_id) == [] and job_row(job_id) is None
