@@ -329,3 +329,38 @@ def test_an_api_key_from_the_option_or_the_environment(
     job_id = job_id_of(done.stdout)
     status = quire("status", job_id, "--server", keyed.url, "--api-key", "k-2")
     assert status.returncode == 0 and f"Job {job_id}: COMPLETED" in status.stdout
+
+
+def test_direct_upload_to_s3_with_an_api_key(
+    request: pytest.FixtureRequest,
+    make_service: Callable[[dict[str, str]], Service],
+    folder: Path,
+    tmp_path: Path,
+) -> None:
+    """The compose shape (PostgreSQL, an S3 server, Redis): the zip is PUT to a presigned S3
+    URL and the archive fetched from one, which S3 refuses if the API key rides along."""
+    from tests.conftest import _fresh_database
+
+    stack = make_service(
+        {
+            "QUIRE_WORKER_CONCURRENCY": "2",
+            "QUIRE_SECRET_KEY": "cli",
+            "QUIRE_API_KEYS": "s3-key",
+            "QUIRE_DATABASE_URL": _fresh_database(request.getfixturevalue("postgres_url"), "cli"),
+            "QUIRE_BROKER_URL": request.getfixturevalue("redis_url").replace("/0", "/6"),
+            "QUIRE_STORAGE_BACKEND": "s3",
+            "QUIRE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint"),
+            "QUIRE_S3_BUCKET": "quire-cli",
+            "QUIRE_S3_ACCESS_KEY": "test",
+            "QUIRE_S3_SECRET_KEY": "test",
+        }
+    )
+    stack.start()
+    out = tmp_path / "out.zip"
+    result = quire(
+        "convert", str(folder), "-o", str(out), "--server", stack.url, "--api-key", "s3-key",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "no direct upload" not in result.stderr and "polling" not in result.stderr
+    assert f"{len(BAD)} of {len(GOOD) + len(BAD)} files failed:" in result.stdout
+    assert pdf_names(out) == expected_pdfs()
