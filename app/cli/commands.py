@@ -37,12 +37,12 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--server",
-        default=os.environ.get("QUIRE_SERVER", DEFAULT_SERVER),
-        help="the Quire API (default: $QUIRE_SERVER, else %(default)s)",
+        metavar="URL",
+        help=f"the Quire API (default: $QUIRE_SERVER, else {DEFAULT_SERVER})",
     )
     common.add_argument(
         "--api-key",
-        default=os.environ.get("QUIRE_API_KEY"),
+        metavar="KEY",
         help="sent as 'Authorization: Bearer KEY' (default: $QUIRE_API_KEY)",
     )
     top = argparse.ArgumentParser(
@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
         "convert",
         parents=[common],
         help="upload a folder or zip of DOCX files, follow the job, download the PDFs",
-        description="Upload a folder (only its .docx files are sent, with their relative "
+        description="Upload a folder (only its .docx files are sent, with their relative\n"
         "paths), a zip or one .docx file; follow the conversion; download the zip of PDFs.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -178,8 +178,10 @@ COMMANDS = {"convert": convert, "status": status, "download": download}
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    server = args.server or os.environ.get("QUIRE_SERVER") or DEFAULT_SERVER
+    api_key = args.api_key or os.environ.get("QUIRE_API_KEY") or None
     try:
-        with QuireClient(args.server, args.api_key) as client:
+        with QuireClient(server, api_key) as client:
             return COMMANDS[args.command](args, client)
     except CliError as error:
         print(f"quire: error: {error.message}", file=sys.stderr)
