@@ -22,6 +22,7 @@ import asyncio
 import cProfile
 import functools
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,10 +108,13 @@ def profile_worker(documents: int, pages: int, rounds: int, profile: Path | None
 
     workdir = Path(tempfile.mkdtemp(prefix="quire-profile-"))
     # A real Redis, as workers have: whatever they record there per file is counted too.
-    with redis_server(workdir / "redis") as redis:
-        _environment(workdir, redis.url)
-        _measure_worker(documents, pages, rounds, profile)
-    _parts(documents, pages)
+    try:
+        with redis_server(workdir / "redis") as redis:
+            _environment(workdir, redis.url)
+            _measure_worker(documents, pages, rounds, profile)
+        _parts(documents, pages, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _measure_worker(documents: int, pages: int, rounds: int, profile: Path | None) -> None:
@@ -154,15 +158,15 @@ def _measure_worker(documents: int, pages: int, rounds: int, profile: Path | Non
     print(_summary("CPU per document", per_document))
 
 
-def _parts(documents: int, pages: int) -> None:
+def _parts(documents: int, pages: int, workdir: Path) -> None:
     """The package checks alone, on the same documents: validation and sanitising."""
     from tests.bench.documents import bench_docx
     from workers import sanitize, validation
 
-    workdir = Path(tempfile.mkdtemp(prefix="quire-parts-"))
     paths = []
+    (workdir / "parts").mkdir()
     for index in range(min(documents, 200)):
-        path = workdir / f"{index}.docx"
+        path = workdir / "parts" / f"{index}.docx"
         path.write_bytes(bench_docx(index, pages))
         paths.append(path)
     checks: list[tuple[str, Callable[[Path], object]]] = [
@@ -268,6 +272,7 @@ def profile_celery(documents: int, pages: int, rounds: int, concurrency: int) ->
         finally:
             worker.terminate()
             worker.wait(timeout=60)
+    shutil.rmtree(workdir, ignore_errors=True)
     count = documents * rounds
     print(f"Celery worker (K={concurrency}, fake converter), {documents} documents x {rounds}")
     parent, pool = main_cpu / count * 1000, (all_cpu - main_cpu) / count * 1000
@@ -373,9 +378,12 @@ def profile_post(documents: int, pages: int, rounds: int, profile: Path | None) 
     from tests.services import redis_server
 
     workdir = Path(tempfile.mkdtemp(prefix="quire-profile-"))
-    with redis_server(workdir / "redis") as redis:
-        _environment(workdir, redis.url)
-        _measure_post(workdir, documents, pages, rounds, profile)
+    try:
+        with redis_server(workdir / "redis") as redis:
+            _environment(workdir, redis.url)
+            _measure_post(workdir, documents, pages, rounds, profile)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _measure_post(
