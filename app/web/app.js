@@ -260,11 +260,15 @@ async function followJob(jobId) {
   $("job").hidden = false;
   render(await getJson(`jobs/${jobId}`));
   let ended = false;
+  // How the page learnt the outcome ("events" or "polling"): shown to tests and to curious
+  // people in the inspector, nowhere else.
+  document.body.dataset.followedBy = "events";
   try {
     ended = await streamEvents(jobId);
   } catch (_) {
     ended = false; // no stream, or it broke: poll below
   }
+  if (!ended) document.body.dataset.followedBy = "polling";
   let job = await getJson(`jobs/${jobId}`);
   while (!ended && !TERMINAL.has(job.status)) {
     render(job);

@@ -244,7 +244,7 @@ def test_a_wrong_server_is_a_clean_error(tmp_path: Path, folder: Path) -> None:
     assert result.stderr.startswith(f"quire: error: cannot reach the Quire server at {nowhere}")
 
 
-class _OldServerProxy(BaseHTTPRequestHandler):
+class OldServerProxy(BaseHTTPRequestHandler):
     """Forwards every request to the real service but for the direct uploads, which it answers
     404 as a server without them would, and the event stream, which it refuses as a proxy
     that blocks streams might."""
@@ -280,7 +280,7 @@ class _OldServerProxy(BaseHTTPRequestHandler):
 def test_without_direct_uploads_and_events_the_cli_sends_multipart_and_polls(
     service: Service, folder: Path, tmp_path: Path
 ) -> None:
-    handler = type("Handler", (_OldServerProxy,), {"upstream": service.url})
+    handler = type("Handler", (OldServerProxy,), {"upstream": service.url})
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()

@@ -6,9 +6,11 @@ downloads the archive and saves a screenshot (``docs/screenshot-web.png``, shown
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import CORPUS
 from tests.docx_factory import OLE2_HEADER, make_docx, make_zip
 from tests.e2e.conftest import REPO, Service
+from tests.e2e.test_cli import OldServerProxy
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e
@@ -124,6 +127,8 @@ def test_the_page_uploads_a_zip_follows_the_job_and_downloads_the_pdfs(
     status = driver.find_element(By.ID, "job-status")
     wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
     assert status.text == "COMPLETED"
+    # The live list came from the event stream, not from polling.
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-followed-by") == "events"
     download = driver.find_element(By.ID, "download")
     wait_for(driver, lambda _: download.is_displayed(), 30)
 
@@ -241,3 +246,35 @@ def test_docx_files_with_an_api_key_and_the_refusals_on_the_way(
     # The key is remembered by this browser, and only by it.
     driver.refresh()
     assert driver.find_element(By.ID, "api-key").get_attribute("value") == "k-123"
+
+
+def test_without_the_event_stream_the_page_polls(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+    tmp_path: Path,
+) -> None:
+    service = make_service({"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "web"})
+    service.start()
+    driver, _ = browser
+    batch = tmp_path / "batch.zip"
+    batch.write_bytes(make_zip({"a.docx": make_docx("A"), "b.docx": b"plain text"}))
+    # A proxy in front of the service that refuses event streams, as some proxies do.
+    handler = type("Handler", (OldServerProxy,), {"upstream": service.url})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        driver.get(f"http://127.0.0.1:{proxy.server_address[1]}/")
+        driver.find_element(By.ID, "file-input").send_keys(str(batch))
+        status = driver.find_element(By.ID, "job-status")
+        wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
+        body = driver.find_element(By.TAG_NAME, "body")
+        assert body.get_attribute("data-followed-by") == "polling"
+        assert status.text == "COMPLETED"
+        rows = rows_by_name(driver)
+        assert rows["a.docx"] == ("COMPLETED", "")
+        assert rows["b.docx"][0] == "FAILED" and "not a zip package" in rows["b.docx"][1]
+        assert driver.find_element(By.ID, "overall-bar").get_attribute("aria-valuenow") == "100"
+        assert driver.find_element(By.ID, "download").is_displayed()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
