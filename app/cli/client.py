@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ Progress = Callable[[int], None]  # called with the count of bytes just sent or 
 # upload, and the event stream is quiet for up to 15 s between heartbeats.
 TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=300.0)
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+SUBMIT_ATTEMPTS = 3  # for creating the job from a direct upload
 
 
 class StreamBroken(Exception):
@@ -79,15 +81,18 @@ class QuireClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _failure(self, request: httpx.Request, exc: httpx.HTTPError) -> CliError:
+        if isinstance(exc, httpx.ConnectError):
+            return CliError(f"cannot reach the Quire server at {self.server}: {exc}")
+        if isinstance(exc, httpx.TimeoutException):
+            return CliError(f"{request.method} {request.url} timed out")
+        return CliError(f"{request.method} {request.url} failed: {exc}")
+
     def _send(self, client: httpx.Client, request: httpx.Request, stream: bool) -> httpx.Response:
         try:
             return client.send(request, stream=stream)
-        except httpx.ConnectError as exc:
-            raise CliError(f"cannot reach the Quire server at {self.server}: {exc}") from None
-        except httpx.TimeoutException:
-            raise CliError(f"{request.method} {request.url} timed out") from None
         except httpx.HTTPError as exc:
-            raise CliError(f"{request.method} {request.url} failed: {exc}") from None
+            raise self._failure(request, exc) from None
 
     def _api(self, method: str, path: str, stream: bool = False, **kwargs: Any) -> httpx.Response:
         response = self._send(self.api, self.api.build_request(method, path, **kwargs), stream)
@@ -113,10 +118,32 @@ class QuireClient:
         if offer is None:
             return self._submit_multipart(archive, size, options, sent)
         self._put(offer, archive, size, sent)
-        body = {"upload_id": offer["upload_id"], "pdf_a": options.pdf_a}
-        body["tagged_pdf"] = options.tagged_pdf
-        created: dict[str, Any] = self._api("POST", "/api/v1/jobs", json=body).json()
-        return created
+        body = {
+            "upload_id": offer["upload_id"],
+            "pdf_a": options.pdf_a,
+            "tagged_pdf": options.tagged_pdf,
+        }
+        # After a possibly long upload, a network blip must not lose it: the request is cheap
+        # to send again, and its Idempotency-Key makes the server answer a repeat with the same
+        # job instead of a second one.
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            request = self.api.build_request("POST", "/api/v1/jobs", json=body, headers=headers)
+            try:
+                response = self.api.send(request)
+            except httpx.TransportError as exc:
+                if attempt == SUBMIT_ATTEMPTS:
+                    raise self._failure(request, exc) from None
+                time.sleep(attempt)
+                continue
+            if response.status_code == 503 and attempt < SUBMIT_ATTEMPTS:
+                time.sleep(attempt)
+                continue
+            if response.status_code >= 400:
+                raise CliError(error_message(response))
+            created: dict[str, Any] = response.json()
+            return created
+        raise AssertionError("unreachable")
 
     def _upload_offer(self, size: int) -> dict[str, Any] | None:
         request = self.api.build_request("POST", "/api/v1/uploads", json={"size": size})

@@ -13,6 +13,7 @@ import sys
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -244,26 +245,32 @@ def test_a_wrong_server_is_a_clean_error(tmp_path: Path, folder: Path) -> None:
     assert result.stderr.startswith(f"quire: error: cannot reach the Quire server at {nowhere}")
 
 
-class OldServerProxy(BaseHTTPRequestHandler):
-    """Forwards every request to the real service but for the direct uploads, which it answers
-    404 as a server without them would, and the event stream, which it refuses as a proxy
-    that blocks streams might."""
+class ForwardingProxy(BaseHTTPRequestHandler):
+    """An HTTP proxy in front of the real service (the fake is at the network boundary only):
+    subclasses refuse some requests themselves, or lose some answers on the way back."""
 
     upstream = ""
 
+    def refused(self) -> bool:
+        """Answer this request here instead of forwarding it; True if it was."""
+        return False
+
+    def answer_lost(self) -> bool:
+        """Drop the service's answer to this request and close the connection."""
+        return False
+
     def _forward(self) -> None:
-        if self.path == "/api/v1/uploads":
-            self.send_error(404, "Not Found")
-            return
-        if self.path.endswith("/events"):
-            self.send_error(502, "no streams through this proxy")
+        if self.refused():
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
         answer = httpx.request(
             self.command, self.upstream + self.path, headers=headers, content=body, timeout=60
         )
+        if self.answer_lost():
+            self.close_connection = True
+            return
         self.send_response(answer.status_code)
         for name, value in answer.headers.items():
             if name.lower() not in ("transfer-encoding", "content-encoding", "connection"):
@@ -277,20 +284,38 @@ class OldServerProxy(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def proxy_to(upstream: str, kind: type[ForwardingProxy]) -> Iterator[str]:
+    """Run a proxy of ``kind`` in front of ``upstream``; yields its URL."""
+    handler = type("Handler", (kind,), {"upstream": upstream})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class OldServerProxy(ForwardingProxy):
+    """A server without direct uploads (404), behind a proxy that refuses event streams."""
+
+    def refused(self) -> bool:
+        if self.path == "/api/v1/uploads":
+            self.send_error(404, "Not Found")
+            return True
+        if self.path.endswith("/events"):
+            self.send_error(502, "no streams through this proxy")
+            return True
+        return False
+
+
 def test_without_direct_uploads_and_events_the_cli_sends_multipart_and_polls(
     service: Service, folder: Path, tmp_path: Path
 ) -> None:
-    handler = type("Handler", (OldServerProxy,), {"upstream": service.url})
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{proxy.server_address[1]}"
-        out = tmp_path / "polled.zip"
+    out = tmp_path / "polled.zip"
+    with proxy_to(service.url, OldServerProxy) as url:
         result = quire("convert", str(folder), "-o", str(out), "--server", url)
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
     assert result.returncode == 1, result.stderr
     assert "the server offers no direct upload: the zip went through the API" in result.stderr
     assert "live events unavailable: the event stream answered 502; polling instead" in (
@@ -364,3 +389,41 @@ def test_direct_upload_to_s3_with_an_api_key(
     assert "no direct upload" not in result.stderr and "polling" not in result.stderr
     assert f"{len(BAD)} of {len(GOOD) + len(BAD)} files failed:" in result.stdout
     assert pdf_names(out) == expected_pdfs()
+
+
+class LostAnswerProxy(ForwardingProxy):
+    """The first job creation reaches the service, but its answer is lost on the way back, as
+    on a flaky network."""
+
+    lost = 0
+
+    def answer_lost(self) -> bool:
+        if self.command == "POST" and self.path == "/api/v1/jobs" and not LostAnswerProxy.lost:
+            LostAnswerProxy.lost += 1
+            return True
+        return False
+
+
+def test_a_lost_answer_to_the_job_creation_is_asked_again_without_a_second_job(
+    service: Service, folder: Path, tmp_path: Path
+) -> None:
+    before = {job["job_id"] for job in all_jobs(service)}
+    with proxy_to(service.url, LostAnswerProxy) as url:
+        result = quire("convert", str(folder), "-o", str(tmp_path / "o.zip"), "--server", url)
+    assert LostAnswerProxy.lost == 1
+    assert result.returncode == 1, result.stderr
+    assert pdf_names(tmp_path / "o.zip") == expected_pdfs()
+    # The repeat carried the same Idempotency-Key: one job, not two.
+    assert {job["job_id"] for job in all_jobs(service)} - before == {job_id_of(result.stdout)}
+
+
+def all_jobs(service: Service) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{service.url}/api/v1/jobs", params=params, timeout=30).json()
+        jobs += page["jobs"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return jobs

@@ -6,11 +6,9 @@ downloads the archive and saves a screenshot (``docs/screenshot-web.png``, shown
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import CORPUS
 from tests.docx_factory import OLE2_HEADER, make_docx, make_zip
 from tests.e2e.conftest import REPO, Service
-from tests.e2e.test_cli import OldServerProxy
+from tests.e2e.test_cli import OldServerProxy, proxy_to
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e
@@ -259,11 +257,8 @@ def test_without_the_event_stream_the_page_polls(
     batch = tmp_path / "batch.zip"
     batch.write_bytes(make_zip({"a.docx": make_docx("A"), "b.docx": b"plain text"}))
     # A proxy in front of the service that refuses event streams, as some proxies do.
-    handler = type("Handler", (OldServerProxy,), {"upstream": service.url})
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        driver.get(f"http://127.0.0.1:{proxy.server_address[1]}/")
+    with proxy_to(service.url, OldServerProxy) as url:
+        driver.get(f"{url}/")
         driver.find_element(By.ID, "file-input").send_keys(str(batch))
         status = driver.find_element(By.ID, "job-status")
         wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
@@ -275,6 +270,3 @@ def test_without_the_event_stream_the_page_polls(
         assert rows["b.docx"][0] == "FAILED" and "not a zip package" in rows["b.docx"][1]
         assert driver.find_element(By.ID, "overall-bar").get_attribute("aria-valuenow") == "100"
         assert driver.find_element(By.ID, "download").is_displayed()
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
