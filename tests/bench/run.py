@@ -7,10 +7,13 @@ Measured in one run, on the same generated documents (tests/bench/documents.py):
 3. Quire end to end on the embedded default (``infra/run_embedded.py``): from the start of the
    POST to the job being COMPLETED with its archive written.
 
-Also: the POST's time against writing the same bytes to the store directly, the peak memory of
-the API (also while receiving a large upload), of the worker processes and of the archive
-build. Prints a table and writes the same as JSON. Timings on shared machines are noisy, so
-the figures that matter are the ratios, measured in the same run.
+Also: the POST's time against an HTTP endpoint that only writes the same bytes to the store
+(both the best of ``--post-runs``, taken in turns against an API with no worker beside it; the
+direct-upload flow too when the API offers it), the peak memory of the API (also while
+receiving a large upload), of the worker processes and of the archive build. CPU profiles of
+the per-document worker path and of the POST: ``python -m tests.bench.profile --help``.
+Prints a table and writes the same as JSON. Timings on shared machines are noisy, so the
+figures that matter are the ratios, measured in the same run.
 """
 
 from __future__ import annotations
