@@ -20,6 +20,22 @@ from workers.archive import queue_archive, start_archive_if_done
 log = logging.getLogger("quire.sweeper")
 
 
+def expire_uploads(settings: Settings, store: ObjectStore) -> int:
+    """Remove direct uploads that never became a job, one URL lifetime after they expired (a
+    PUT that started just before the expiry may still be finishing). Object first, as above."""
+    grace = timedelta(seconds=settings.presigned_url_ttl)
+    with session_scope() as session:
+        unused = transitions.expired_uploads(session, grace)
+    for upload_id in unused:
+        try:
+            store.delete_prefix(job_prefixes(upload_id)[0])
+            with session_scope() as session:
+                transitions.delete_upload(session, upload_id)
+        except Exception:
+            log.exception("upload.expire_failed upload_id=%s", upload_id)
+    return len(unused)
+
+
 def expire(settings: Settings, store: ObjectStore) -> int:
     """Remove the objects, then the rows, of jobs finished more than QUIRE_JOB_TTL ago.
 

@@ -28,7 +28,7 @@ from workers.conversion import ConverterUnavailable
 from workers.convert import ScratchSpaceError, convert_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
-from workers.sweeper import expire, sweep
+from workers.sweeper import expire, expire_uploads, sweep
 from workers.webhooks import deliver
 
 log = logging.getLogger("quire.tasks")
@@ -187,4 +187,5 @@ def deliver_webhook(self: Task[Any, Any], delivery_id: str) -> None:
 def sweeper(resume_in_progress: bool = False) -> dict[str, Any]:
     summary: dict[str, Any] = sweep(get_settings(), resume_in_progress=resume_in_progress)
     summary["expired"] = expire(get_settings(), get_store())
+    summary["expired_uploads"] = expire_uploads(get_settings(), get_store())
     return summary

@@ -23,7 +23,10 @@ def _session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(_session)]
+# scope="function": commit before the response is sent. With the default ("request") the commit
+# runs after the client has its answer, and its next call (e.g. POST /api/v1/jobs right after
+# POST /api/v1/uploads) could miss what the first one wrote.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

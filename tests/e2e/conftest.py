@@ -77,11 +77,12 @@ class Service:
         job_id: str,
         timeout: float = 300,
         until: Callable[[dict[str, object]], bool] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, object]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status: dict[str, object] = httpx.get(
-                f"{self.url}/api/v1/jobs/{job_id}", timeout=10
+                f"{self.url}/api/v1/jobs/{job_id}", timeout=10, headers=headers
             ).json()
             if (until or (lambda s: s["status"] in TERMINAL))(status):
                 return status
