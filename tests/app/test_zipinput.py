@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
+from datetime import datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from app import zipinput
 from app.zipinput import (
+    UTF8_NAME_FLAG,
     UploadRejected,
+    central_directory,
     decode_entry_name,
     is_ignored,
     list_docx_entries,
@@ -188,3 +193,123 @@ def test_the_bench_upload_lists_every_document() -> None:
     assert output_names([entry.name for entry in entries]) == [
         name[: -len(".docx")] + ".pdf" for _, name in expected
     ]
+
+
+# The central directory is read without zipfile for speed; zipfile (which the ingest uses)
+# stays the reference: for any zip, the fast reading is either zipfile's listing or nothing
+# (then zipfile decides). Zips are written by hand here to reach what zipfile never writes:
+# unflagged UTF-8 and CP437 names, NULs, odd versions, broken extra fields, damage.
+
+
+def raw_zip(
+    entries: list[tuple[bytes, int, int, bytes, int]],
+    *,
+    prefix: bytes = b"",
+    comment: bytes = b"",
+) -> bytes:
+    """Stored entries (name, flags, version needed, extra, external attributes)."""
+    body, directory = bytearray(prefix), bytearray()
+    for name, flags, version, extra, external in entries:
+        offset = len(body)
+        body += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, 0, 0, 0, 0, 0, 0, len(name), 0)
+        body += name
+        directory += struct.pack(
+            "<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, version, 0, flags, 0, 0, 0, 0, 0, 0,
+            len(name), len(extra), 0, 0, 0, external, offset,
+        )  # fmt: skip
+        directory += name + extra
+    end = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(directory), len(body),
+        len(comment),
+    )  # fmt: skip
+    return bytes(body + directory + end + comment)
+
+
+def both_readings(data: bytes) -> tuple[object, object]:
+    source = io.BytesIO(data)
+    fast = central_directory(source, *zipinput._tail(source))
+    try:
+        reference: object = [record[:2] for record in zipinput._zipfile_records(source)]
+    except UploadRejected:
+        reference = "refused"
+    return (None if fast is None else [record[:2] for record in fast]), reference
+
+
+RAW_NAMES = st.lists(
+    st.sampled_from(
+        [b"a", b"/", b".docx", b"\x00", b"\xc3\xa9", b"\x82", b"\xff", b"\\", b"__MACOSX/"]
+    ),
+    max_size=6,
+).map(b"".join)
+EXTRAS = st.sampled_from(
+    [b"", b"UT\x05\x00\x03\x00\x00\x00\x00", b"\x01\x00\x00\x00", b"\x0a\x00\x08\x00abc", b"xy"]
+)
+ENTRIES = st.lists(
+    st.tuples(
+        RAW_NAMES,
+        st.sampled_from([0, UTF8_NAME_FLAG]),
+        st.sampled_from([10, 20, 45, 63, 64]),
+        EXTRAS,
+        st.sampled_from([0, 0o100644 << 16, 0o120777 << 16, 0o040755 << 16]),
+    ),
+    max_size=5,
+)
+
+
+@example([(b"\xc3\xa9\x00\xff.docx", 0, 20, b"", 0)], b"", b"", [])  # NUL, then not UTF-8
+@example([(b"a.docx", 0, 20, b"", 0)], b"", b"PK\x05\x06", [])  # a decoy end in the comment
+@given(
+    ENTRIES,
+    st.binary(max_size=40),
+    st.binary(max_size=40),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+)
+@settings(max_examples=2000, deadline=None)
+def test_the_fast_directory_reading_is_zipfiles_or_none(
+    entries: list[tuple[bytes, int, int, bytes, int]],
+    prefix: bytes,
+    comment: bytes,
+    damage: list[tuple[int, int]],
+) -> None:
+    data = bytearray(raw_zip(entries, prefix=prefix, comment=comment))
+    for at, value in damage:  # bytes flipped anywhere, the end records included
+        if data:
+            data[at % len(data)] = value
+    fast, reference = both_readings(bytes(data))
+    assert fast is None or fast == reference
+
+
+def test_the_fast_reading_takes_the_usual_zips() -> None:
+    doc = make_docx("x")
+    for data in (
+        bench_zip(20, 1),
+        make_zip({"a.docx": doc, "sub/b.docx": doc, "r\u00e9sum\u00e9.docx": doc}),
+        raw_zip([(b"caf\x82.docx", 0, 20, b"UT\x05\x00\x03\x00\x00\x00\x00", 0)], comment=b"c"),
+    ):
+        fast, reference = both_readings(data)
+        assert fast is not None
+        assert fast == reference
+
+
+def test_zip64_archives_list_as_zipfile_lists_them() -> None:
+    from stream_zip import NO_COMPRESSION_64, stream_zip
+
+    doc = make_docx("x")
+    member = ("big/a.docx", datetime(2026, 1, 1), 0o100644, NO_COMPRESSION_64, (doc,))
+    data = b"".join(stream_zip([member]))
+    fast, reference = both_readings(data)
+    assert reference == [("big/a.docx", 0o100644 << 16)]
+    assert fast is None or fast == reference
+    assert [entry.name for entry in list_docx_entries(io.BytesIO(data), 10)] == ["big/a.docx"]
+
+
+def test_an_entry_needing_a_later_zip_version_is_400_not_500() -> None:
+    data = raw_zip([(b"a.docx", 0, 64, b"", 0)])
+    with pytest.raises(UploadRejected) as caught:
+        list_docx_entries(io.BytesIO(data), 10)
+    assert caught.value.status_code == 400
+
+
+def test_an_entry_with_an_empty_name_is_skipped_not_a_crash() -> None:
+    data = raw_zip([(b"\x00hidden.docx", 0, 20, b"", 0), (b"a.docx", 0, 20, b"", 0)])
+    assert [entry.name for entry in list_docx_entries(io.BytesIO(data), 10)] == ["a.docx"]
