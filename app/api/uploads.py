@@ -33,7 +33,7 @@ UPLOAD_CONTENT_TYPE = "application/zip"
     status_code=201,
     response_model=UploadOffer,
     dependencies=[Depends(caller)],
-    responses=responses(401, 403, 413, 422),
+    responses=responses(400, 401, 403, 413, 422),
     summary="Get a presigned URL to upload a zip straight to the object store",
 )
 def offer_upload(
