@@ -13,7 +13,7 @@ from typing import cast
 from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from app.models import File, FileStatus, Job, JobStatus, PdfA, Upload, new_id, utcnow
+from app.models import File, FileStatus, Job, JobStatus, PdfA, Upload, time_ordered_ids, utcnow
 from app.zipinput import DocxEntry, output_names
 
 
@@ -68,9 +68,10 @@ def create_job(
     if consume_upload:
         session.execute(delete(Upload).where(Upload.id == job_id))
     names = output_names([entry.name for entry in entries])
+    ids = time_ordered_ids(len(entries))
     rows = [
         {
-            "id": new_id(),
+            "id": file_id,
             "job_id": job_id,
             "position": entry.index,
             "filename": entry.name,
@@ -79,7 +80,7 @@ def create_job(
             "attempts": 0,
             "touched_at": now,
         }
-        for entry, output_name in zip(entries, names, strict=True)
+        for file_id, entry, output_name in zip(ids, entries, names, strict=True)
     ]
     # Core executemany: one prepared statement for every row, without ORM bookkeeping.
     session.connection().execute(insert(cast(Table, File.__table__)), rows)

@@ -36,8 +36,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 # 413 instead of a reset connection; a client sending more than that is simply cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
 # Parsed bytes are handed to the store in batches: one thread hop per request chunk (64 KiB)
-# would cost more than the write itself.
-WRITE_BATCH = 1024 * 1024
+# would cost more than the write itself. 4 MiB: a 12 MB upload takes 3 hops instead of 12.
+WRITE_BATCH = 4 * 1024 * 1024
 # Entries of the zip built from ``files`` get a fixed time, so the same files make the same zip.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
