@@ -21,6 +21,11 @@ class IdempotencyConflict(Exception):
     """An Idempotency-Key was reused with a different request body (answered with 422)."""
 
 
+class UploadGone(Exception):
+    """The direct upload a job was to be made from was taken meanwhile: by another request
+    that made it a job, or by the sweeper that expired it."""
+
+
 def new_job_id() -> str:
     return str(uuid.uuid4())
 
@@ -49,6 +54,13 @@ def create_job(
     """
     now = utcnow()
     job_id = spec.job_id
+    if consume_upload:
+        # First, and conditional: the row is what a concurrent request for the same upload and
+        # the sweeper expiring it also delete, so exactly one of them gets it; whoever comes
+        # second (after the winner's commit, on PostgreSQL) removes nothing and must stop.
+        taken = session.execute(delete(Upload).where(Upload.id == job_id))
+        if not getattr(taken, "rowcount", 0):
+            raise UploadGone(job_id)
     job = Job(
         id=job_id,
         status=JobStatus.PENDING,
@@ -65,8 +77,6 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    if consume_upload:
-        session.execute(delete(Upload).where(Upload.id == job_id))
     names = output_names([entry.name for entry in entries])
     ids = time_ordered_ids(len(entries))
     rows = [

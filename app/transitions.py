@@ -451,5 +451,14 @@ def expired_uploads(session: Session, grace: timedelta, limit: int = 100) -> lis
     return list(rows.scalars())
 
 
-def delete_upload(session: Session, upload_id: str) -> None:
-    session.execute(delete(Upload).where(Upload.id == upload_id))
+def delete_upload(session: Session, upload_id: str, expired_before: datetime) -> bool:
+    """Take an expired upload's row; False when it is gone (made a job since it was listed).
+
+    Conditional like every transition: a job created from it deletes the same row in its own
+    transaction (``app.jobs.create_job``), so exactly one of the two gets it."""
+    result = session.execute(
+        delete(Upload)
+        .where(Upload.id == upload_id, Upload.expires_at < expired_before)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) > 0

@@ -22,18 +22,26 @@ log = logging.getLogger("quire.sweeper")
 
 def expire_uploads(settings: Settings, store: ObjectStore) -> int:
     """Remove direct uploads that never became a job, one URL lifetime after they expired (a
-    PUT that started just before the expiry may still be finishing). Object first, as above."""
+    PUT that started just before the expiry may still be finishing).
+
+    The row is taken first, by a conditional DELETE, and the object removed before that
+    transaction commits: an upload made a job after it was listed keeps its object (the job
+    took the row), and a failed removal rolls back to be tried again on the next pass."""
     grace = timedelta(seconds=settings.presigned_url_ttl)
     with session_scope() as session:
         unused = transitions.expired_uploads(session, grace)
+    removed = 0
     for upload_id in unused:
         try:
-            store.delete_prefix(job_prefixes(upload_id)[0])
             with session_scope() as session:
-                transitions.delete_upload(session, upload_id)
+                if not transitions.delete_upload(session, upload_id, utcnow() - grace):
+                    continue  # made a job meanwhile: its object is the job's upload now
+                store.delete_prefix(job_prefixes(upload_id)[0])
         except Exception:
             log.exception("upload.expire_failed upload_id=%s", upload_id)
-    return len(unused)
+            continue
+        removed += 1
+    return removed
 
 
 def expire(settings: Settings, store: ObjectStore) -> int:

@@ -29,6 +29,7 @@ from app.db import session_scope
 from app.jobs import (
     Cursor,
     JobSpec,
+    UploadGone,
     create_job,
     find_idempotent_job,
     get_job_view,
@@ -145,18 +146,21 @@ def _accepted(job_id: str, file_count: int, base: str, *, replayed: bool = False
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
+def _no_upload(session: Session, upload_id: str, owner: str) -> ApiError:
+    job = session.get(Job, upload_id)
+    if job is not None and job.owner == owner:
+        return ApiError(409, f"Upload {upload_id} was already made into job {job.id}.")
+    return ApiError(
+        404,
+        f"No upload with id {upload_id!r} exists (unused uploads are removed after they expire).",
+    )
+
+
 def _take_upload(session: Session, store: ObjectStore, upload_id: str, owner: str) -> int:
     """The size of a direct upload that is ready to become a job; refuses it otherwise."""
     upload = session.get(Upload, upload_id)
     if upload is None or upload.owner != owner:
-        job = session.get(Job, upload_id)
-        if job is not None and job.owner == owner:
-            raise ApiError(409, f"Upload {upload_id} was already made into job {job.id}.")
-        raise ApiError(
-            404,
-            f"No upload with id {upload_id!r} exists (unused uploads are removed after they "
-            "expire).",
-        )
+        raise _no_upload(session, upload_id, owner)
     try:
         size = store.size(upload_key(upload_id))
     except ObjectNotFound:
@@ -282,12 +286,20 @@ async def submit_job(
             earlier = find_idempotent_job(session, owner, idempotency_key, digest)
             return _replayed(earlier, base) if earlier is not None else None
 
+    def _upload_taken() -> ApiError:
+        # The direct upload went while this request listed it: another request made it a job,
+        # or the sweeper expired it. No job was made here, so answer as if it came later.
+        with session_scope() as session:
+            return _no_upload(session, job_id, owner)
+
     try:
         try:
             answer = await run_in_threadpool(_create)
-        except IntegrityError:
+        except (IntegrityError, UploadGone):
             replay = await run_in_threadpool(_replay_after_race)
             if replay is None:
+                if direct:
+                    raise await run_in_threadpool(_upload_taken) from None
                 raise
             answer = replay
     except BaseException:
