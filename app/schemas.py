@@ -49,9 +49,15 @@ class SubmissionOptions(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        # Control characters first: urlsplit drops tabs and newlines silently, PostgreSQL
+        # cannot store a NUL (a 500), and the webhook's HTTP client would refuse them later.
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+            raise ValueError("must not contain control characters")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an absolute http or https URL")
+        if any(char.isspace() for char in parts.hostname):
+            raise ValueError("must not have spaces in its host name")
         return value
 
 

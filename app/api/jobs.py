@@ -35,6 +35,7 @@ from app.jobs import (
     get_job_view,
     list_jobs,
     new_job_id,
+    parse_job_id,
 )
 from app.models import File, FileStatus, Job, JobStatus, Upload
 from app.schemas import (
@@ -404,7 +405,10 @@ def download_file(
     redirect: RedirectQuery = True,
 ) -> RedirectResponse | StreamingResponse:
     job = visible_job(session, job_id, owner)
-    file = session.get(File, file_id) if len(file_id) <= 36 else None
+    # File ids are UUIDs: anything else names no file (and a NUL byte would be a database
+    # error on PostgreSQL, not a 404).
+    canonical = parse_job_id(file_id)
+    file = session.get(File, canonical) if canonical is not None else None
     if file is None or file.job_id != job.id:
         raise ApiError(404, f"Job {job.id} has no file with id {file_id!r}.")
     if file.status == FileStatus.FAILED:
