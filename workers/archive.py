@@ -20,7 +20,7 @@ from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
 from app import queue, transitions, webhooks
 from app.db import session_scope
-from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job
+from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, JobStatus
 from app.storage import ObjectStore, StoreError, WriterScope, output_key, result_key
 from workers import metrics
 
@@ -145,12 +145,23 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
         raise
     with session_scope() as session:
         finished = transitions.finish_job(session, job_id, result_bytes=size, claimed_at=claimed_at)
-        deleted = not finished and session.get(Job, job_id) is None
+        # Not finished: the job was deleted, cancelled or retried after the last heartbeat, or
+        # a duplicate of this task completed it first. Only for a deleted job, or one cancelled
+        # in this round, is the zip nobody's: a duplicate's zip is the job's archive, and a
+        # retry's new round writes its own at the same key.
+        job = None if finished else session.get(Job, job_id)
+        orphan = not finished and (
+            job is None
+            or (job.status == JobStatus.CANCELLED and job.archive_enqueued_at == claimed_at)
+        )
         # The callback is queued in the transaction that ends the job, sent after its commit.
         delivery = webhooks.schedule_delivery(session, job_id) if finished else None
-    if deleted:  # between the last check and the commit: nothing refers to the zip any more
+    if orphan:  # nothing refers to the zip: a deleted job, or a cancelled one has no archive
         store.delete_prefix(result_key(job_id))
-        log.info("archive.dropped job_id=%s reason=job_deleted", job_id)
+        log.info("archive.dropped job_id=%s reason=job_cancelled_or_deleted", job_id)
+        return
+    if not finished:
+        log.info("archive.dropped job_id=%s reason=job_retried_or_completed", job_id)
         return
     webhooks.send_after_commit(delivery)
     metrics.archive_written(size, time.monotonic() - started)
