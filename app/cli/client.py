@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -53,6 +53,27 @@ def error_message(response: httpx.Response) -> str:
     if response.status_code in (401, 403):
         text += " (give the key with --api-key or QUIRE_API_KEY)"
     return text
+
+
+def _document(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful answer. Something else (a captive portal's or a proxy's
+    page answering 200) is a one-line error, not a traceback."""
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        kind = response.headers.get("content-type", "no content type")
+        raise CliError(
+            f"{response.request.method} {response.request.url} answered {response.status_code} "
+            f"with {kind}, not a Quire answer: is --server the Quire API?"
+        )
+    return document
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    # One path segment, whatever the id holds ("/", "?", ".."): never another route.
+    return f"/api/v1/jobs/{quote(job_id, safe='')}{suffix}"
 
 
 def _file_chunks(path: Path, progress: Progress) -> Iterator[bytes]:
@@ -106,8 +127,7 @@ class QuireClient:
     # -- jobs ----------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        document: dict[str, Any] = self._api("GET", f"/api/v1/jobs/{job_id}").json()
-        return document
+        return _document(self._api("GET", _job_path(job_id)))
 
     def submit(self, archive: Path, options: JobOptions, sent: Progress) -> dict[str, Any]:
         """Upload ``archive`` and create its job: by direct upload when the server offers it,
@@ -141,8 +161,7 @@ class QuireClient:
                 continue
             if response.status_code >= 400:
                 raise CliError(error_message(response))
-            created: dict[str, Any] = response.json()
-            return created
+            return _document(response)
         raise AssertionError("unreachable")
 
     def _upload_offer(self, size: int) -> dict[str, Any] | None:
@@ -153,7 +172,7 @@ class QuireClient:
             return None
         if response.status_code >= 400:
             raise CliError(error_message(response))
-        offer: dict[str, Any] = response.json()
+        offer = _document(response)
         limit = offer.get("max_bytes")
         if isinstance(limit, int) and size > limit:
             raise CliError(f"the zip is {size} bytes; the server accepts at most {limit}")
@@ -200,7 +219,7 @@ class QuireClient:
             yield from _file_chunks(archive, sent)
             yield tail
 
-        created: dict[str, Any] = self._api(
+        response = self._api(
             "POST",
             "/api/v1/jobs",
             content=body(),
@@ -208,12 +227,12 @@ class QuireClient:
                 "Content-Type": f"multipart/form-data; boundary={boundary}",
                 "Content-Length": str(len(head) + size + len(tail)),
             },
-        ).json()
-        return created
+        )
+        return _document(response)
 
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """The job's server-sent events as (name, data); StreamBroken if they stop early."""
-        request = self.api.build_request("GET", f"/api/v1/jobs/{job_id}/events")
+        request = self.api.build_request("GET", _job_path(job_id, "/events"))
         try:
             response = self.api.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -247,7 +266,7 @@ class QuireClient:
         Written to a hidden file beside ``target`` and renamed into place once complete and
         readable as a zip, so ``target`` is never a half-written archive.
         """
-        response = self._api("GET", f"/api/v1/jobs/{job_id}/download", stream=True)
+        response = self._api("GET", _job_path(job_id, "/download"), stream=True)
         if response.is_redirect:
             response.close()
             location = urljoin(str(response.url), response.headers["location"])
