@@ -19,7 +19,7 @@ from app.storage import ObjectStore, get_store, upload_key
 from app.zipinput import DocxEntry
 from tests.app.test_api import ZIP, _finish, assert_error, client
 from tests.app.test_direct_uploads import offer, put
-from tests.conftest import SentTasks
+from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers import sweeper
 from workers.sweeper import expire_uploads
@@ -102,3 +102,25 @@ def test_same_upload_made_a_job_twice_at_once_is_409_not_500(
     response = client.post("/api/v1/jobs", json={"upload_id": upload_id})
     assert_error(response, 409, "already made into job")
     assert get_store().exists(upload_key(upload_id))
+
+
+@pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)  # the API's own PUT URLs
+def test_a_put_after_the_upload_became_a_job_is_refused(
+    backend: Backend, client: TestClient, sent: SentTasks
+) -> None:
+    upload = offer(client)
+    url, upload_id = str(upload["url"]), str(upload["upload_id"])
+    data = make_zip({"a.docx": make_docx("a")})
+    assert put(client, url, data, {"Content-Type": ZIP}).status_code == 200
+    assert client.post("/api/v1/jobs", json={"upload_id": upload_id}).status_code == 202
+
+    # The link is still within its lifetime, but the object is the job's input now.
+    other = make_zip({"b.docx": make_docx("b"), "c.docx": make_docx("c")})
+    assert_error(put(client, url, other, {"Content-Type": ZIP}), 409, "already")
+    with get_store().open_reader(upload_key(upload_id)) as stored:
+        assert stored.read() == data
+    _finish(upload_id, sent)
+    status = client.get(f"/api/v1/jobs/{upload_id}").json()
+    assert status["status"] == "COMPLETED" and [f["filename"] for f in status["files"]] == [
+        "a.docx"
+    ]
