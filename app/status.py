@@ -6,7 +6,6 @@ One builder, so the API, the jobs list and the webhook body never disagree about
 from __future__ import annotations
 
 import posixpath
-from urllib.parse import urljoin
 
 from sqlalchemy.orm import Session, object_session
 
@@ -25,8 +24,14 @@ from app.webhooks import latest_delivery
 
 
 def absolute(base: str, url: str) -> str:
-    """Presigned URLs of the local store are relative to the API; S3's are absolute already."""
-    return urljoin(base + "/", url)
+    """Presigned URLs of the local store are relative to the API; S3's are absolute already.
+
+    (What ``urljoin(base + "/", url)`` gives for these two kinds, at a fraction of its cost: a
+    10,000-file status builds 10,000 of them.)
+    """
+    if url.startswith(("http://", "https://")):
+        return url
+    return f"{base}/{url.lstrip('/')}"
 
 
 def file_download_url(

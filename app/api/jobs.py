@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -377,6 +377,14 @@ def _stream(store: ObjectStore, key: str, *, filename: str, content_type: str) -
     )
 
 
+def _download_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        **responses(401, 403, 404, 409),
+        200: {"content": {media_type: {}}, "description": f"{what}, streamed (redirect=false)"},
+        307: {"description": f"Redirect to a presigned, expiring URL of {what}"},
+    }
+
+
 RedirectQuery = Annotated[
     bool, Query(description="false streams the bytes through the API instead")
 ]
@@ -387,11 +395,7 @@ RedirectQuery = Annotated[
     status_code=307,
     response_class=RedirectResponse,
     response_model=None,
-    responses={
-        **responses(401, 403, 404, 409),
-        200: {"content": {"application/pdf": {}}, "description": "The PDF (redirect=false)"},
-        307: {"description": "Redirect to the file's presigned, expiring download_url"},
-    },
+    responses=_download_responses("application/pdf", "the file's PDF"),
     summary="Download one file's PDF",
 )
 def download_file(
@@ -433,11 +437,7 @@ def download_file(
     status_code=307,
     response_class=RedirectResponse,
     response_model=None,
-    responses={
-        **responses(401, 403, 404, 409),
-        200: {"content": {"application/zip": {}}, "description": "The zip (redirect=false)"},
-        307: {"description": "Redirect to a presigned, expiring URL of the result zip"},
-    },
+    responses=_download_responses("application/zip", "the result zip"),
     summary="Download the zip of PDFs",
 )
 def download_job(
