@@ -6,6 +6,7 @@ import hashlib
 import logging
 import posixpath
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -365,13 +366,21 @@ def get_job(
     return status_document(view, base, store, settings.presigned_url_ttl)
 
 
+def _attachment(filename: str) -> str:
+    """Content-Disposition for a name from the upload (RFC 6266): headers are Latin-1, so a
+    Greek or CJK name raw would be a 500, and a quote or a newline would break the header. An
+    ASCII stand-in for old clients, the exact name UTF-8 encoded for the rest."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def _stream(store: ObjectStore, key: str, *, filename: str, content_type: str) -> StreamingResponse:
     """The object through the API, for clients that cannot reach the store."""
     return StreamingResponse(
         store.iter_chunks(key),
         media_type=content_type,
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Disposition": _attachment(filename),
             "Content-Length": str(store.size(key)),
         },
     )
