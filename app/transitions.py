@@ -367,7 +367,9 @@ class RetryPlan:
         return len(self.convert) + len(self.ingest)
 
 
-def retry_job(session: Session, job_id: str) -> RetryPlan | None:
+def retry_job(
+    session: Session, job_id: str, expired_before: datetime | None = None
+) -> RetryPlan | None:
     """Start a new round of a finished job: its FAILED and CANCELLED files back to PENDING.
 
     Allowed for a FAILED or CANCELLED job, and for a COMPLETED one with FAILED files; None
@@ -375,8 +377,14 @@ def retry_job(session: Session, job_id: str) -> RetryPlan | None:
     PDFs. The job is IN_PROGRESS again with its archive unclaimed, so the file that finishes
     the new round claims a new archive of every completed PDF; ``finished_files`` is counted
     afresh from the files that stay finished.
+
+    ``expired_before``: a job that ended before then has outlived QUIRE_JOB_TTL and may be
+    under removal by the sweeper (which lists it, then removes its objects and rows): it is
+    not started again. A job the sweeper listed always ended before then, so a retry never
+    restarts a job that is about to vanish.
     """
     now = utcnow()
+    alive = true() if expired_before is None else Job.updated_at >= expired_before
     has_failed = (
         select(File.id).where(File.job_id == job_id, File.status == FileStatus.FAILED).exists()
     )
@@ -384,6 +392,7 @@ def retry_job(session: Session, job_id: str) -> RetryPlan | None:
         _update(Job)
         .where(
             Job.id == job_id,
+            alive,
             or_(
                 Job.status.in_((JobStatus.FAILED, JobStatus.CANCELLED)),
                 and_(Job.status == JobStatus.COMPLETED, has_failed),

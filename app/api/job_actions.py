@@ -7,17 +7,19 @@ is sent or any object removed, so workers always find the new state when they ge
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
+from sqlalchemy import select
 
 from app import queue, transitions, webhooks
-from app.api.deps import BaseUrlDep, OwnerDep, StoreDep, caller, visible_job
+from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, StoreDep, caller, visible_job
 from app.api.errors import ApiError, responses
 from app.db import session_scope
-from app.models import JobStatus
+from app.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
 from app.storage import StoreError, job_prefixes, result_key
 
 log = logging.getLogger("quire.api")
@@ -77,19 +79,33 @@ def _example(description: str, example: JsonDict) -> dict[str, object]:
     summary="Convert a finished job's failed files again",
     description=(
         "Allowed once the job has ended: `FAILED`, `CANCELLED`, or `COMPLETED` with `FAILED` "
-        "files (409 otherwise: still running, or nothing failed). Its `FAILED` and `CANCELLED` "
+        "files (409 otherwise: still running, nothing failed, or ended more than QUIRE_JOB_TTL "
+        "ago). Its `FAILED` and `CANCELLED` "
         "files go back to `PENDING` and are converted again; `COMPLETED` files keep their PDFs. "
         "The job is `IN_PROGRESS` again and, when the round ends, gets a new archive of every "
         "converted file (the previous one is removed now). A retry converts the same inputs: a "
         "document that is itself broken fails again with the same message."
     ),
 )
-def retry_job(job_id: str, owner: OwnerDep, store: StoreDep, base: BaseUrlDep) -> JSONResponse:
+def retry_job(
+    job_id: str, owner: OwnerDep, store: StoreDep, base: BaseUrlDep, settings: SettingsDep
+) -> JSONResponse:
     with session_scope() as session:
         job = visible_job(session, job_id, owner)
         before = job.status
-        plan = transitions.retry_job(session, job.id)
+        expired_before = utcnow() - timedelta(seconds=settings.job_ttl)
+        plan = transitions.retry_job(session, job.id, expired_before)
         if plan is None:
+            # Compared in SQL, as the sweeper does: SQLite hands back naive datetimes.
+            expired = session.scalar(
+                select(Job.updated_at < expired_before).where(Job.id == job.id)
+            )
+            if before in TERMINAL_JOB_STATUSES and expired:
+                raise ApiError(
+                    409,
+                    f"Job {job.id} ended more than QUIRE_JOB_TTL ago and is being removed; "
+                    "it can no longer be retried.",
+                )
             if before == JobStatus.COMPLETED:
                 raise ApiError(
                     409, f"Job {job.id} completed with no failed file: there is nothing to retry."
