@@ -214,7 +214,27 @@ class JobSummary(BaseModel):
         return _as_utc(value)
 
 
+SUMMARY_EXAMPLE = {
+    "job_id": "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a",
+    "status": "COMPLETED",
+    "file_count": 1000,
+    "finished_files": 1000,
+    "created_at": "2026-11-30T03:25:31.086479Z",
+    "updated_at": "2026-11-30T03:26:02.572975Z",
+    "completed_at": "2026-11-30T03:26:02.572974Z",
+    "error_message": None,
+    "options": {"pdf_a": None, "tagged_pdf": False},
+    "status_url": "http://127.0.0.1:8000/api/v1/jobs/7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a",
+}
+
+
 class JobList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"jobs": [SUMMARY_EXAMPLE], "next_cursor": "MjAyNi0xMS0zMFQwMzoy..."}]
+        }
+    )
+
     jobs: list[JobSummary]
     next_cursor: str | None = Field(
         default=None, description="Pass as ?cursor= for the next page; null on the last page."
