@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic.config import JsonDict
 
 from app.models import DeliveryStatus, FileStatus, JobStatus, PdfA
 
@@ -214,7 +215,7 @@ class JobSummary(BaseModel):
         return _as_utc(value)
 
 
-SUMMARY_EXAMPLE = {
+SUMMARY_EXAMPLE: JsonDict = {
     "job_id": "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a",
     "status": "COMPLETED",
     "file_count": 1000,
