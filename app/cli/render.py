@@ -77,7 +77,8 @@ class Display:
         self.console = Console(file=stream)
 
     def note(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        # markup=False: notes hold paths and server messages, whose "[...]" is text, not style.
+        self.console.print(message, highlight=False, markup=False)
 
     @contextmanager
     def transfer(self, verb: str, total: int | None) -> Iterator[Callable[[int], None]]:
@@ -199,7 +200,8 @@ def print_failures(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
         table.add_column("File", overflow="fold")
         table.add_column("Error", overflow="fold")
         for name, message in failures:
-            table.add_row(name, message)
+            # Text, not str: a cell string is read as markup, and these come from the upload.
+            table.add_row(Text(name), Text(message))
         console.print(table)
         return
     # One line per file, messages never wrapped: easy to read in a log and to grep.
