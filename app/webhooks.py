@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.orm import Session
 
 from app import queue
@@ -172,16 +172,44 @@ def lease_seconds(settings: Settings) -> float:
     return float(task_soft_time_limit(settings) + 60)
 
 
-def claim_attempt(session: Session, delivery_id: str, now: datetime, lease: float) -> int | None:
+LOST_LAST_ATTEMPT = (
+    "The last attempt recorded no outcome (its worker stopped before the answer was written, "
+    "e.g. at the task's time limit); no attempts are left."
+)
+
+
+def claim_attempt(
+    session: Session,
+    delivery_id: str,
+    now: datetime,
+    lease: float,
+    max_attempts: int | None = None,
+) -> int | None:
     """Take the next attempt of a due delivery: its number, or None when it is not due (already
-    delivered, given up, waiting for its backoff, or leased by another worker)."""
+    delivered, given up, waiting for its backoff, or leased by another worker).
+
+    With ``max_attempts``, a delivery due again after its last attempt (whose worker died, so
+    its lease ran out with nothing recorded) ends FAILED instead: attempts that never reported
+    count toward the limit, or a receiver that makes every attempt time out would be tried
+    forever."""
+    due: tuple[ColumnElement[bool], ...] = (
+        WebhookDelivery.id == delivery_id,
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+    )
+    if max_attempts is not None:
+        session.execute(
+            update(WebhookDelivery)
+            .where(*due, WebhookDelivery.attempts >= max_attempts)
+            .values(
+                status=DeliveryStatus.FAILED, next_attempt_at=None, last_error=LOST_LAST_ATTEMPT
+            )
+            .execution_options(synchronize_session=False)
+        )
+        due = (*due, WebhookDelivery.attempts < max_attempts)
     result = session.execute(
         update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-        )
+        .where(*due)
         .values(
             attempts=WebhookDelivery.attempts + 1,
             last_attempt_at=now,

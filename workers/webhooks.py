@@ -104,7 +104,9 @@ def deliver(
     The claim commits before the POST, so the lease holds other workers off while the request
     is in flight and no transaction stays open across the network."""
     with session_scope() as session:
-        number = claim_attempt(session, delivery_id, clock(), lease_seconds(settings))
+        number = claim_attempt(
+            session, delivery_id, clock(), lease_seconds(settings), settings.webhook_max_attempts
+        )
         if number is None:
             return Attempt(delivery_id, None)
         row = session.execute(
