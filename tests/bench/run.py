@@ -138,6 +138,33 @@ def measure_naive(sources: list[Path], k: int, workdir: Path) -> float:
 # -- 3. Quire end to end ---------------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU_GROUPS = {  # cmdline marker -> the name in the report; the first that matches wins
+    "soffice.bin": "libreoffice",
+    "uvicorn": "api",
+    "redis-server": "redis",
+    "beat": "beat",
+    "celery": "workers",
+}
+
+
+def _cpu_by_group(pids: list[int]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for pid in pids:
+        line = cmdline(pid)
+        group = next((name for marker, name in CPU_GROUPS.items() if marker in line), "other")
+        totals[group] = totals.get(group, 0.0) + _cpu_seconds(pid)
+    return totals
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -453,6 +480,8 @@ def measure_quire(
         baseline = store_write_seconds(zip_bytes, workdir)
         body = multipart_body(zip_bytes)
         sink = http_sink_seconds(lambda: body, workdir)
+        everyone = descendants(service.process.pid)
+        cpu_before = _cpu_by_group(everyone)
         started_wall, started = time.time(), time.monotonic()
         job_id = service.submit(body, MULTIPART)
         post_seconds = time.monotonic() - started
@@ -463,6 +492,13 @@ def measure_quire(
         total = completed.timestamp() - started_wall
         assert status["status"] == "COMPLETED", status["error_message"]
         assert status["progress"]["completed"] == count, status["progress"]
+        cpu_after = _cpu_by_group(everyone)
+        # CPU per document of each kind of process: where Quire's own time goes beside
+        # LibreOffice's (processes that started during the job are not counted).
+        cpu_ms = {
+            group: round(1000 * (cpu_after[group] - cpu_before.get(group, 0.0)) / count, 2)
+            for group in cpu_after
+        }
 
         api_pid = service.pids("uvicorn")[0]
         pool = [pid for pid in service.pids("celery") if "worker" in cmdline(pid)]
@@ -472,6 +508,7 @@ def measure_quire(
             "post_seconds": post_seconds,
             "store_write_seconds": baseline,
             "http_sink_seconds": sink,
+            "cpu_ms_per_document": cpu_ms,
             "upload_bytes": len(zip_bytes),
             "result_bytes": status["result_bytes"],
             "api_peak_rss_mb": _peak_rss_mb(api_pid),
@@ -679,6 +716,10 @@ def render(report: dict[str, Any]) -> str:
         f"{quire['worker_peak_rss_mb']:.0f} MB, LibreOffice {quire['libreoffice_peak_rss_mb']:.0f}"
         f" MB, archive build {quire['archive']['peak_rss_mb']:.0f} MB "
         f"({quire['archive']['pdfs']} PDFs, {quire['archive']['archive_bytes'] / 1e6:.1f} MB)",
+        "CPU ms per document during the job: "
+        + ", ".join(
+            f"{name} {ms:.1f}" for name, ms in sorted(quire["cpu_ms_per_document"].items())
+        ),
     ]
     if "big_upload" in quire:
         big = quire["big_upload"]
