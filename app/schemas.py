@@ -131,8 +131,8 @@ class Progress(BaseModel):
     failed: int
     cancelled: int = 0
     percent: float = Field(
-        description="Share of files that were converted or failed, 0 to 100 (cancelled files "
-        "never finish, so a cancelled job may stay below 100)."
+        description="Share of files that reached a final state (converted, failed or "
+        "cancelled), 0 to 100."
     )
 
 

@@ -10,7 +10,7 @@ import posixpath
 from sqlalchemy.orm import Session, object_session
 
 from app.jobs import JobView, get_job_view
-from app.models import FileStatus, Job, JobStatus
+from app.models import TERMINAL_FILE_STATUSES, FileStatus, Job, JobStatus
 from app.schemas import (
     FileResult,
     JobOptions,
@@ -80,7 +80,7 @@ def status_document(
 ) -> JobStatusResponse:
     job, counts = view.job, view.counts
     total = len(view.files)
-    finished = counts[FileStatus.COMPLETED] + counts[FileStatus.FAILED]
+    finished = sum(counts[status] for status in TERMINAL_FILE_STATUSES)
     return JobStatusResponse(
         job_id=job.id,
         status=job.status,

@@ -21,7 +21,7 @@ from app.api.deps import BaseUrlDep, OwnerDep, caller, visible_job
 from app.api.errors import responses
 from app.db import session_scope
 from app.jobs import files_touched_since, status_counts
-from app.models import TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
+from app.models import TERMINAL_FILE_STATUSES, TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
@@ -38,7 +38,7 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 def _progress(counts: dict[FileStatus, int]) -> dict[str, Any]:
     total = sum(counts.values())
-    finished = counts.get(FileStatus.COMPLETED, 0) + counts.get(FileStatus.FAILED, 0)
+    finished = sum(counts.get(status, 0) for status in TERMINAL_FILE_STATUSES)
     return {
         "total": total,
         **{status.value.lower(): counts.get(status, 0) for status in FileStatus},

@@ -241,6 +241,10 @@ def test_cancel_a_pending_job(client: TestClient, sent: SentTasks) -> None:
     assert status["status"] == "CANCELLED" and status["completed_at"] is not None
     assert {f["status"] for f in status["files"]} == {"CANCELLED"}
     assert {f["error_message"] for f in status["files"]} == {"Cancelled before it was converted."}
+    # Every file reached its final state: the progress is complete, as in the live events.
+    assert status["progress"]["cancelled"] == 3 and status["progress"]["percent"] == 100.0
+    events = client.get(f"/api/v1/jobs/{job_id}/events").text
+    assert '"cancelled": 3, "percent": 100.0' in events
     # The ingest that was queued before the cancel copies nothing and queues nothing.
     run_tasks(sent)
     assert stored_keys(f"jobs/{job_id}/") == []
