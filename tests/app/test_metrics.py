@@ -36,15 +36,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-def converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("profiles"),
-        start_timeout=60,
-        restart_after=1000,
-    )
-    yield instance
-    instance.close()
+def converter(module_converter: UnoConverter) -> UnoConverter:
+    return module_converter
 
 
 @pytest.fixture

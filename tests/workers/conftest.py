@@ -1,4 +1,5 @@
-"""A real, warm LibreOffice for the worker tests."""
+"""A real LibreOffice per test for the worker tests (tests/conftest.py has the module-wide
+one, ``module_converter``)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,6 @@ from pathlib import Path
 import pytest
 
 from workers.libreoffice import UnoConverter
-
-
-@pytest.fixture(scope="module")
-def module_converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
-    """One warm instance for a whole module, as a worker process has one for many files."""
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("profiles"),
-        start_timeout=60,
-        restart_after=1000,
-    )
-    yield instance
-    instance.close()
 
 
 @pytest.fixture
