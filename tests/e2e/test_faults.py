@@ -108,6 +108,17 @@ def pool_children(service: Service) -> list[int]:
     return [pid for pid in workers if parent_of(pid) in workers]
 
 
+def a_pool_child(service: Service, timeout: float = 60) -> int:
+    """A pool process to kill; waits while Celery replaces the ones killed before."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = pool_children(service)
+        if children:
+            return children[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the worker has no pool process:\n{service.log_tail()}")
+
+
 def progress_at_least(count: int) -> Callable[[dict[str, Any]], bool]:
     return lambda status: status["progress"]["completed"] + status["progress"]["failed"] >= count
 
@@ -130,7 +141,7 @@ def test_worker_processes_and_libreoffice_killed_mid_job(
     job_id = submit(service, ledger, data, len(markers))
     for threshold in (8, 20, 32):
         midway(service, ledger, job_id, threshold)
-        victim = pool_children(service)[0]
+        victim = a_pool_child(service)
         os.kill(victim, signal.SIGKILL)  # its task is given back to the queue
         ledger.faults.append(f"kill -9 worker process {victim}")
     midway(service, ledger, job_id, 44)

@@ -99,7 +99,13 @@ def rows_by_name(driver: WebDriver) -> dict[str, tuple[str, str]]:
 def wait_for_download(folder: Path, timeout: float = 60) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = [p for p in folder.iterdir() if not p.name.endswith(".crdownload")]
+        # Chromium writes into a hidden temporary (.org.chromium.Chromium.*) or a .crdownload
+        # file first, then renames it: only a visible, final name is a finished download.
+        done = [
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and not p.name.endswith(".crdownload")
+        ]
         if done:
             return done[0]
         time.sleep(0.2)
