@@ -34,6 +34,15 @@ def absolute(base: str, url: str) -> str:
     return f"{base}/{url.lstrip('/')}"
 
 
+def status_url(base: str, job_id: str) -> str:
+    return f"{base}/api/v1/jobs/{job_id}"
+
+
+def archive_url(base: str, job: Job) -> str | None:
+    """Where the job's zip is downloaded from; only a COMPLETED job has one."""
+    return f"{status_url(base, job.id)}/download" if job.status == JobStatus.COMPLETED else None
+
+
 def file_download_url(
     store: ObjectStore, base: str, job_id: str, file_id: str, output_name: str, expires_in: int
 ) -> str:
@@ -63,7 +72,7 @@ def job_summary(job: Job, base: str) -> JobSummary:
         completed_at=job.completed_at,
         error_message=job.error_message,
         options=job_options(job),
-        status_url=f"{base}/api/v1/jobs/{job.id}",
+        status_url=status_url(base, job.id),
     )
 
 
@@ -88,9 +97,7 @@ def status_document(
         updated_at=job.updated_at,
         completed_at=job.completed_at,
         error_message=job.error_message,
-        download_url=(
-            f"{base}/api/v1/jobs/{job.id}/download" if job.status == JobStatus.COMPLETED else None
-        ),
+        download_url=archive_url(base, job),
         result_bytes=job.result_bytes,
         options=job_options(job),
         webhook=_webhook(job),

@@ -77,7 +77,6 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
     A file whose conversion was already started ``max_attempts`` times and never finished (its
     worker or LibreOffice died each time) is FAILED here instead of being tried again.
     """
-    archive_due = False
     with session_scope() as session:
         row = session.execute(_CLAIM_ROW, {"file_id": file_id}).first()
         if row is None or row.status in TERMINAL_JOB_STATUSES:
@@ -86,16 +85,25 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
             if not transitions.claim_file(session, file_id):
                 return None
             return row.job_id, PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf)
-        message = (
-            f"The conversion of this document was started {row.attempts} times and never "
-            "finished (LibreOffice or its worker stopped each time); it was not tried again."
-        )
-        failed = transitions.fail_files(session, [file_id], message)
-        archive_due = transitions.record_finished(session, row.job_id, failed)
-    metrics.files_failed("attempts_exhausted", failed)
-    if archive_due:
-        queue_archive(row.job_id)
+    fail_file(
+        file_id,
+        f"The conversion of this document was started {row.attempts} times and never "
+        "finished (LibreOffice or its worker stopped each time); it was not tried again.",
+        reason="attempts_exhausted",
+    )
     return None
+
+
+def fail_file(file_id: str, message: str, *, reason: str) -> None:
+    """FAIL a file outside a conversion (its tries ran out), count it as finished in its job,
+    and start the job's archive if it was the last one."""
+    with session_scope() as session:
+        job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
+        failed = transitions.fail_files(session, [file_id], message)
+        archive_due = job_id is not None and transitions.record_finished(session, job_id, failed)
+    metrics.files_failed(reason, failed)
+    if archive_due and job_id is not None:
+        queue_archive(job_id)
 
 
 def _convert_with_one_retry(

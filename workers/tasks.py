@@ -22,10 +22,10 @@ from app.config import get_settings
 from app.db import session_scope
 from app.storage import StoreError, get_store
 from workers import metrics
-from workers.archive import build_archive, queue_archive
+from workers.archive import build_archive
 from workers.celery_app import celery
 from workers.conversion import ConverterUnavailable
-from workers.convert import ScratchSpaceError, convert_file
+from workers.convert import ScratchSpaceError, convert_file, fail_file
 from workers.ingest import ingest_job
 from workers.runtime import close_converter, get_converter
 from workers.sweeper import expire, expire_uploads, sweep
@@ -112,15 +112,7 @@ def ingest(self: Task[Any, Any], job_id: str) -> None:
 def convert(self: Task[Any, Any], file_id: str) -> None:
     def give_up(message: str) -> None:
         close_converter()  # it may be wedged: the next conversion starts a fresh instance
-        with session_scope() as session:
-            job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
-            failed = transitions.fail_files(session, [file_id], message)
-            archive_due = job_id is not None and transitions.record_finished(
-                session, job_id, failed
-            )
-        metrics.files_failed("gave_up", failed)
-        if archive_due and job_id is not None:
-            queue_archive(job_id)
+        fail_file(file_id, message, reason="gave_up")
 
     def release() -> None:
         try:

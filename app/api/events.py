@@ -21,7 +21,8 @@ from app.api.deps import BaseUrlDep, OwnerDep, caller, visible_job
 from app.api.errors import responses
 from app.db import session_scope
 from app.jobs import files_touched_since, status_counts
-from app.models import TERMINAL_FILE_STATUSES, TERMINAL_JOB_STATUSES, FileStatus, Job, JobStatus
+from app.models import TERMINAL_FILE_STATUSES, TERMINAL_JOB_STATUSES, FileStatus, Job
+from app.status import archive_url
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
@@ -87,11 +88,7 @@ class _Watch:
                 self.progress = progress
                 events.append(_event("progress", progress))
             if ended:
-                download = (
-                    f"{base}/api/v1/jobs/{job.id}/download"
-                    if job.status == JobStatus.COMPLETED
-                    else None
-                )
+                download = archive_url(base, job)
                 events.append(
                     _event(
                         "job",

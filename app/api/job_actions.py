@@ -20,6 +20,7 @@ from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, StoreDep, caller, vi
 from app.api.errors import ApiError, responses
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
+from app.status import status_url
 from app.storage import StoreError, job_prefixes, result_key
 
 log = logging.getLogger("quire.api")
@@ -131,15 +132,15 @@ def retry_job(
     except Exception:
         # Committed already: the sweeper sends what is lost once the broker is back.
         log.exception("job.enqueue_failed job_id=%s", job.id)
-    status_url = f"{base}/api/v1/jobs/{job.id}"
+    location = status_url(base, job.id)
     body = RetryStarted(
         job_id=job.id,
         status=JobStatus.IN_PROGRESS,
         retried_files=plan.files,
-        status_url=status_url,
+        status_url=location,
     )
     return JSONResponse(
-        body.model_dump(mode="json"), status_code=202, headers={"Location": status_url}
+        body.model_dump(mode="json"), status_code=202, headers={"Location": location}
     )
 
 
@@ -179,7 +180,7 @@ def cancel_job(job_id: str, owner: OwnerDep, base: BaseUrlDep) -> JobCancelled:
         job_id=job.id,
         status=JobStatus.CANCELLED,
         cancelled_files=cancelled,
-        status_url=f"{base}/api/v1/jobs/{job.id}",
+        status_url=status_url(base, job.id),
     )
 
 

@@ -46,7 +46,7 @@ from app.schemas import (
     JobSubmission,
     SubmissionOptions,
 )
-from app.status import absolute, file_download_url, job_summary, status_document
+from app.status import absolute, file_download_url, job_summary, status_document, status_url
 from app.storage import (
     LocalStore,
     ObjectNotFound,
@@ -138,11 +138,11 @@ def _replayed(job: Job, base: str) -> JSONResponse:
 
 
 def _accepted(job_id: str, file_count: int, base: str, *, replayed: bool = False) -> JSONResponse:
-    status_url = f"{base}/api/v1/jobs/{job_id}"
+    location = status_url(base, job_id)
     body = JobCreated(
-        job_id=job_id, status=JobStatus.PENDING, file_count=file_count, status_url=status_url
+        job_id=job_id, status=JobStatus.PENDING, file_count=file_count, status_url=location
     )
-    headers = {"Location": status_url}
+    headers = {"Location": location}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
@@ -233,6 +233,13 @@ async def submit_job(
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     direct = media_type == "application/json"
+
+    async def discard_upload() -> None:
+        # A multipart upload that made no (new) job may not stay stored. A direct upload
+        # stays: it is the client's, who may fix it and PUT it again.
+        if not direct:
+            await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
+
     if direct:
         submission = await _read_submission(request)
         job_id = submission.upload_id
@@ -252,7 +259,7 @@ async def submit_job(
         try:
             options = _options(received.options)
         except ApiError:
-            await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
+            await discard_upload()
             raise
 
     def _create() -> JSONResponse:
@@ -305,14 +312,10 @@ async def submit_job(
                 raise
             answer = replay
     except BaseException:
-        # Refused, or the database or store failed: no job exists, so a multipart upload may not
-        # stay stored. A direct upload stays: the client may fix and PUT it again.
-        if not direct:
-            await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
+        await discard_upload()  # refused, or the database or store failed: no job exists
         raise
     if answer.headers.get("Idempotent-Replayed"):
-        if not direct:
-            await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
+        await discard_upload()  # the earlier request's job holds its own copy
         return answer
     log.info("job.accepted job_id=%s direct=%s", job_id, direct)
     return answer
