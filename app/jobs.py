@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select
+from sqlalchemy import Row, Table, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import File, FileStatus, Job, JobStatus, PdfA, Upload, time_ordered_ids, utcnow
@@ -77,24 +77,53 @@ def create_job(
     )
     session.add(job)
     session.flush()
+    _insert_files(session, job_id, entries, now)
+    return job
+
+
+_FILE_COLUMNS = (
+    "id",
+    "job_id",
+    "position",
+    "filename",
+    "output_name",
+    "status",
+    "attempts",
+    "touched_at",
+)
+
+
+def _insert_files(session: Session, job_id: str, entries: list[DocxEntry], now: datetime) -> None:
+    """One row per entry, as one driver-level executemany.
+
+    The POST answers only after these rows exist, so their cost is on every upload's critical
+    path. Going through SQLAlchemy's executemany ran each row's values through its type
+    processors (the same timestamp and status a thousand times): a job of 1,000 files took
+    7.3 ms to create and commit, and takes 5.1 ms this way (#3). Here the constant values are
+    converted once, by the dialect's own processors, so they are stored exactly as the ORM
+    stores them (a test reads them back through the ORM).
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = cast(Table, File.__table__).c
+
+    def as_stored(column: str, value: object) -> object:
+        process = columns[column].type.dialect_impl(dialect).bind_processor(dialect)
+        return process(value) if process is not None else value
+
+    status, touched_at = as_stored("status", FileStatus.PENDING), as_stored("touched_at", now)
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    # Only constant table and column names go into the text; the values are parameters.
+    placeholders = ", ".join([marker] * len(_FILE_COLUMNS))
+    statement = f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
     names = output_names([entry.name for entry in entries])
     ids = time_ordered_ids(len(entries))
     rows = [
-        {
-            "id": file_id,
-            "job_id": job_id,
-            "position": entry.index,
-            "filename": entry.name,
-            "output_name": output_name,
-            "status": FileStatus.PENDING,
-            "attempts": 0,
-            "touched_at": now,
-        }
+        (file_id, job_id, entry.index, entry.name, output_name, status, 0, touched_at)
         for file_id, entry, output_name in zip(ids, entries, names, strict=True)
     ]
-    # Core executemany: one prepared statement for every row, without ORM bookkeeping.
-    session.connection().execute(insert(cast(Table, File.__table__)), rows)
-    return job
+    if rows:
+        connection.exec_driver_sql(statement, rows)
 
 
 @dataclass(frozen=True)

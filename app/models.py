@@ -38,14 +38,15 @@ def time_ordered_ids(count: int) -> list[str]:
     primary-key index instead of on random pages all over it, which keeps the insert's cost
     flat as the table grows (measured: 1,000 rows beside 100,000 others, 27 ms -> 11 ms).
     """
-    stamp = (time.time_ns() // 1_000_000) << 80
-    noise = os.urandom(10 * count)
+    stamp = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    noise = bytearray(os.urandom(10 * count))
+    # The version (7) in the high nibble of the id's 7th byte, the variant (0b10) in the top
+    # bits of its 9th, where RFC 9562 puts them: bytes 0 and 2 of each id's ten random ones.
+    noise[0::10] = bytes(0x70 | (byte & 0x0F) for byte in noise[0::10])
+    noise[2::10] = bytes(0x80 | (byte & 0x3F) for byte in noise[2::10])
     ids = []
-    for i in range(count):
-        value = stamp | int.from_bytes(noise[10 * i : 10 * i + 10], "big")
-        # The version (7) and variant (0b10) bits, where RFC 9562 puts them.
-        value = (value & ~(0xF << 76) & ~(0x3 << 62)) | (0x7 << 76) | (0x2 << 62)
-        digits = f"{value:032x}"
+    for start in range(0, 10 * count, 10):
+        digits = (stamp + noise[start : start + 10]).hex()
         ids.append(f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")
     return ids
 

@@ -36,7 +36,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 # 413 instead of a reset connection; a client sending more than that is simply cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
 # Parsed bytes are handed to the store in batches: one thread hop per request chunk (64 KiB)
-# would cost more than the write itself. 4 MiB: a 12 MB upload takes 3 hops instead of 12.
+# would cost more than the write itself. 4 MiB: a 12 MB upload takes 3 hops instead of 190.
 WRITE_BATCH = 4 * 1024 * 1024
 # Entries of the zip built from ``files`` get a fixed time, so the same files make the same zip.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
@@ -121,16 +121,24 @@ async def drain(stream_iter: Any) -> None:
         return
 
 
+def _write_all(writer: ObjectWriter, pieces: list[bytes | memoryview]) -> None:
+    for piece in pieces:
+        writer.write(piece)
+
+
 async def _write_pending(state: _State, writer: ObjectWriter) -> None:
     if state.zip_buffer.data:
         state.pending.append(bytes(state.zip_buffer.data))
         state.zip_buffer.data.clear()
     if state.pending:
-        data = b"".join(state.pending)
-        state.pending.clear()
+        # The pieces as they came, not joined: a joined batch is a fresh multi-megabyte
+        # buffer each time, and on a VM touching fresh memory costs more than writing it
+        # (receiving 12 MB: 19 -> 7 ms of CPU).
+        pieces, state.pending = state.pending, []
         state.pending_bytes = 0
-        # The store write may block (an S3 part upload): keep it off the event loop.
-        await run_in_threadpool(writer.write, data)
+        # The store write may block (an S3 part upload): keep it off the event loop. Awaited
+        # before receiving more: writing one batch while receiving the next measured slower.
+        await run_in_threadpool(_write_all, writer, pieces)
 
 
 async def receive_upload(
@@ -206,7 +214,7 @@ async def receive_upload(
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state.target is None:
             return
-        chunk = memoryview(data)[start:end]  # no copy until the batch join
+        chunk = memoryview(data)[start:end]  # no copy: the store writes the pieces as they are
         if state.digest is not None:
             state.digest.update(chunk)
         if state.target == "zip":

@@ -39,7 +39,7 @@ class LocalWriter:
         self.handle: BinaryIO | None = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
         self.bytes_written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         assert self.handle is not None, "writer already closed"
         self.handle.write(data)
         self.bytes_written += len(data)

@@ -81,7 +81,7 @@ class S3Writer:
         self.parts: list[dict[str, Any]] = []
         self.bytes_written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.buffer += data
         self.bytes_written += len(data)
         if len(self.buffer) >= PART_SIZE:

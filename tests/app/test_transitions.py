@@ -124,3 +124,26 @@ def test_stale_work_is_found_for_the_sweeper(backend: Backend) -> None:
         transitions.claim_file(session, ingested)
         resumed = transitions.stale_files(session, timedelta(hours=1), include_in_progress=True)
     assert [(f.file_id, f.job_id, f.in_progress) for f in resumed] == [(ingested, job_id, True)]
+
+
+def test_file_rows_read_back_as_the_orm_writes_them(backend: Backend) -> None:
+    """create_job writes file rows below the ORM (#3): the values must be stored exactly as the
+    ORM stores them, or comparisons in SQL (the sweeper's touched_at) would go wrong."""
+    job_id, ids = make_job(3)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        files = session.scalars(select(File).where(File.job_id == job_id)).all()
+        assert sorted(file.id for file in files) == sorted(ids)
+        for file in files:
+            assert file.status is FileStatus.PENDING and file.attempts == 0
+            assert file.touched_at == job.created_at  # the same instant, read back alike
+        # Compared in SQL against values the ORM binds, as the sweeper does.
+        stale = select(File.id).where(File.job_id == job_id)
+        before = session.scalars(stale.where(File.touched_at < job.created_at)).all()
+        at_or_after = session.scalars(stale.where(File.touched_at >= job.created_at)).all()
+        later = job.created_at + timedelta(microseconds=1)
+        earlier_than_later = session.scalars(stale.where(File.touched_at < later)).all()
+        assert (len(before), len(at_or_after), len(earlier_than_later)) == (0, 3, 3)
+        pending = session.scalars(stale.where(File.status == FileStatus.PENDING)).all()
+        assert len(pending) == 3
