@@ -13,6 +13,7 @@ from app.api import web as web_page
 from app.api.errors import install_error_handlers
 from app.config import get_settings
 from app.logs import JobIdMiddleware, configure_logging
+from app.memory import keep_freed_memory
 from app.storage import S3Store, get_store
 
 DESCRIPTION = """
@@ -28,6 +29,7 @@ Every error answers with the same body: `{"error": {"status": 404, "code": "not_
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()  # refuses to start on invalid settings
     configure_logging(settings.log_level, settings.log_format)
+    keep_freed_memory()  # uploads stream through in chunks: reuse their memory (#3)
     store = get_store()
     if isinstance(store, S3Store):
         store.ensure_bucket()

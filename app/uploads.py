@@ -121,7 +121,10 @@ async def drain(stream_iter: Any) -> None:
         return
 
 
-def _write_all(writer: ObjectWriter, pieces: list[bytes | memoryview]) -> None:
+def write_pieces(writer: ObjectWriter, pieces: list[bytes | memoryview]) -> None:
+    """Each received piece to the writer as it is: joining them first would make a fresh
+    multi-megabyte buffer per batch, and on a VM touching fresh memory costs more than the
+    write itself (receiving 12 MB: 19 -> 7 ms of CPU)."""
     for piece in pieces:
         writer.write(piece)
 
@@ -131,14 +134,11 @@ async def _write_pending(state: _State, writer: ObjectWriter) -> None:
         state.pending.append(bytes(state.zip_buffer.data))
         state.zip_buffer.data.clear()
     if state.pending:
-        # The pieces as they came, not joined: a joined batch is a fresh multi-megabyte
-        # buffer each time, and on a VM touching fresh memory costs more than writing it
-        # (receiving 12 MB: 19 -> 7 ms of CPU).
         pieces, state.pending = state.pending, []
         state.pending_bytes = 0
         # The store write may block (an S3 part upload): keep it off the event loop. Awaited
         # before receiving more: writing one batch while receiving the next measured slower.
-        await run_in_threadpool(_write_all, writer, pieces)
+        await run_in_threadpool(write_pieces, writer, pieces)
 
 
 async def receive_upload(

@@ -17,7 +17,7 @@ from app.api.errors import ApiError
 from app.db import session_scope
 from app.models import Upload
 from app.storage import LocalStore, upload_key
-from app.uploads import WRITE_BATCH, drain
+from app.uploads import WRITE_BATCH, drain, write_pieces
 from app.zipinput import UploadRejected
 
 router = APIRouter(prefix="/api/v1/blobs", include_in_schema=False)
@@ -81,7 +81,7 @@ async def put_blob(
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large
     writer = store.open_writer(key, "application/zip")
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     pending_bytes = received = 0
     stream = request.stream()
     try:
@@ -93,9 +93,9 @@ async def put_blob(
             pending.append(chunk)
             pending_bytes += len(chunk)
             if pending_bytes >= WRITE_BATCH:
-                await run_in_threadpool(writer.write, b"".join(pending))
+                await run_in_threadpool(write_pieces, writer, pending)
                 pending, pending_bytes = [], 0
-        await run_in_threadpool(writer.write, b"".join(pending))
+        await run_in_threadpool(write_pieces, writer, pending)
         # Again before the object appears: the upload may have become a job while this PUT
         # streamed, and the job's input must not change under its ingest.
         if not await run_in_threadpool(_upload_open, key):
