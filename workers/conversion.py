@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -93,12 +94,38 @@ class Converter(Protocol):
     def close(self) -> None: ...
 
 
+# How long a kill waits for the whole process group to end before going on regardless.
+KILL_WAIT = 10.0
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """The processes of a process group that are still running (a zombie is already dead)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue  # it ended while we looked
+        fields = stat.rsplit(")", 1)[1].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            alive.append(int(proc.name))
+    return alive
+
+
 def kill_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the process and everything it started (soffice.bin outlives its launcher)."""
+    """Kill the process and everything it started (soffice.bin outlives its launcher), and
+    wait until all of it has ended: the launcher is reaped at once, but soffice.bin can take a
+    moment to die after its launcher, still holding its memory and its pipes."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=10)
+        process.wait(timeout=KILL_WAIT)
+    while live_processes_in_group(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 # Every LibreOffice instance starts from this configuration, written into its profile before it

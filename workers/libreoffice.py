@@ -8,6 +8,7 @@ kept alive and recycled every ``restart_after`` conversions rather than one per 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -111,6 +112,23 @@ class Watchdog:
             self._on_expiry(generation)  # outside the lock: killing may take a while
 
 
+# Where LibreOffice makes its named pipes: always /tmp (or /var/tmp when /tmp is not
+# writable), whatever TMPDIR says.
+PIPE_DIRS = (Path("/tmp"), Path("/var/tmp"))  # noqa: S108 - LibreOffice's fixed choice
+
+
+def _pipe_files(name: str) -> list[Path]:
+    return [folder / f"OSL_PIPE_{os.getuid()}_{name}" for folder in PIPE_DIRS]
+
+
+def single_instance_pipe(profile_dir: Path) -> str:
+    """The name of the pipe LibreOffice opens for its profile (besides the one we ask for):
+    SingleOfficeIPC_ and the MD5 of the profile's URL in UTF-16, each byte in hex without
+    padding, as desktop/source/app/officeipcthread.cxx writes it."""
+    digest = hashlib.md5(profile_dir.resolve().as_uri().encode("utf-16-le"), usedforsecurity=False)
+    return "SingleOfficeIPC_" + "".join(f"{byte:x}" for byte in digest.digest())
+
+
 class UnoConverter:
     def __init__(
         self,
@@ -124,6 +142,10 @@ class UnoConverter:
         self.profile_dir = profile_root / f"lo-{os.getpid()}"
         self.start_timeout = start_timeout
         self.restart_after = restart_after
+        # LibreOffice's temporary files go here (TMPDIR), not to /tmp: a killed instance leaves
+        # its folder behind, with whatever it was writing, and a restart empties it.
+        self.temp_dir = self.profile_dir / "tmp"
+        self.pipe: str | None = None  # the pipe we asked the current instance to accept on
         self.process: subprocess.Popen[bytes] | None = None
         self.desktop: Any = None
         self.conversions = 0  # since the last start
@@ -139,8 +161,10 @@ class UnoConverter:
         if self.process is not None:
             self.restarts += 1
             metrics.libreoffice_restarted(recycled=self.conversions >= self.restart_after)
-        pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._remove_leftovers()
+        pipe = self.pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         write_profile_settings(self.profile_dir)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.soffice,
             *soffice_flags(self.profile_dir),
@@ -151,6 +175,7 @@ class UnoConverter:
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": str(self.temp_dir)},
         )
         local = uno.getComponentContext()
         resolver = local.ServiceManager.createInstanceWithContext(
@@ -231,7 +256,21 @@ class UnoConverter:
                 log.debug("libreoffice.terminate_failed")
         self._kill()
         self.process = None
+        self._remove_leftovers()
         shutil.rmtree(self.profile_dir, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        """What a killed instance leaves: its two pipes' socket files in /tmp, and its
+        temporary files. Called before a start and on close, from the converting thread only,
+        so a new instance's own pipes are never taken away. (Every recycling is a kill, and
+        before this each one left two files in /tmp for good.)"""
+        names = [single_instance_pipe(self.profile_dir)]
+        if self.pipe is not None:
+            names.append(self.pipe)
+        for name in names:
+            for path in _pipe_files(name):
+                path.unlink(missing_ok=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _ensure_running(self) -> None:
         alive = self.process is not None and self.process.poll() is None

@@ -11,25 +11,8 @@ import pytest
 
 from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
-from workers.conversion import CliConverter, ConversionTimeout
-from workers.libreoffice import UnoConverter
-
-
-def live_processes_in_group(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (a zombie is already dead)."""
-    alive = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            alive.append(int(proc.name))
-    return alive
+from workers.conversion import CliConverter, ConversionTimeout, live_processes_in_group
+from workers.libreoffice import UnoConverter, single_instance_pipe
 
 
 def test_converts_pages_and_text(converter: UnoConverter, tmp_path: Path) -> None:
@@ -120,6 +103,46 @@ def test_close_leaves_no_process_behind(tmp_path: Path) -> None:
     converter.close()
     assert live_processes_in_group(group) == []
     assert not converter.profile_dir.exists()
+
+
+def _pipe_file(name: str) -> Path:
+    return Path("/tmp") / f"OSL_PIPE_{os.getuid()}_{name}"
+
+
+def _litter() -> set[str]:
+    """LibreOffice's own files in /tmp: pipes and temporary folders (lu*.tmp)."""
+    return {
+        name
+        for name in os.listdir("/tmp")
+        if name.startswith("OSL_PIPE_") or (name.startswith("lu") and name.endswith(".tmp"))
+    }
+
+
+def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
+    before = _litter()
+    converter = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=1
+    )
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("no litter"))
+    try:
+        converter.convert(source, tmp_path / "one.pdf", timeout=60)
+        first = converter.pipe
+        assert first is not None
+        # LibreOffice made its pipes where they are looked for, and its temporary folder in ours.
+        assert _pipe_file(first).exists()
+        assert _pipe_file(single_instance_pipe(converter.profile_dir)).exists()
+        assert list(converter.temp_dir.iterdir())
+        converter.convert(source, tmp_path / "two.pdf", timeout=60)  # recycled: a kill
+        assert converter.restarts == 1 and converter.pipe != first
+        assert not _pipe_file(first).exists()
+        assert _pipe_file(converter.pipe).exists()  # the new instance's own pipe stays
+        assert "no litter" in pdf_pages((tmp_path / "two.pdf").read_bytes())[0]
+        assert converter.process is not None
+        os.killpg(converter.process.pid, signal.SIGKILL)  # as the watchdog does
+    finally:
+        converter.close()
+    assert _litter() == before
 
 
 def test_cli_fallback_converts_and_proves_its_output(tmp_path: Path) -> None:
