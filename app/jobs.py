@@ -112,7 +112,10 @@ def _insert_files(session: Session, job_id: str, entries: list[DocxEntry], now: 
         return process(value) if process is not None else value
 
     status, touched_at = as_stored("status", FileStatus.PENDING), as_stored("touched_at", now)
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    markers = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # sqlite3; psycopg
+    if dialect.paramstyle not in markers:
+        raise NotImplementedError(f"no file-row insert for paramstyle {dialect.paramstyle!r}")
+    marker = markers[dialect.paramstyle]
     # Only constant table and column names go into the text; the values are parameters.
     placeholders = ", ".join([marker] * len(_FILE_COLUMNS))
     statement = f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608

@@ -8,14 +8,16 @@ measured with strace. On a virtual machine, memory handed back is memory the hos
 away, and touching it again costs a fault in the host: the same POST took 25 ms instead of
 19 ms (#3).
 
-Keeping up to ``RETAIN_BYTES`` of freed memory for reuse removes those faults. The process's
-memory still shrinks back past that; only the last few megabytes are kept warm.
+Keeping up to ``RETAIN_BYTES`` of freed memory for reuse removes those faults. glibc applies
+the limit to each of its arenas, not to the process: the event loop's, where uploads arrive,
+and one for each thread that allocates (an S3 part buffer is filled in a worker thread). Hence
+a modest figure; the upload's chunks are written and freed batch by batch, so a few megabytes
+at the top of the event loop's heap are what matters.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("quire.memory")
@@ -27,17 +29,15 @@ M_MMAP_THRESHOLD = -3
 # Allocations up to this size come from the heap, whose freed memory is reused.
 MMAP_THRESHOLD = 4 * 1024 * 1024
 # Freed memory at the top of the heap is kept up to this much before it is returned.
-RETAIN_BYTES = 32 * 1024 * 1024
+RETAIN_BYTES = 16 * 1024 * 1024
 
 
 def keep_freed_memory() -> bool:
     """Ask glibc to keep recently freed memory for reuse; False where that is not possible
     (another C library), which changes nothing but speed."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The library's own name: find_library would run ldconfig in a subprocess at start-up.
+        libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

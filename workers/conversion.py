@@ -100,8 +100,12 @@ KILL_WAIT = 10.0
 
 def live_processes_in_group(pgid: int) -> list[int]:
     """The processes of a process group that are still running (a zombie is already dead)."""
-    alive = []
-    for proc in Path("/proc").iterdir():
+    alive: list[int] = []
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return alive  # no /proc: nothing to wait for that could be seen
+    for proc in entries:
         if not proc.name.isdigit():
             continue
         try:
@@ -119,8 +123,10 @@ def kill_process_group(process: subprocess.Popen[bytes]) -> None:
     """Kill the process and everything it started (soffice.bin outlives its launcher), and
     wait until all of it has ended: the launcher is reaped at once, but soffice.bin can take a
     moment to die after its launcher, still holding its memory and its pipes."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    # Only a group that still has a member: once it is empty, its id may be taken again.
+    if process.poll() is None or live_processes_in_group(process.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
     deadline = time.monotonic() + KILL_WAIT
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=KILL_WAIT)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 # Importing this module fails where python3-uno is missing; workers.runtime then falls back to
 # the command-line converter. (uno must be imported before any com.sun.star module.)
@@ -124,8 +125,11 @@ def _pipe_files(name: str) -> list[Path]:
 def single_instance_pipe(profile_dir: Path) -> str:
     """The name of the pipe LibreOffice opens for its profile (besides the one we ask for):
     SingleOfficeIPC_ and the MD5 of the profile's URL in UTF-16, each byte in hex without
-    padding, as desktop/source/app/officeipcthread.cxx writes it."""
-    digest = hashlib.md5(profile_dir.resolve().as_uri().encode("utf-16-le"), usedforsecurity=False)
+    padding, as desktop/source/app/officeipcthread.cxx writes it. LibreOffice hashes its own
+    normal form of the URL, which leaves the characters a URL path allows (such as "@" and
+    "+") unescaped where pathlib's as_uri() escapes them."""
+    url = "file://" + quote(str(profile_dir.resolve()), safe="/!$&'()*+,;=:@~")
+    digest = hashlib.md5(url.encode("utf-16-le"), usedforsecurity=False)
     return "SingleOfficeIPC_" + "".join(f"{byte:x}" for byte in digest.digest())
 
 
@@ -276,7 +280,9 @@ class UnoConverter:
         alive = self.process is not None and self.process.poll() is None
         if alive and self.desktop is not None and self.conversions < self.restart_after:
             return
-        if alive:
+        if self.process is not None:
+            # Also when the launcher is gone: soffice.bin can outlive it, and a new instance
+            # must not start beside it on the same profile.
             self._kill()
         self.start()
 

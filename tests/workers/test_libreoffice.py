@@ -109,40 +109,68 @@ def _pipe_file(name: str) -> Path:
     return Path("/tmp") / f"OSL_PIPE_{os.getuid()}_{name}"
 
 
-def _litter() -> set[str]:
-    """LibreOffice's own files in /tmp: pipes and temporary folders (lu*.tmp)."""
-    return {
-        name
-        for name in os.listdir("/tmp")
-        if name.startswith("OSL_PIPE_") or (name.startswith("lu") and name.endswith(".tmp"))
-    }
+def _temp_folders() -> set[str]:
+    """LibreOffice's temporary folders in /tmp (lu<pid><random>.tmp)."""
+    return {name for name in os.listdir("/tmp") if name.startswith("lu") and name.endswith(".tmp")}
 
 
 def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
-    before = _litter()
+    # A profile path with characters a URL escapes and LibreOffice does not (its pipe's name
+    # is a hash of that URL).
     converter = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=1
+        soffice="soffice", profile_root=tmp_path / "pro+files@1", start_timeout=60, restart_after=1
     )
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("no litter"))
+    single = _pipe_file(single_instance_pipe(converter.profile_dir))
+    pids: list[int] = []
+    folders_before = _temp_folders()
     try:
         converter.convert(source, tmp_path / "one.pdf", timeout=60)
         first = converter.pipe
-        assert first is not None
+        assert first is not None and converter.process is not None
+        pids += live_processes_in_group(converter.process.pid)
         # LibreOffice made its pipes where they are looked for, and its temporary folder in ours.
-        assert _pipe_file(first).exists()
-        assert _pipe_file(single_instance_pipe(converter.profile_dir)).exists()
+        assert _pipe_file(first).exists() and single.exists()
         assert list(converter.temp_dir.iterdir())
         converter.convert(source, tmp_path / "two.pdf", timeout=60)  # recycled: a kill
-        assert converter.restarts == 1 and converter.pipe != first
+        assert converter.restarts == 1 and converter.pipe not in (None, first)
         assert not _pipe_file(first).exists()
-        assert _pipe_file(converter.pipe).exists()  # the new instance's own pipe stays
+        assert converter.pipe is not None and _pipe_file(converter.pipe).exists()
         assert "no litter" in pdf_pages((tmp_path / "two.pdf").read_bytes())[0]
         assert converter.process is not None
+        pids += live_processes_in_group(converter.process.pid)
         os.killpg(converter.process.pid, signal.SIGKILL)  # as the watchdog does
+        second = converter.pipe
     finally:
         converter.close()
-    assert _litter() == before
+    assert len(pids) >= 2  # the launcher and soffice.bin of each instance
+    assert not _pipe_file(second).exists() and not single.exists()
+    # None made meanwhile by these processes (a name is "lu", the pid, then random characters,
+    # so only new names are looked at: an old one may start with the same digits).
+    new_folders = _temp_folders() - folders_before
+    assert not [name for name in new_folders for pid in pids if name.startswith(f"lu{pid}")]
+
+
+def test_an_instance_whose_launcher_died_is_not_left_running(tmp_path: Path) -> None:
+    # soffice.bin outlives its launcher; a new instance must not start beside it.
+    converter = UnoConverter(
+        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=10
+    )
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("one instance"))
+    try:
+        converter.convert(source, tmp_path / "one.pdf", timeout=60)
+        assert converter.process is not None
+        old_group = converter.process.pid
+        os.kill(old_group, signal.SIGKILL)  # the launcher only
+        converter.process.wait()
+        assert live_processes_in_group(old_group)  # soffice.bin lives on
+        converter.convert(source, tmp_path / "two.pdf", timeout=60)
+        assert live_processes_in_group(old_group) == []
+        assert "one instance" in pdf_pages((tmp_path / "two.pdf").read_bytes())[0]
+    finally:
+        converter.close()
 
 
 def test_cli_fallback_converts_and_proves_its_output(tmp_path: Path) -> None:
