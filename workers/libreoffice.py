@@ -133,6 +133,10 @@ def single_instance_pipe(profile_dir: Path) -> str:
     return "SingleOfficeIPC_" + "".join(f"{byte:x}" for byte in digest.digest())
 
 
+# How long closing waits for an instance to quit cleanly before it is killed.
+CLOSE_GRACE = 5.0
+
+
 class UnoConverter:
     def __init__(
         self,
@@ -252,16 +256,29 @@ class UnoConverter:
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
-        # A clean terminate only when it still answers: a call into a hung instance would hang.
-        if self.desktop is not None and self._responsive():
-            try:
-                self.desktop.terminate()
-            except Exception:  # noqa: BLE001 - the bridge may be gone already; the kill follows
-                log.debug("libreoffice.terminate_failed")
+        if self.desktop is not None and self.process is not None and self.process.poll() is None:
+            self._terminate(CLOSE_GRACE)
         self._kill()
         self.process = None
         self._remove_leftovers()
         shutil.rmtree(self.profile_dir, ignore_errors=True)
+
+    def _terminate(self, grace: float) -> None:
+        """Ask the instance to quit, waiting at most ``grace`` seconds: a hung instance never
+        answers (a UNO call cannot be interrupted), and the kill that follows ends the call."""
+        desktop = self.desktop
+
+        def terminate() -> None:
+            try:
+                desktop.terminate()
+            except Exception:  # noqa: BLE001 - the bridge may be gone already; the kill follows
+                log.debug("libreoffice.terminate_failed")
+
+        caller = threading.Thread(target=terminate, name="libreoffice-terminate", daemon=True)
+        caller.start()
+        caller.join(grace)
+        if caller.is_alive():
+            log.warning("libreoffice.terminate_timeout pid=%s", self.process and self.process.pid)
 
     def _remove_leftovers(self) -> None:
         """What a killed instance leaves: its two pipes' socket files in /tmp, and its

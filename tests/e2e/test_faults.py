@@ -159,7 +159,9 @@ def test_a_hung_libreoffice_is_killed_and_its_document_converted(
 ) -> None:
     service = make_service({**BASE_ENV, "QUIRE_CONVERSION_TIMEOUT": "5"})
     service.start()
-    data, markers = numbered_zip(30)
+    # Enough documents that the stopped instance is handed another one: with 30, a fast run
+    # could finish them all on the other worker right after the stop.
+    data, markers = numbered_zip(120)
     job_id = submit(service, ledger, data, len(markers))
     midway(service, ledger, job_id, 5)
     hung = soffice_processes_under(service.data_dir)[0]

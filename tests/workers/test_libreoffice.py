@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +12,19 @@ import pytest
 
 from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
+from workers import libreoffice
 from workers.conversion import CliConverter, ConversionTimeout, live_processes_in_group
 from workers.libreoffice import UnoConverter, single_instance_pipe
+
+
+def own_converter(tmp_path: Path, restart_after: int, profiles: str = "profiles") -> UnoConverter:
+    """A converter of the test's own (the shared fixture's instance must stay as it is)."""
+    return UnoConverter(
+        soffice="soffice",
+        profile_root=tmp_path / profiles,
+        start_timeout=60,
+        restart_after=restart_after,
+    )
 
 
 def test_converts_pages_and_text(converter: UnoConverter, tmp_path: Path) -> None:
@@ -79,9 +91,7 @@ def test_an_instance_that_died_is_restarted(converter: UnoConverter, tmp_path: P
 
 
 def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
-    converter = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=2
-    )
+    converter = own_converter(tmp_path, 2)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("recycled"))
     try:
@@ -93,9 +103,7 @@ def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
 
 
 def test_close_leaves_no_process_behind(tmp_path: Path) -> None:
-    converter = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=10
-    )
+    converter = own_converter(tmp_path, 10)
     converter.start()
     assert converter.process is not None
     group = converter.process.pid
@@ -117,9 +125,7 @@ def _temp_folders() -> set[str]:
 def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
     # A profile path with characters a URL escapes and LibreOffice does not (its pipe's name
     # is a hash of that URL).
-    converter = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "pro+files@1", start_timeout=60, restart_after=1
-    )
+    converter = own_converter(tmp_path, 1, profiles="pro+files@1")
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("no litter"))
     single = _pipe_file(single_instance_pipe(converter.profile_dir))
@@ -154,9 +160,7 @@ def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
 
 def test_an_instance_whose_launcher_died_is_not_left_running(tmp_path: Path) -> None:
     # soffice.bin outlives its launcher; a new instance must not start beside it.
-    converter = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=10
-    )
+    converter = own_converter(tmp_path, 10)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("one instance"))
     try:
@@ -171,6 +175,26 @@ def test_an_instance_whose_launcher_died_is_not_left_running(tmp_path: Path) -> 
         assert "one instance" in pdf_pages((tmp_path / "two.pdf").read_bytes())[0]
     finally:
         converter.close()
+
+
+def test_close_does_not_wait_on_a_hung_idle_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hung between two conversions, no watchdog is armed: only closing meets it, and a call
+    # into it would never return.
+    monkeypatch.setattr(libreoffice, "CLOSE_GRACE", 1.0)
+    converter = own_converter(tmp_path, 10)
+    source = tmp_path / "in.docx"
+    source.write_bytes(make_docx("then it hangs"))
+    converter.convert(source, tmp_path / "one.pdf", timeout=60)
+    assert converter.process is not None
+    group = converter.process.pid
+    os.killpg(group, signal.SIGSTOP)
+    started = time.monotonic()
+    converter.close()
+    assert time.monotonic() - started < 30  # it would hang for good before
+    assert live_processes_in_group(group) == []
+    assert not converter.profile_dir.exists()
 
 
 def test_cli_fallback_converts_and_proves_its_output(tmp_path: Path) -> None:
