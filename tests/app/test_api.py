@@ -37,6 +37,13 @@ def post_zip(client: TestClient, data: bytes, field: str = "file") -> httpx.Resp
     return client.post("/api/v1/jobs", files={field: ("batch.zip", data, ZIP)})
 
 
+def submit_documents(client: TestClient, entries: dict[str, bytes]) -> str:
+    """The job id of a zip of these entries, accepted."""
+    response = post_zip(client, make_zip(entries))
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
 def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
     assert response.status_code == status, response.text
     body = response.json()

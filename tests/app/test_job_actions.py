@@ -30,7 +30,7 @@ from app.models import (
     utcnow,
 )
 from app.storage import StoreError, get_store, job_prefixes, output_key, result_key
-from tests.app.test_api import assert_error, post_zip, stored_keys
+from tests.app.test_api import assert_error, stored_keys, submit_documents
 from tests.app.test_transitions import make_job
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
@@ -70,12 +70,6 @@ def run_tasks(sent: SentTasks) -> None:
             build_archive(sent.archives.pop(0), store)
 
 
-def submit(client: TestClient, entries: dict[str, bytes]) -> str:
-    response = post_zip(client, make_zip(entries))
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
-
-
 def files_of(job_id: str) -> dict[str, File]:
     with session_scope() as session:
         return {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
@@ -102,7 +96,7 @@ def keys_of(job_id: str) -> list[str]:
 def test_retry_of_a_completed_job_reconverts_only_its_failed_files(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     a_file, b_file = files_of(job_id)["a.docx"], files_of(job_id)["b.docx"]
@@ -164,7 +158,7 @@ def test_retry_of_a_completed_job_reconverts_only_its_failed_files(
 def test_retry_is_refused_while_running_and_when_nothing_failed(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a")})
     assert_error(client.post(f"/api/v1/jobs/{job_id}/retry"), 409, "is PENDING")
     run_tasks(sent)
     assert job_status(job_id) == JobStatus.COMPLETED
@@ -174,7 +168,7 @@ def test_retry_is_refused_while_running_and_when_nothing_failed(
 
 
 def test_a_broken_document_fails_again_on_retry(client: TestClient, sent: SentTasks) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a"), "junk.docx": b"plain text"})
+    job_id = submit_documents(client, {"a.docx": make_docx("a"), "junk.docx": b"plain text"})
     run_tasks(sent)
     first = files_of(job_id)["junk.docx"].error_message
     assert client.post(f"/api/v1/jobs/{job_id}/retry").json()["retried_files"] == 1
@@ -188,7 +182,7 @@ def test_a_broken_document_fails_again_on_retry(client: TestClient, sent: SentTa
 def test_retry_of_a_job_that_failed_before_its_ingest_ingests_again(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
     sent.ingests.clear()
     # The ingest gave up (say the store was down longer than its retries): the job FAILED with
     # its files, none of which has an input object.
@@ -208,7 +202,7 @@ def test_retry_of_a_job_that_failed_before_its_ingest_ingests_again(
 def test_retry_of_a_job_whose_archive_failed_rebuilds_only_the_archive(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a")})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     convert_file(sent.conversions.pop(), store, FakeConverter(), settings)
@@ -228,7 +222,7 @@ def test_retry_of_a_job_whose_archive_failed_rebuilds_only_the_archive(
 
 
 def test_cancel_a_pending_job(client: TestClient, sent: SentTasks) -> None:
-    job_id = submit(client, {f"{i}.docx": make_docx(str(i)) for i in range(3)})
+    job_id = submit_documents(client, {f"{i}.docx": make_docx(str(i)) for i in range(3)})
     response = client.post(f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -256,7 +250,7 @@ def test_cancel_a_pending_job(client: TestClient, sent: SentTasks) -> None:
 def test_cancel_mid_job_keeps_converted_files_and_builds_no_archive(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {f"{i}.docx": make_docx(str(i)) for i in range(4)})
+    job_id = submit_documents(client, {f"{i}.docx": make_docx(str(i)) for i in range(4)})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     first = sent.conversions.pop(0)
@@ -281,7 +275,7 @@ def test_cancel_mid_job_keeps_converted_files_and_builds_no_archive(
 
 
 def test_cancel_of_a_finished_job_is_409(client: TestClient, sent: SentTasks) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a")})
     run_tasks(sent)
     assert_error(client.post(f"/api/v1/jobs/{job_id}/cancel"), 409, "already ended (COMPLETED)")
     assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "COMPLETED"
@@ -290,7 +284,7 @@ def test_cancel_of_a_finished_job_is_409(client: TestClient, sent: SentTasks) ->
 def test_cancel_schedules_the_jobs_webhook(
     client: TestClient, sent: SentTasks, webhooks_sent: list[str]
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a")})
     with session_scope() as session:
         session.execute(
             update(Job).where(Job.id == job_id).values(callback_url="http://hooks.test/quire")
@@ -312,7 +306,7 @@ def test_cancel_schedules_the_jobs_webhook(
 def test_delete_removes_rows_and_objects(
     client: TestClient, sent: SentTasks, webhooks_sent: list[str]
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a"), "b.docx": make_docx("b")})
     run_tasks(sent)
     with session_scope() as session:  # a callback delivery the job made
         session.add(
@@ -346,7 +340,7 @@ def test_delete_removes_rows_and_objects(
 def test_delete_of_a_running_job_cancels_it_first_and_late_tasks_cope(
     client: TestClient, sent: SentTasks
 ) -> None:
-    job_id = submit(client, {f"{i}.docx": make_docx(str(i)) for i in range(3)})
+    job_id = submit_documents(client, {f"{i}.docx": make_docx(str(i)) for i in range(3)})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     convert_file(sent.conversions.pop(0), store, FakeConverter(), settings)
@@ -466,7 +460,7 @@ def test_a_cancel_racing_finishing_workers_counts_each_file_once(backend: Backen
 def test_delete_with_the_store_down_is_503_and_can_be_sent_again(
     client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("a")})
+    job_id = submit_documents(client, {"a.docx": make_docx("a")})
     store = get_store()
     working = store.delete_prefix
 

@@ -163,12 +163,18 @@ def test_a_broker_outage_after_commit_is_only_a_delay(
     ]
 
 
-def test_only_the_holder_of_an_attempt_records_its_outcome(backend: Backend) -> None:
+def failed_job_delivery() -> str:
+    """The delivery scheduled for a job that just failed."""
     job_id = make_job()
     with session_scope() as session:
         transitions.fail_job(session, job_id, "broke")
         delivery_id = schedule_delivery(session, job_id)
     assert delivery_id is not None
+    return delivery_id
+
+
+def test_only_the_holder_of_an_attempt_records_its_outcome(backend: Backend) -> None:
+    delivery_id = failed_job_delivery()
     now = utcnow()
     with session_scope() as session:
         assert claim_attempt(session, delivery_id, now, lease=60) == 1
@@ -195,11 +201,7 @@ def test_only_the_holder_of_an_attempt_records_its_outcome(backend: Backend) -> 
 
 
 def test_a_permanent_error_fails_at_once(backend: Backend) -> None:
-    job_id = make_job()
-    with session_scope() as session:
-        transitions.fail_job(session, job_id, "broke")
-        delivery_id = schedule_delivery(session, job_id)
-    assert delivery_id is not None
+    delivery_id = failed_job_delivery()
     now = utcnow()
     with session_scope() as session:
         assert claim_attempt(session, delivery_id, now, lease=60) == 1

@@ -53,14 +53,24 @@ def _environment(workdir: Path, broker_url: str = "redis://127.0.0.1:1/0") -> No
     upgrade()
 
 
-def _create_job(session: Any, job_id: str, entries: list[Any], upload_bytes: int) -> None:
+def _new_job(store: Any, settings: Any, zip_bytes: bytes) -> str:
+    """A job made from ``zip_bytes`` as the API makes one (stored, listed, rows written)."""
     from app import jobs
+    from app.db import session_scope
+    from app.storage import upload_key
+    from app.zipinput import list_docx_entries
 
+    job_id = jobs.new_job_id()
+    store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
+    with store.open_reader(upload_key(job_id)) as source:
+        entries = list_docx_entries(source, settings.max_files_per_job)
     spec = getattr(jobs, "JobSpec", None)  # the job's options, since issue 5
-    if spec is None:
-        jobs.create_job(session, job_id, entries, upload_bytes)  # type: ignore[arg-type]
-    else:
-        jobs.create_job(session, spec(job_id, upload_bytes), entries)
+    with session_scope() as session:
+        if spec is None:
+            jobs.create_job(session, job_id, entries, len(zip_bytes))  # type: ignore[arg-type]
+        else:
+            jobs.create_job(session, spec(job_id, len(zip_bytes)), entries)
+    return job_id
 
 
 def _summary(name: str, seconds: list[float]) -> str:
@@ -120,10 +130,7 @@ def profile_worker(documents: int, pages: int, rounds: int, profile: Path | None
 def _measure_worker(documents: int, pages: int, rounds: int, profile: Path | None) -> None:
     from app import queue
     from app.config import get_settings
-    from app.db import session_scope
-    from app.jobs import new_job_id
-    from app.storage import get_store, upload_key
-    from app.zipinput import list_docx_entries
+    from app.storage import get_store
     from tests.bench.documents import bench_zip
     from workers.convert import convert_file
     from workers.ingest import ingest_job
@@ -139,12 +146,7 @@ def _measure_worker(documents: int, pages: int, rounds: int, profile: Path | Non
     per_document: list[float] = []
     with _profiled(profile):
         for _ in range(rounds):
-            job_id = new_job_id()
-            store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
-            with store.open_reader(upload_key(job_id)) as source:
-                entries = list_docx_entries(source, settings.max_files_per_job)
-            with session_scope() as session:
-                _create_job(session, job_id, entries, len(zip_bytes))
+            job_id = _new_job(store, settings, zip_bytes)
             ingest_job(job_id, store, settings)
             while sent["convert"]:
                 file_id = sent["convert"].pop(0)
@@ -218,10 +220,8 @@ def profile_celery(documents: int, pages: int, rounds: int, concurrency: int) ->
         from app import queue
         from app.config import get_settings
         from app.db import session_scope
-        from app.jobs import new_job_id
         from app.models import Job, JobStatus
-        from app.storage import get_store, upload_key
-        from app.zipinput import list_docx_entries
+        from app.storage import get_store
         from tests.bench.documents import bench_zip
 
         worker = subprocess.Popen(
@@ -244,12 +244,7 @@ def profile_celery(documents: int, pages: int, rounds: int, concurrency: int) ->
             zip_bytes = bench_zip(documents, pages)
 
             def run_job() -> None:
-                job_id = new_job_id()
-                store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
-                with store.open_reader(upload_key(job_id)) as source:
-                    entries = list_docx_entries(source, settings.max_files_per_job)
-                with session_scope() as session:
-                    _create_job(session, job_id, entries, len(zip_bytes))
+                job_id = _new_job(store, settings, zip_bytes)
                 queue.send_ingest(job_id)
                 while True:
                     time.sleep(0.2)

@@ -259,41 +259,6 @@ def multipart_body(data: bytes) -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def http_sink_seconds(
-    make_body: Callable[[], bytes | Iterator[bytes]], workdir: Path, runs: int = 3
-) -> float:
-    """The same body POSTed to an endpoint that only writes it to the store (tests/bench/sink);
-    the best of ``runs``."""
-    port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.sink", str(port), str(workdir / "sink-store")],
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.post(f"http://127.0.0.1:{port}/", content=b"warm-up", timeout=5)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            response = httpx.post(
-                f"http://127.0.0.1:{port}/", content=make_body(), headers=MULTIPART, timeout=3600
-            )
-            times.append(time.perf_counter() - started)
-            assert response.status_code == 201
-            shutil.rmtree(workdir / "sink-store" / "uploads", ignore_errors=True)
-        return min(times)
-    finally:
-        sink.terminate()
-        sink.wait(timeout=30)
-
-
 @contextmanager
 def _sink_server(workdir: Path) -> Iterator[str]:
     """tests/bench/sink.py in its own process: the URL it stores request bodies at."""
@@ -317,6 +282,22 @@ def _sink_server(workdir: Path) -> Iterator[str]:
     finally:
         sink.terminate()
         sink.wait(timeout=30)
+
+
+def http_sink_seconds(
+    make_body: Callable[[], bytes | Iterator[bytes]], workdir: Path, runs: int = 3
+) -> float:
+    """The same body POSTed to an endpoint that only writes it to the store (tests/bench/sink);
+    the best of ``runs``."""
+    times = []
+    with _sink_server(workdir) as url:
+        for _ in range(runs):
+            started = time.perf_counter()
+            response = httpx.post(url, content=make_body(), headers=MULTIPART, timeout=3600)
+            times.append(time.perf_counter() - started)
+            assert response.status_code == 201
+            shutil.rmtree(workdir / "sink-store" / "uploads", ignore_errors=True)
+    return min(times)
 
 
 @contextmanager

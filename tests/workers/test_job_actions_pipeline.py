@@ -24,9 +24,9 @@ from app.db import session_scope
 from app.main import create_app
 from app.models import File, FileStatus, Job, JobStatus
 from app.storage import get_store, job_prefixes, output_key, result_key
-from tests.app.test_api import post_zip, stored_keys
+from tests.app.test_api import stored_keys, submit_documents
 from tests.conftest import Backend, SentTasks
-from tests.docx_factory import make_docx, make_zip
+from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
 from tests.workers.test_sweeper import age
 from workers import ingest
@@ -63,12 +63,6 @@ class Interrupted:
 
     def close(self) -> None:
         pass
-
-
-def submit(client: TestClient, entries: dict[str, bytes]) -> str:
-    response = post_zip(client, make_zip(entries))
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
 
 
 def file_ids(job_id: str) -> dict[str, str]:
@@ -126,7 +120,7 @@ def job_keys(job_id: str) -> list[str]:
 def test_retry_converts_a_file_that_failed_for_a_passing_reason(
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
-    job_id = submit(
+    job_id = submit_documents(
         client,
         {
             "a.docx": make_docx("Alpha text"),
@@ -163,7 +157,7 @@ def test_cancel_mid_job_drops_late_and_queued_work(
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
     names = [f"{i}.docx" for i in range(4)]
-    job_id = submit(client, {name: make_docx(f"Document {name}") for name in names})
+    job_id = submit_documents(client, {name: make_docx(f"Document {name}") for name in names})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     ids = file_ids(job_id)
@@ -205,7 +199,7 @@ def test_cancel_mid_job_drops_late_and_queued_work(
 def test_a_late_archive_of_an_earlier_round_cannot_complete_a_retried_job(
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
+    job_id = submit_documents(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     ids = file_ids(job_id)
@@ -236,7 +230,7 @@ def test_a_late_archive_of_an_earlier_round_cannot_complete_a_retried_job(
 
 
 def _ready_for_archive(client: TestClient, sent: SentTasks, converter: Converter) -> str:
-    job_id = submit(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
+    job_id = submit_documents(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     while sent.conversions:
@@ -296,7 +290,7 @@ def test_a_delete_while_the_archive_is_written_leaves_nothing(
 def test_a_delete_while_a_file_converts_leaves_nothing(
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
-    job_id = submit(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
+    job_id = submit_documents(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
     settings, store = get_settings(), get_store()
     ingest_job(sent.ingests.pop(), store, settings)
     first, second = sent.conversions
@@ -338,7 +332,7 @@ def test_a_cancel_stops_the_ingest(
     client: TestClient, sent: SentTasks, converter: Converter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = [f"{i}.docx" for i in range(8)]
-    job_id = submit(client, {name: make_docx(name) for name in names})
+    job_id = submit_documents(client, {name: make_docx(name) for name in names})
     _interrupt_ingest(
         monkeypatch, 3, lambda: client.post(f"/api/v1/jobs/{job_id}/cancel").raise_for_status()
     )
@@ -370,7 +364,7 @@ def test_a_cancel_stops_the_ingest(
 def test_a_delete_stops_the_ingest_and_removes_what_it_copied_since(
     client: TestClient, sent: SentTasks, converter: Converter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job_id = submit(client, {f"{i}.docx": make_docx(str(i)) for i in range(8)})
+    job_id = submit_documents(client, {f"{i}.docx": make_docx(str(i)) for i in range(8)})
     _interrupt_ingest(
         monkeypatch, 3, lambda: client.delete(f"/api/v1/jobs/{job_id}").raise_for_status()
     )
@@ -383,7 +377,7 @@ def test_the_sweeper_leaves_a_cancelled_job_alone_and_resends_a_retried_jobs_los
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
     settings = get_settings()
-    job_id = submit(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
+    job_id = submit_documents(client, {"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")})
     sent.ingests.clear()  # the ingest message is lost
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
     age(job_id, settings.stale_after + 5)

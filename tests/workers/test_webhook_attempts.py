@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import get_settings
 from app.db import session_scope
 from app.models import DeliveryStatus
 from app.webhooks import claim_attempt, due_deliveries, lease_seconds
@@ -18,6 +17,7 @@ from tests.workers.test_webhooks import (
     delivery,
     finished_job,
     receiver,
+    settings_with,
     webhooks_sent,
 )
 from workers.webhooks import deliver
@@ -32,9 +32,7 @@ def test_attempts_whose_worker_died_count_toward_the_limit(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QUIRE_WEBHOOK_MAX_ATTEMPTS", "3")
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = settings_with(monkeypatch, "QUIRE_WEBHOOK_MAX_ATTEMPTS", "3")
     delivery_id = finished_job(receiver, sent, webhooks_sent)
     clock = Clock()
     lease = lease_seconds(settings)

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app import queue
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs import JobSpec, create_job, new_job_id
 from app.models import DeliveryStatus, Job, JobStatus, WebhookDelivery, utcnow
@@ -181,6 +181,13 @@ def finished_job(receiver: Receiver, sent: SentTasks, webhooks_sent: list[str]) 
     return webhooks_sent[0]
 
 
+def settings_with(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> Settings:
+    """The settings once ``name`` is set to ``value`` (for the rest of the test)."""
+    monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
 # -- the tests ---------------------------------------------------------------------------------
 
 
@@ -191,9 +198,7 @@ def test_a_finished_job_posts_its_signed_status_document(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QUIRE_PUBLIC_URL", "https://quire.example.com/")
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = settings_with(monkeypatch, "QUIRE_PUBLIC_URL", "https://quire.example.com/")
     job_id = submit({"a.docx": make_docx("Alpha"), "bad.docx": b"not a docx"}, receiver.url)
     run_job(job_id, sent)
     # Scheduled in the transaction that ended the job, sent once it committed.
@@ -333,9 +338,7 @@ def test_a_delivery_fails_after_the_last_attempt(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QUIRE_WEBHOOK_MAX_ATTEMPTS", "4")
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = settings_with(monkeypatch, "QUIRE_WEBHOOK_MAX_ATTEMPTS", "4")
     receiver.answers = [500] * 10
     delivery_id = finished_job(receiver, sent, webhooks_sent)
     clock = Clock()
@@ -360,9 +363,7 @@ def test_errors_without_an_answer_are_recorded(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QUIRE_WEBHOOK_TIMEOUT", "0.3")
-    get_settings.cache_clear()
-    settings = get_settings()
+    settings = settings_with(monkeypatch, "QUIRE_WEBHOOK_TIMEOUT", "0.3")
 
     # Too slow: the answer comes after the timeout.
     receiver.delay = 1.0
