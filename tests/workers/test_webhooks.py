@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -42,6 +42,9 @@ from workers.sweeper import sweep
 from workers.webhooks import base_url, deliver
 
 # -- a real receiver ---------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Service
 
 
 @dataclass
@@ -529,28 +532,36 @@ def test_two_concurrent_deliveries_send_once(
 # -- end to end --------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
-def test_the_real_service_calls_back_and_retries(tmp_path: Path, receiver: Receiver) -> None:
+def callback_service(tmp_path: Path) -> Service:
+    """The real service with a quick sweeper and a known webhook secret (not started)."""
     from tests.e2e.conftest import Service
 
-    receiver.answers = [500]  # the first attempt fails; the retry comes 10 s later
-    service = Service(
+    return Service(
         data_dir=tmp_path / "data",
         env={"QUIRE_SWEEP_INTERVAL": "2", "QUIRE_WEBHOOK_SECRET": "e2e-secret"},
         log_path=tmp_path / "service.log",
     )
+
+
+def submit_with_callback(service: Service, receiver: Receiver, text: str) -> str:
+    """A one-document job on the running service, calling the receiver back."""
+    response = httpx.post(
+        f"{service.url}/api/v1/jobs",
+        files={"file": ("batch.zip", make_zip({"a.docx": make_docx(text)}), "application/zip")},
+        data={"callback_url": receiver.url},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+@pytest.mark.e2e
+def test_the_real_service_calls_back_and_retries(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.answers = [500]  # the first attempt fails; the retry comes 10 s later
+    service = callback_service(tmp_path)
     service.start()
     try:
-        response = httpx.post(
-            f"{service.url}/api/v1/jobs",
-            files={
-                "file": ("batch.zip", make_zip({"a.docx": make_docx("Alpha")}), "application/zip")
-            },
-            data={"callback_url": receiver.url},
-            timeout=60,
-        )
-        assert response.status_code == 202, response.text
-        job_id = response.json()["job_id"]
+        job_id = submit_with_callback(service, receiver, "Alpha")
         status = service.wait_for_job(
             job_id,
             timeout=120,
@@ -586,24 +597,11 @@ def test_a_pending_callback_survives_a_restart_that_loses_the_queue(
 ) -> None:
     """The retry is due in the database only: the broker's files are wiped while the service is
     down, and the restarted service still delivers the callback."""
-    from tests.e2e.conftest import Service
-
     receiver.answers = [500]  # the first attempt fails; the retry is due 10 s later
-    service = Service(
-        data_dir=tmp_path / "data",
-        env={"QUIRE_SWEEP_INTERVAL": "2", "QUIRE_WEBHOOK_SECRET": "e2e-secret"},
-        log_path=tmp_path / "service.log",
-    )
+    service = callback_service(tmp_path)
     service.start()
     try:
-        response = httpx.post(
-            f"{service.url}/api/v1/jobs",
-            files={"file": ("batch.zip", make_zip({"a.docx": make_docx("A")}), "application/zip")},
-            data={"callback_url": receiver.url},
-            timeout=60,
-        )
-        assert response.status_code == 202, response.text
-        job_id = response.json()["job_id"]
+        job_id = submit_with_callback(service, receiver, "A")
         service.wait_for_job(
             job_id,
             timeout=120,
