@@ -6,7 +6,7 @@ VENV ?= .venv
 export QUIRE_VENV := $(VENV)
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bootstrap bootstrap-dev bench
+.PHONY: run test lint bootstrap bootstrap-dev bench lock
 
 bootstrap:
 	infra/bootstrap.sh
@@ -30,3 +30,8 @@ test: lint
 ## Throughput and memory against LibreOffice's own limit (BENCH_ARGS="--documents 200" etc.).
 bench: bootstrap-dev
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+## Re-resolve the lock files (requirements/*.txt) from pyproject.toml: after changing a
+## dependency, or to take newer releases. Commit the result; every install uses only these.
+lock: bootstrap-dev
+	$(PY) infra/lock.py

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Quire needs on a fresh Debian 12 machine (or image), idempotent and quick when
-# nothing is missing: system packages with apt-get, then a virtual environment made from the
-# system Python with --system-site-packages, so that Debian's python3-uno (`import uno`) works.
+# nothing is missing: system packages with apt-get, then a virtual environment made from Debian's
+# Python that installs exactly what the lock pins (requirements/*.txt, by hash) and sees, of
+# Debian's own Python packages, only python3-uno (`import uno`).
 #
 #   infra/bootstrap.sh            runtime only (what `make run` and the Docker image need)
 #   infra/bootstrap.sh --dev      plus the test and lint tools (what `make test` needs)
@@ -10,8 +11,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-extras=""
-[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+lock_set=runtime
+[[ "${1:-}" == "--dev" ]] && lock_set=dev
+lock="requirements/$lock_set.txt"
 venv="${QUIRE_VENV:-.venv}"
 
 packages=(
@@ -23,7 +25,7 @@ packages=(
   fonts-crosextra-carlito fonts-crosextra-caladea fonts-liberation2 fonts-dejavu-core
   fonts-noto-cjk
 )
-if [[ -n "$extras" ]]; then
+if [[ "$lock_set" == dev ]]; then
   # The tests start a throwaway PostgreSQL cluster, validate docker-compose.yml and drive the
   # web page in headless Chromium (Selenium talks to it through chromedriver).
   packages+=(postgresql docker-compose chromium chromium-driver)
@@ -45,15 +47,38 @@ if (( ${#missing[@]} )); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# Debian's own Python: python3-uno is built for it, not for any other Python on the PATH.
+# Debian's own Python: python3-uno is built for it, not for any other Python on the PATH. No
+# --system-site-packages: that would put every Debian Python package (pyOpenSSL, an old
+# cryptography, ...) beside the locked ones, where they get imported instead of or on top of
+# them. A venv made that way by an older checkout is made anew.
+if [[ -f "$venv/pyvenv.cfg" ]] && grep -q "include-system-site-packages = true" "$venv/pyvenv.cfg"; then
+  echo "bootstrap: remaking $venv without Debian's site-packages"
+  rm -rf "$venv"
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  /usr/bin/python3 -m venv "$venv"
 fi
-stamp="$venv/.quire-installed${extras:+-dev}"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
-  "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
-  "$venv/bin/pip" install -q --disable-pip-version-check -e ".${extras}"
-  touch "$stamp"
+
+# Install from the lock only: every package pinned, every download checked against its hash,
+# no dependency resolved on the day (--no-deps; the lock is complete). Quire itself goes in
+# editable, built by the locked setuptools without fetching a build environment.
+stamp="$venv/.quire-lock-$lock_set"
+lock_digest=$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_digest" ]]; then
+  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --no-index -e .
+  "$venv/bin/pip" check >/dev/null || { "$venv/bin/pip" check >&2; exit 1; }
+  echo "$lock_digest" > "$stamp"
 fi
+
+# Of Debian's Python packages the venv sees only python3-uno's two modules (uno.py loads
+# pyuno.so from LibreOffice's own program folder by itself).
+site_packages=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+for module in uno.py unohelper.py; do
+  if [[ -f "/usr/lib/python3/dist-packages/$module" ]]; then
+    ln -sfn "/usr/lib/python3/dist-packages/$module" "$site_packages/$module"
+  fi
+done
 "$venv/bin/python" -c "import uno" 2>/dev/null \
   || echo "bootstrap: warning: python3-uno is not importable; falling back to soffice per file" >&2
