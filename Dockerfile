@@ -2,8 +2,9 @@
 #
 # It is set up by the same infra/bootstrap.sh as a plain Debian 12 machine (`make run`), so the
 # image and a bare machine get the same system packages (LibreOffice, python3-uno, fonts) and the
-# same virtual environment: made from Debian's /usr/bin/python3 with --system-site-packages, so
-# that `import uno` works.
+# same virtual environment: made from Debian's /usr/bin/python3, filled from the runtime lock
+# (requirements/runtime.txt, every package pinned by hash; no test or lint tool), and seeing of
+# Debian's Python packages only python3-uno's `uno` and `unohelper`.
 #
 #   docker build -t quire .
 #   docker run --init -p 8000:8000 quire     # --init: tini reaps orphaned soffice.bin processes
@@ -30,18 +31,19 @@ WORKDIR /opt/quire/src
 # code does not re-download LibreOffice. bootstrap.sh runs apt-get update and install itself;
 # the package lists are dropped in the same layer.
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt requirements/
 COPY infra/bootstrap.sh infra/
 RUN PIP_NO_CACHE_DIR=1 QUIRE_VENV=/opt/quire/venv infra/bootstrap.sh \
     && rm -rf /var/lib/apt/lists/*
 
 # Step 2: the code. The editable install from step 1 saw no packages yet, so remove
-# bootstrap's stamp to make it install the project again (dependencies are already there, and
-# no apt-get runs: every system package is installed). Byte-compile as root, because the
+# bootstrap's stamp to make it install the project again (the locked packages are already
+# there, and no apt-get runs: every system package is installed). Byte-compile as root, because the
 # runtime user cannot write __pycache__ under /opt/quire/src.
 COPY app/ app/
 COPY workers/ workers/
 COPY infra/ infra/
-RUN rm -f /opt/quire/venv/.quire-installed \
+RUN rm -f /opt/quire/venv/.quire-lock-runtime \
     && PIP_NO_CACHE_DIR=1 QUIRE_VENV=/opt/quire/venv infra/bootstrap.sh \
     && rm -rf /var/lib/apt/lists/* \
     && /opt/quire/venv/bin/python -m compileall -q app workers infra
