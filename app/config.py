@@ -11,12 +11,30 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+
+# Secrets that were published with Quire (its compose file and env example once fell back to
+# them): anyone can read them, so a deployment that still uses one refuses to start.
+KNOWN_PUBLIC_SECRETS = frozenset(
+    {
+        "quire",
+        "quire-dev-secret-change-me",
+        "quire-minio-secret",
+        "change-me",
+        "change-me-secret-key",
+        "change-me-minio-secret",
+        "change-me-postgres",
+        "changeme",
+        "minioadmin",
+        "secret",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -46,6 +64,10 @@ class Settings(BaseSettings):
     max_entry_bytes: int = Field(default=100 * MiB, gt=0)
     max_total_uncompressed_bytes: int = Field(default=20 * GiB, gt=0)
     max_compression_ratio: float = Field(default=100.0, gt=1)
+    # A DOCX is itself a zip: each of its parts, and all of them together, may expand to at
+    # most this much. Counted while the worker reads the parts, never taken from their headers.
+    max_part_expanded_bytes: int = Field(default=256 * MiB, gt=0)
+    max_package_expanded_bytes: int = Field(default=1 * GiB, gt=0)
 
     conversion_timeout: int = Field(default=120, ge=1)
     # Conversions of one file that were started but never finished (its worker or LibreOffice
@@ -61,6 +83,10 @@ class Settings(BaseSettings):
     # network. A worker that cannot set the sandbox up refuses to convert. "off" is for
     # debugging only, and every start logs a warning.
     sandbox: Literal["on", "off"] = "on"
+    # Each LibreOffice's address-space limit (RLIMIT_AS), in MiB: a document that makes it swell
+    # kills its own instance, not the host. 0: no limit. The corpus needs at most about
+    # MEASURED MiB of address space (docs/security.md, "The LibreOffice sandbox").
+    libreoffice_memory_mb: int = Field(default=2048, ge=0)
     converter: Literal["uno", "cli", "fake"] = "uno"
     # One more worker process than cores: while a worker does its bookkeeping (store, database,
     # queue), its LibreOffice idles, and the extra process keeps every core converting. Measured
@@ -79,6 +105,10 @@ class Settings(BaseSettings):
     # Comma-separated API keys. When set, every /api/v1 call needs "Authorization: Bearer <key>"
     # and sees only the jobs its own key created. Empty: no authentication (a trusted network).
     api_keys: str = ""
+    # What GET /metrics needs ("Authorization: Bearer <token>") while API keys are set: the
+    # figures describe every client's work. With API keys and no token, /metrics answers 401.
+    # Without API keys /metrics is open like the rest of the API (a trusted network).
+    metrics_token: str = ""
 
     # Webhooks: a job with a callback_url gets its status document POSTed there when it ends.
     # The HMAC-SHA256 key of the Quire-Signature header. Empty: derived from the secret key, so
@@ -89,6 +119,10 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
     # Seconds each phase of a callback (connect, send, wait for the answer) may take.
     webhook_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Callbacks go to public addresses only (app/callback_targets.py): a worker POSTing to
+    # 127.0.0.1, 10.x or 169.254.169.254 would reach the deployment's own services. True lets
+    # them reach loopback, private and link-local receivers, for trusted clients only.
+    webhook_allow_private: bool = False
 
     log_level: str = "INFO"
     # json (one object per line, with the job and file ids bound) suits containers and log
@@ -97,6 +131,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        self._refuse_published_secrets()
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("QUIRE_S3_BUCKET is required when QUIRE_STORAGE_BACKEND=s3")
         if self.stale_after <= self.task_hard_time_limit:
@@ -105,6 +140,23 @@ class Settings(BaseSettings):
                 f"time limit ({self.task_hard_time_limit} s), or running work would be re-sent"
             )
         return self
+
+    def _refuse_published_secrets(self) -> None:
+        database_password = urlsplit(self.database_url).password if self.database_url else None
+        secrets_in_use = {
+            "QUIRE_SECRET_KEY": [self.secret_key],
+            "QUIRE_WEBHOOK_SECRET": [self.webhook_secret],
+            "QUIRE_S3_SECRET_KEY": [self.s3_secret_key or ""],
+            "QUIRE_METRICS_TOKEN": [self.metrics_token],
+            "QUIRE_API_KEYS": self.api_key_list,
+            "the password in QUIRE_DATABASE_URL": [database_password or ""],
+        }
+        for name, values in secrets_in_use.items():
+            if any(value.strip().lower() in KNOWN_PUBLIC_SECRETS for value in values if value):
+                raise ValueError(
+                    f"{name} is a published default value that anyone can read; set a secret "
+                    'of your own (e.g. python3 -c "import secrets; print(secrets.token_hex(32))")'
+                )
 
     # Derived values: one place computes them so API, workers and sweeper agree.
 

@@ -159,10 +159,15 @@ class WebhookStatus(BaseModel):
         description="PENDING (being tried), DELIVERED (answered 2xx) or FAILED (gave up)."
     )
     attempts: int = Field(description="Attempts made so far (QUIRE_WEBHOOK_MAX_ATTEMPTS at most).")
-    last_status_code: int | None = Field(
-        default=None, description="The HTTP status of the last answer; null if none came."
+    # Only the class of an answer is shown ("HTTP 5xx", "connection failed", "timed out"): the
+    # exact status, the error text and a redirect's Location would let a client probe what
+    # the worker can reach. The details are in the worker's log (webhook.retry/failed).
+    last_error: str | None = Field(
+        default=None,
+        description='Why the last attempt failed, in general terms: "HTTP 5xx", "HTTP 4xx", '
+        '"HTTP 3xx: redirects are not followed", "connection failed", "timed out", or why '
+        "it was not sent.",
     )
-    last_error: str | None = Field(default=None, description="Why the last attempt failed.")
     next_attempt_at: datetime | None = Field(
         default=None, description="When the next attempt is due, while PENDING."
     )

@@ -226,8 +226,9 @@ class Outcome:
     """What one attempt got back: an HTTP status, or an error before any answer."""
 
     status_code: int | None
-    error: str | None
+    error: str | None  # what the job's owner is shown: general terms only (no target details)
     permanent: bool = False  # no later attempt can do better (e.g. an unusable URL)
+    detail: str | None = None  # the exact answer or exception, for the worker's log only
 
     @property
     def delivered(self) -> bool:
@@ -301,7 +302,6 @@ def latest_delivery(session: Session, job_id: str) -> WebhookStatus | None:
         event=row.event,
         status=row.status,
         attempts=row.attempts,
-        last_status_code=row.last_status_code,
         last_error=row.last_error,
         next_attempt_at=row.next_attempt_at if row.status == DeliveryStatus.PENDING else None,
         delivered_at=row.delivered_at,

@@ -17,6 +17,7 @@ from datetime import datetime
 import httpx
 from sqlalchemy import select
 
+from app.callback_targets import TargetRefused, literal_address, resolve_target
 from app.config import Settings
 from app.db import session_scope
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
@@ -61,34 +62,89 @@ class Attempt:
     retry_in: float | None = None  # seconds until the next attempt is due, when there is one
 
 
+# At most this many of a name's addresses are tried, each one checked, in the resolver's order.
+MAX_ADDRESSES = 4
+NOT_PUBLIC = "Not sent: the callback URL's host is not a public address."
+UNUSABLE = "Not sent: the callback URL cannot be used."
+
+
 def post(
     url: str,
     body: bytes,
     request_headers: dict[str, str],
     timeout: float,
     transport: httpx.BaseTransport | None = None,
+    *,
+    allow_private: bool = False,
 ) -> Outcome:
     """POST once; an answer or the error that kept it from coming. Never raises for the
-    receiver's faults: they are the delivery's outcome, recorded and retried."""
+    receiver's faults: they are the delivery's outcome, recorded and retried.
+
+    The host is resolved here once, every address checked (``resolve_target``), and the
+    connection goes to a checked address with the original name in the Host header and in
+    TLS (SNI and certificate check), so a second DNS answer can never redirect it. The
+    outcome's ``error`` is what the job's owner sees: general terms only."""
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, transport=transport) as client:
-            request = client.build_request("POST", url, content=body, headers=request_headers)
+        target = resolve_target(url, allow_private)
+    except TargetRefused as error:
+        return Outcome(None, NOT_PUBLIC, permanent=True, detail=str(error))
+    except (OSError, UnicodeError) as error:  # socket.gaierror: the name does not resolve now
+        return Outcome(None, "connection failed", detail=f"resolving the host: {error}")
+    try:
+        original = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        return Outcome(None, UNUSABLE, permanent=True, detail=str(error))
+    headers = {**request_headers, "Host": original.netloc.decode("ascii")}
+    # TLS is checked against the name the client gave, not the address connected to.
+    sni = {} if literal_address(target.host) else {"sni_hostname": original.raw_host.decode()}
+    outcome = Outcome(None, "connection failed", detail="no address to connect to")
+    for address in target.addresses[:MAX_ADDRESSES]:
+        outcome = _post_to(
+            original.copy_with(host=str(address)), body, headers, sni, timeout, transport
+        )
+        if outcome.error != "connection failed":
+            break  # an answer, a timeout or an unusable URL: another address would not help
+    return outcome
+
+
+def _post_to(
+    pinned: httpx.URL,
+    body: bytes,
+    headers: dict[str, str],
+    extensions: dict[str, str],
+    timeout: float,
+    transport: httpx.BaseTransport | None,
+) -> Outcome:
+    try:
+        # trust_env=False: a proxy from the environment would connect by name, unchecked.
+        with httpx.Client(
+            timeout=timeout, follow_redirects=False, transport=transport, trust_env=False
+        ) as client:
+            request = client.build_request(
+                "POST", pinned, content=body, headers=headers, extensions=extensions
+            )
             # The answer's body is never read: a receiver cannot make a worker download much.
             response = client.send(request, stream=True)
             response.close()
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
-        return Outcome(None, f"The callback URL cannot be used: {error}", permanent=True)
+        return Outcome(None, UNUSABLE, permanent=True, detail=str(error))
     except httpx.TimeoutException as error:
-        return Outcome(None, f"No answer within {timeout:g} s ({type(error).__name__}).")
+        return Outcome(None, "timed out", detail=f"{pinned.host}: {type(error).__name__}")
     except httpx.HTTPError as error:
-        return Outcome(None, f"{type(error).__name__}: {error}"[:1000])
+        detail = f"{pinned.host}: {type(error).__name__}: {error}"[:1000]
+        return Outcome(None, "connection failed", detail=detail)
     code = response.status_code
+    detail = f"{pinned.host}: HTTP {code} {response.reason_phrase}".strip()
     if 200 <= code < 300:
-        return Outcome(code, None)
+        return Outcome(code, None, detail=detail)
     if 300 <= code < 400:
         location = response.headers.get("location", "")
-        return Outcome(code, f"HTTP {code}: redirects are not followed (Location: {location})")
-    return Outcome(code, f"HTTP {code} {response.reason_phrase}".strip())
+        return Outcome(
+            code,
+            "HTTP 3xx: redirects are not followed",
+            detail=f"{detail} (Location: {location})"[:1000],
+        )
+    return Outcome(code, f"HTTP {code // 100}xx", detail=detail)
 
 
 def deliver(
@@ -144,7 +200,14 @@ def deliver(
             delivery_id=delivery_id,
             timestamp=timestamp,
         )
-        outcome = post(row.url, body, request_headers, settings.webhook_timeout, transport)
+        outcome = post(
+            row.url,
+            body,
+            request_headers,
+            settings.webhook_timeout,
+            transport,
+            allow_private=settings.webhook_allow_private,
+        )
     with session_scope() as session:
         status = record_attempt(
             session, delivery_id, number, outcome, clock(), settings.webhook_max_attempts
@@ -162,8 +225,9 @@ def _log(
     outcome: Outcome,
     retry_in: float | None,
 ) -> None:
-    args = (delivery_id, job_id, number, outcome.status_code, outcome.error)
-    fields = "delivery_id=%s job_id=%s attempt=%d status_code=%s error=%s"
+    # The detail (exact status, exception text, Location) is for the operator's log only.
+    args = (delivery_id, job_id, number, outcome.status_code, outcome.error, outcome.detail)
+    fields = "delivery_id=%s job_id=%s attempt=%d status_code=%s error=%s detail=%s"
     if status == DeliveryStatus.DELIVERED:
         log.info("webhook.delivered " + fields, *args)
     elif status == DeliveryStatus.PENDING:

@@ -26,6 +26,7 @@ from app.api.deps import (
     visible_job,
 )
 from app.api.errors import ApiError, responses
+from app.callback_targets import TargetRefused, check_callback_url
 from app.db import session_scope
 from app.jobs import (
     Cursor,
@@ -123,6 +124,17 @@ def _options(fields: dict[str, str]) -> SubmissionOptions:
         return SubmissionOptions.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as error:
         raise _invalid(error) from None
+
+
+def _refuse_callback_target(url: str | None, allow_private: bool) -> None:
+    # Here, in a worker thread, not in the schema's validator: a host name is resolved, and
+    # DNS must not block the event loop.
+    if url is None:
+        return
+    try:
+        check_callback_url(url, allow_private)
+    except TargetRefused as error:
+        raise ApiError(422, f"Invalid request: callback_url: {error}") from None
 
 
 def _invalid(error: ValidationError) -> ApiError:
@@ -263,6 +275,7 @@ async def submit_job(
             raise
 
     def _create() -> JSONResponse:
+        _refuse_callback_target(options.callback_url, settings.webhook_allow_private)
         with session_scope() as session:
             if idempotency_key is not None:
                 earlier = find_idempotent_job(session, owner, idempotency_key, digest)

@@ -107,6 +107,13 @@ class Receiver:
             self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def allow_loopback_receivers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receivers listen on 127.0.0.1, which Quire refuses unless the operator allows
+    private addresses (tests/workers/test_webhook_targets.py tests the refusal)."""
+    monkeypatch.setenv("QUIRE_WEBHOOK_ALLOW_PRIVATE", "true")
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
@@ -302,7 +309,7 @@ def test_failed_attempts_are_retried_with_backoff_from_the_database(
     assert (first.number, first.status, first.retry_in) == (1, DeliveryStatus.PENDING, 10)
     row = delivery(delivery_id)
     assert (row.attempts, row.last_status_code) == (1, 500)
-    assert row.last_error == "HTTP 500 Internal Server Error"
+    assert row.last_error == "HTTP 5xx"  # the class only: the exact answer is logged
     assert aware(row.next_attempt_at) == clock.now + timedelta(seconds=10)
 
     # Not due yet: a duplicate message or an early sweep makes no attempt.
@@ -374,7 +381,7 @@ def test_errors_without_an_answer_are_recorded(
     clock = Clock()
     attempt = deliver(delivery_id, settings, clock=clock)
     assert attempt.status == DeliveryStatus.PENDING
-    assert delivery(delivery_id).last_error == "No answer within 0.3 s (ReadTimeout)."
+    assert delivery(delivery_id).last_error == "timed out"
     assert delivery(delivery_id).last_status_code is None
 
     # A redirect is an answer, not followed: the receiver's Location is never requested.
@@ -386,7 +393,7 @@ def test_errors_without_an_answer_are_recorded(
     assert attempt.status == DeliveryStatus.PENDING
     row = delivery(delivery_id)
     assert row.last_status_code == 302
-    assert row.last_error is not None and "redirects are not followed" in row.last_error
+    assert row.last_error == "HTTP 3xx: redirects are not followed"  # no Location shown
     assert [r.path.split("?")[0] for r in receiver.requests] == ["/hooks/quire"] * 2
 
     # Nothing listens: connection refused.
@@ -399,7 +406,7 @@ def test_errors_without_an_answer_are_recorded(
     clock.advance(30)
     attempt = deliver(delivery_id, settings, clock=clock)
     assert (attempt.number, attempt.status) == (3, DeliveryStatus.PENDING)
-    assert delivery(delivery_id).last_error.startswith("ConnectError")  # type: ignore[union-attr]
+    assert delivery(delivery_id).last_error == "connection failed"  # not "Connection refused"
 
 
 def test_a_delivery_survives_a_restart(
@@ -538,7 +545,11 @@ def callback_service(tmp_path: Path) -> Service:
 
     return Service(
         data_dir=tmp_path / "data",
-        env={"QUIRE_SWEEP_INTERVAL": "2", "QUIRE_WEBHOOK_SECRET": "e2e-secret"},
+        env={
+            "QUIRE_SWEEP_INTERVAL": "2",
+            "QUIRE_WEBHOOK_SECRET": "e2e-secret",
+            "QUIRE_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver listens on 127.0.0.1
+        },
         log_path=tmp_path / "service.log",
     )
 
@@ -577,7 +588,6 @@ def test_the_real_service_calls_back_and_retries(tmp_path: Path, receiver: Recei
         "event": "job.completed",
         "status": "DELIVERED",
         "attempts": 2,
-        "last_status_code": 200,
         "last_error": None,
         "next_attempt_at": None,
         "delivered_at": status["webhook"]["delivered_at"],  # type: ignore[index]
@@ -608,7 +618,7 @@ def test_a_pending_callback_survives_a_restart_that_loses_the_queue(
             until=lambda s: (
                 isinstance(s.get("webhook"), dict)
                 and s["webhook"]["attempts"] == 1
-                and s["webhook"]["last_status_code"] == 500
+                and s["webhook"]["last_error"] == "HTTP 5xx"
             ),
         )
     finally:
@@ -628,10 +638,10 @@ def test_a_pending_callback_survives_a_restart_that_loses_the_queue(
         service.stop()
     webhook = status["webhook"]
     assert isinstance(webhook, dict)
-    assert (webhook["status"], webhook["attempts"], webhook["last_status_code"]) == (
+    assert (webhook["status"], webhook["attempts"], webhook["last_error"]) == (
         "DELIVERED",
         2,
-        200,
+        None,
     )
     assert len(receiver.requests) == 2
     assert (
