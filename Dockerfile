@@ -43,7 +43,7 @@ RUN PIP_NO_CACHE_DIR=1 QUIRE_VENV=/opt/quire/venv infra/bootstrap.sh \
 COPY app/ app/
 COPY workers/ workers/
 COPY infra/ infra/
-RUN rm -f /opt/quire/venv/.quire-lock-runtime \
+RUN rm -f /opt/quire/venv/.quire-installed \
     && PIP_NO_CACHE_DIR=1 QUIRE_VENV=/opt/quire/venv infra/bootstrap.sh \
     && rm -rf /var/lib/apt/lists/* \
     && /opt/quire/venv/bin/python -m compileall -q app workers infra

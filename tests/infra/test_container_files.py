@@ -415,7 +415,9 @@ def test_dockerfile_copies_what_bootstrap_needs() -> None:
     if "*" in ignore:
         allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
         for source in copied:
-            assert source.split("/")[0] in allowed, f".dockerignore drops {source}"
+            parts = source.split("/")
+            prefixes = {"/".join(parts[: n + 1]) for n in range(len(parts))}
+            assert prefixes & allowed, f".dockerignore drops {source}"
     for secret in (".env", ".venv", ".git", ".data"):
         assert secret in ignore or "*" in ignore, f".dockerignore lets {secret} in"
 
