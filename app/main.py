@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,8 @@ from app.logs import JobIdMiddleware, configure_logging
 from app.memory import keep_freed_memory
 from app.storage import S3Store, get_store
 
+log = logging.getLogger("quire.api")
+
 DESCRIPTION = """
 Quire converts DOCX files to PDF in bulk. Upload one zip of DOCX files, get a job id at once,
 watch per-file progress, and download one zip of PDFs.
@@ -29,6 +32,11 @@ Every error answers with the same body: `{"error": {"status": 404, "code": "not_
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()  # refuses to start on invalid settings
     configure_logging(settings.log_level, settings.log_format)
+    if settings.api_key_list and not settings.metrics_token:
+        log.warning(
+            "metrics.closed: QUIRE_API_KEYS is set and QUIRE_METRICS_TOKEN is not, so GET "
+            "/metrics answers 401 to everyone; set QUIRE_METRICS_TOKEN to scrape it"
+        )
     keep_freed_memory()  # uploads stream through in chunks: reuse their memory (#3)
     store = get_store()
     if isinstance(store, S3Store):

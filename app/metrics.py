@@ -50,6 +50,9 @@ KEY = "quire:metrics"
 # (and skip recording for PAUSE seconds, so an outage costs one timeout, not one per file).
 TIMEOUT = 0.25
 PAUSE = 5.0
+# The job and file counts are a GROUP BY over every row: scrapes within this many seconds of
+# the last query share its answer, so many scrapers (or one scraping too often) cost one query.
+DATABASE_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,33 @@ def _status_counts() -> tuple[dict[str, int], dict[str, int]]:
     )
 
 
+class _CountsCache:
+    """The last status counts, per database, for DATABASE_CACHE_SECONDS."""
+
+    def __init__(self) -> None:
+        # Held across the query: concurrent scrapes wait for one query instead of each running
+        # their own.
+        self._lock = threading.Lock()
+        self._entry: tuple[str, float, tuple[dict[str, int], dict[str, int]]] | None = None
+
+    def get(self) -> tuple[dict[str, int], dict[str, int]]:
+        url = get_settings().resolved_database_url
+        with self._lock:
+            entry = self._entry
+            if (
+                entry is not None
+                and entry[0] == url
+                and time.monotonic() - entry[1] < DATABASE_CACHE_SECONDS
+            ):
+                return entry[2]
+            counts = _status_counts()  # a failure is not cached: the next scrape tries again
+            self._entry = (url, time.monotonic(), counts)
+            return counts
+
+
+_counts_cache = _CountsCache()
+
+
 class QuireCollector(Collector):
     """What ``GET /metrics`` shows, read fresh at each scrape."""
 
@@ -311,7 +341,7 @@ class QuireCollector(Collector):
             labels=["source"],
         )
         try:
-            job_counts, file_counts = _status_counts()
+            job_counts, file_counts = _counts_cache.get()
         except Exception as error:  # noqa: BLE001 - a scrape reports the outage, never a 500
             log.warning("metrics.database_unreadable error=%r", error)
             up.add_metric(["database"], 0.0)

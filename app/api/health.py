@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -15,6 +16,7 @@ from app.queue import get_sender
 from app.schemas import Health
 from app.storage import get_store
 
+log = logging.getLogger("quire.api")
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 5
 
@@ -50,9 +52,12 @@ async def readyz() -> Health | JSONResponse:
         try:
             await asyncio.wait_for(run_in_threadpool(probe), CHECK_TIMEOUT + 1)
             checks[name] = "ok"
-        except Exception as error:  # noqa: BLE001 - any failure means "not ready"; it is reported
-            checks[name] = f"unreachable: {type(error).__name__}: {error}"[:300]
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready"; it is logged
+            # The answer names the dependency only: an exception's text can carry host names,
+            # ports and credentials-bearing URLs, and /readyz answers without a key.
+            checks[name] = "down"
+            log.warning("readyz.down dependency=%s error=%r", name, error)
     if all(value == "ok" for value in checks.values()):
         return Health(status="ok", checks=checks)
-    failing = "; ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+    failing = ", ".join(f"{name} {value}" for name, value in checks.items())
     return error_response(503, f"Not ready: {failing}")

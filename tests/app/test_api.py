@@ -265,7 +265,7 @@ def test_readiness_reports_an_unreachable_broker(
     monkeypatch.setattr(get_settings(), "broker_url", "redis://127.0.0.1:1/0")
     queue.get_sender.cache_clear()
     try:
-        assert_error(client.get("/readyz"), 503, "broker unreachable")
+        assert_error(client.get("/readyz"), 503, "broker down")
     finally:
         queue.get_sender.cache_clear()
 

@@ -7,6 +7,7 @@ captured (the ``sent`` fixture) and replayed by the test.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
 from app import metrics, queue
 from app.api import metrics as metrics_api
 from app.config import get_settings
-from app.db import session_scope
+from app.db import get_engine, session_scope
 from app.models import Job
 from app.storage import get_store
 from tests.conftest import Backend, SentTasks, reset_caches
@@ -41,7 +43,10 @@ def converter(module_converter: UnoConverter) -> UnoConverter:
 
 
 @pytest.fixture
-def client() -> TestClient:
+def client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    # These tests follow the counts from one scrape to the next: no cache window between them
+    # (test_two_scrapes_within_the_window_run_one_query covers it).
+    monkeypatch.setattr(metrics, "DATABASE_CACHE_SECONDS", 0.0)
     # The real router on an app of its own: /metrics needs nothing else of the API.
     app = FastAPI()
     app.include_router(metrics_api.router)
@@ -256,12 +261,78 @@ def test_a_scrape_without_redis_still_answers_with_the_database_figures(
     assert not any(name.startswith("quire_conversions") for name, _ in samples)
 
 
-def test_metrics_need_no_api_key(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_are_open_without_api_keys(backend: Backend) -> None:
     from app.main import create_app
 
-    monkeypatch.setenv("QUIRE_API_KEYS", "secret-key")
+    with TestClient(create_app()) as api:
+        assert api.get("/metrics").status_code == 200
+
+
+def test_with_api_keys_metrics_need_their_own_token(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.main import create_app
+
+    monkeypatch.setenv("QUIRE_API_KEYS", "client-key")
+    monkeypatch.setenv("QUIRE_METRICS_TOKEN", "scraper-token")
     reset_caches()
     with TestClient(create_app()) as api:
-        response = api.get("/metrics")
+        assert api.get("/metrics").status_code == 401
+        assert api.get("/metrics").headers["www-authenticate"] == "Bearer"
+        for wrong in (
+            "Bearer client-key",
+            "Bearer scraper",
+            "Basic scraper-token",
+            "scraper-token",
+        ):
+            assert api.get("/metrics", headers={"Authorization": wrong}).status_code == 401
+        response = api.get("/metrics", headers={"Authorization": "Bearer scraper-token"})
     assert response.status_code == 200
     assert "quire_jobs" in response.text
+
+
+def test_with_api_keys_and_no_token_metrics_are_closed_and_the_log_says_why(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.main import create_app
+
+    monkeypatch.setenv("QUIRE_API_KEYS", "client-key")
+    reset_caches()
+    with caplog.at_level(logging.WARNING, logger="quire.api"), TestClient(create_app()) as api:
+        response = api.get("/metrics", headers={"Authorization": "Bearer client-key"})
+    assert response.status_code == 401
+    assert "QUIRE_METRICS_TOKEN" in response.json()["error"]["message"]
+    assert "metrics.closed" in caplog.text and "QUIRE_METRICS_TOKEN" in caplog.text
+
+
+def test_two_scrapes_within_the_window_run_one_query(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "DATABASE_CACHE_SECONDS", 30.0)
+    app = FastAPI()
+    app.include_router(metrics_api.router)
+    client = TestClient(app)
+    queries: list[str] = []
+
+    def count(*args: object) -> None:
+        if "GROUP BY" in str(args[2]).upper():
+            queries.append(str(args[2]))
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        first = scrape(client)
+        submit(make_zip({"a.docx": make_docx("A")}))
+        second = scrape(client)  # within the window: the first answer again, no query
+        assert len(queries) == 2  # jobs and files, once
+        assert value(second, "quire_jobs", status="PENDING") == value(
+            first, "quire_jobs", status="PENDING"
+        )
+        monkeypatch.setattr(metrics, "DATABASE_CACHE_SECONDS", 0.0)  # the window has passed
+        third = scrape(client)  # read afresh
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+    assert len(queries) == 4
+    assert (
+        value(third, "quire_jobs", status="PENDING")
+        == value(first, "quire_jobs", status="PENDING") + 1
+    )
