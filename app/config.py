@@ -193,19 +193,36 @@ class Settings(BaseSettings):
         return self.task_soft_time_limit + 30
 
     def resolved_secret_key(self) -> str:
-        """The configured key, or one generated once into data_dir (restarts keep URLs valid)."""
+        """The configured key, or one generated once into data_dir (restarts keep URLs valid).
+
+        The file is created 0600 (and data_dir 0700) by the call that creates it, never made
+        private afterwards: whoever reads it can sign download URLs and webhooks."""
         if self.secret_key:
             return self.secret_key
         path = self.data_dir / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(path.parent)
             tmp = path.with_name(f"secret_key.{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_hex(32))
+            descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_hex(32))
             # link() refuses to replace: if two processes race, both read the winner's key.
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
             tmp.unlink()
+        elif path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # written 0644 by releases before issue 12
         return path.read_text().strip()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) readable by its owner only; tighten it if it exists.
+
+    Created with the mode, so there is no moment at which others may look in."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        path.chmod(0o700)  # made by an older release, or by hand
 
 
 @lru_cache

@@ -122,10 +122,12 @@ class Runner:
 
     def start(self) -> None:
         host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        from app.config import Settings, make_private_dir
+
+        # 0700: it holds the signing key, the database and every upload (issue 12).
+        make_private_dir(self.data_dir)
         kill_stray_soffice(self.profiles_dir)
         self.start_redis()
-        from app.config import Settings
 
         settings = Settings()  # refuses to start on invalid settings, with the reason
         # A worker's warm shutdown waits for its running conversion: up to the hard limit.
