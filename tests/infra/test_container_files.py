@@ -4,11 +4,13 @@ Nothing here builds or starts a container. ``docker-compose config`` validates a
 docker-compose.yml (Debian's docker-compose 1.29, installed by ``infra/bootstrap.sh --dev``),
 hadolint lints the Dockerfile, and the tests below hold both files to the promises the
 deployment depends on: one image for api, worker and beat; a scalable worker; healthchecks and
-dependency conditions; pinned MinIO images; credentials that agree between services.
+dependency conditions; pinned MinIO images; credentials that agree between services, that
+compose refuses to run without, and that keep MinIO's root keys away from Quire's services.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +35,14 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 APP_SERVICES = ("api", "worker", "beat")  # the services that run the Quire image
 REQUIRED_SERVICES = {*APP_SERVICES, "redis", "postgres", "minio", "createbuckets"}
 RELEASE_TAG = r":RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z$"
+# What an operator fills in (the example leaves them empty): compose refuses to start without.
+SECRETS = {
+    "MINIO_ROOT_PASSWORD": "root-pw-7f3a9c21e4",
+    "QUIRE_S3_SECRET_KEY": "app-pw-52b8d0e6aa",
+    "POSTGRES_PASSWORD": "pg-pw-0c4e9b1d77",
+    "QUIRE_SECRET_KEY": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+}
+REQUIRED = {*SECRETS, "MINIO_ROOT_USER", "QUIRE_S3_ACCESS_KEY"}
 
 
 def docker_compose() -> str:
@@ -64,10 +74,41 @@ def empty_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["defaults", "env-example"])
-def config(request: pytest.FixtureRequest, empty_env_file: Path) -> dict[str, Any]:
-    """The resolved compose file: with its own defaults, and with the example settings."""
-    env_file = empty_env_file if request.param == "defaults" else ENV_EXAMPLE
+def env_file_with(path: Path, values: dict[str, str]) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+def example_values() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+@pytest.fixture(scope="module")
+def filled_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example with its secrets filled in, as an operator leaves it."""
+    path = tmp_path_factory.mktemp("compose") / "filled.env"
+    return env_file_with(path, example_values() | SECRETS)
+
+
+@pytest.fixture(scope="module")
+def minimal_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only what compose requires: every other value takes its default."""
+    path = tmp_path_factory.mktemp("compose") / "minimal.env"
+    required = {"MINIO_ROOT_USER": "minio-root", "QUIRE_S3_ACCESS_KEY": "quire-app"}
+    return env_file_with(path, required | SECRETS)
+
+
+@pytest.fixture(scope="module", params=["minimal", "env-example"])
+def config(
+    request: pytest.FixtureRequest, minimal_env_file: Path, filled_env_file: Path
+) -> dict[str, Any]:
+    """The resolved compose file: with the required values only, and with the example's."""
+    env_file = minimal_env_file if request.param == "minimal" else filled_env_file
     result = run_compose("config", env_file=env_file)
     assert result.returncode == 0, result.stderr
     loaded = yaml.safe_load(result.stdout)
@@ -150,15 +191,51 @@ def command_text(service: dict[str, Any]) -> str:
 # docker-compose.yml
 
 
-def test_compose_file_is_valid(empty_env_file: Path) -> None:
-    result = run_compose("config", "-q", env_file=empty_env_file)
+def test_compose_file_is_valid(minimal_env_file: Path) -> None:
+    result = run_compose("config", "-q", env_file=minimal_env_file)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
 
 
-def test_compose_file_is_valid_with_the_env_example() -> None:
-    result = run_compose("config", "-q", env_file=ENV_EXAMPLE)
+def test_compose_file_is_valid_with_the_env_example_filled_in(filled_env_file: Path) -> None:
+    result = run_compose("config", "-q", env_file=filled_env_file)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_the_secrets(empty_env_file: Path) -> None:
+    # No .env: compose once fell back to published secrets (anyone could sign webhooks, and
+    # MinIO's root password was in the repository). Now it stops, and says what is missing.
+    for env_file in (empty_env_file, ENV_EXAMPLE):  # the example, copied as is, too
+        result = run_compose("config", "-q", env_file=env_file)
+        assert result.returncode != 0, env_file.name
+        assert "quire.env.example" in result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_each_secret_is_required(missing: str, tmp_path: Path) -> None:
+    values = {"MINIO_ROOT_USER": "minio-root", "QUIRE_S3_ACCESS_KEY": "quire-app"} | SECRETS
+    for empty in (None, ""):
+        rest = {key: value for key, value in values.items() if key != missing}
+        if empty is not None:
+            rest[missing] = empty
+        result = run_compose("config", "-q", env_file=env_file_with(tmp_path / "x.env", rest))
+        assert result.returncode != 0, f"compose starts without {missing}"
+        assert f"set {missing}" in result.stderr
+
+
+def test_no_secret_has_a_default_in_the_compose_file() -> None:
+    text = COMPOSE_FILE.read_text()
+    for name in REQUIRED:
+        assert not re.search(r"\$\{" + name + r":?-", text), f"{name} falls back to a default"
+    for published in ("quire-dev-secret-change-me", "quire-minio-secret"):
+        assert published not in text
+        assert published not in ENV_EXAMPLE.read_text()
+
+
+def test_the_env_example_leaves_every_secret_empty() -> None:
+    values = example_values()
+    for name in SECRETS:
+        assert values[name] == "", f"{name} has a value anyone can read in the example"
 
 
 def test_every_interpolated_variable_is_in_the_env_example() -> None:
@@ -286,8 +363,11 @@ def test_app_settings_agree_with_the_services(services: dict[str, dict[str, Any]
     buckets = environment(services["createbuckets"])
 
     assert env["QUIRE_STORAGE_BACKEND"] == "s3"
-    assert env["QUIRE_S3_ACCESS_KEY"] == minio["MINIO_ROOT_USER"]
-    assert env["QUIRE_S3_SECRET_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    # Quire's services hold a MinIO user of their own, which createbuckets makes, never root.
+    assert env["QUIRE_S3_ACCESS_KEY"] != minio["MINIO_ROOT_USER"]
+    assert env["QUIRE_S3_SECRET_KEY"] != minio["MINIO_ROOT_PASSWORD"]
+    assert buckets["QUIRE_S3_ACCESS_KEY"] == env["QUIRE_S3_ACCESS_KEY"]
+    assert buckets["QUIRE_S3_SECRET_KEY"] == env["QUIRE_S3_SECRET_KEY"]
     assert buckets["QUIRE_S3_BUCKET"] == env["QUIRE_S3_BUCKET"]
     assert buckets["MINIO_ROOT_USER"] == minio["MINIO_ROOT_USER"]
     assert buckets["MINIO_ROOT_PASSWORD"] == minio["MINIO_ROOT_PASSWORD"]
@@ -308,6 +388,49 @@ def test_app_settings_agree_with_the_services(services: dict[str, dict[str, Any]
     public_store = urlsplit(env["QUIRE_S3_PUBLIC_ENDPOINT_URL"])
     assert public_store.port in published_ports(services["minio"])
     assert urlsplit(env["QUIRE_PUBLIC_URL"]).port in published_ports(services["api"])
+
+
+def test_quire_services_never_get_minio_s_root_credentials(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    minio = environment(services["minio"])
+    root = {minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]}
+    quire_image = services["api"]["image"]
+    for name, service in services.items():
+        if name in ("minio", "createbuckets"):
+            continue
+        env = environment(service)
+        assert not {k for k in env if k.startswith("MINIO_ROOT")}, name
+        assert not root & set(env.values()), f"{name} gets MinIO's root credentials"
+        if service.get("image") == quire_image:
+            assert env["QUIRE_S3_ACCESS_KEY"] and env["QUIRE_S3_SECRET_KEY"], name
+
+
+def test_createbuckets_gives_quire_a_user_limited_to_its_bucket(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    script = command_text(services["createbuckets"])
+    user_add = script.index(
+        'mc admin user add root "$$QUIRE_S3_ACCESS_KEY" "$$QUIRE_S3_SECRET_KEY"'
+    )
+    policy_create = script.index("mc admin policy create root quire-bucket")
+    attach = script.index('mc admin policy attach root quire-bucket --user "$$QUIRE_S3_ACCESS_KEY"')
+    assert policy_create < user_add < attach
+    # The policy, as the shell writes it: S3 actions on the bucket and its objects, nothing
+    # else (no admin:*, no s3:* on every bucket).
+    policy_text = re.search(r"printf '%s' \"(.*?)\" > /tmp/quire-policy\.json", script, re.S)
+    assert policy_text is not None
+    policy = json.loads(
+        policy_text.group(1).replace('\\"', '"').replace("$$QUIRE_S3_BUCKET", "quire")
+    )
+    resources, actions = set(), set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        resources.update(statement["Resource"])
+        actions.update(statement["Action"])
+    assert resources == {"arn:aws:s3:::quire", "arn:aws:s3:::quire/*"}
+    assert all(action.startswith("s3:") and "*" not in action for action in actions)
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
 
 
 def test_flower_runs_the_quire_image_behind_the_monitoring_profile(
