@@ -50,6 +50,9 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc are served by app.api.web, from assets of Quire's own (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(jobs.router)

@@ -330,10 +330,13 @@ function reset() {
 document.addEventListener("DOMContentLoaded", () => {
   const drop = $("drop");
   const keyInput = $("api-key");
-  keyInput.value = localStorage.getItem(KEY_STORAGE) || "";
+  // sessionStorage: the key lasts as long as this tab, not on the disk for good. Releases
+  // before issue 12 kept it in localStorage: forget that copy.
+  localStorage.removeItem(KEY_STORAGE);
+  keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
   keyInput.addEventListener("input", () => {
-    if (apiKey()) localStorage.setItem(KEY_STORAGE, apiKey());
-    else localStorage.removeItem(KEY_STORAGE);
+    if (apiKey()) sessionStorage.setItem(KEY_STORAGE, apiKey());
+    else sessionStorage.removeItem(KEY_STORAGE);
   });
   $("file-input").addEventListener("change", (event) => start(event.target.files));
   drop.addEventListener("dragover", (event) => {

@@ -251,9 +251,28 @@ def test_docx_files_with_an_api_key_and_the_refusals_on_the_way(
     with zipfile.ZipFile(saved) as archive:
         assert set(archive.namelist()) == {"minutes.pdf", "agenda.pdf"}
 
-    # The key is remembered by this browser, and only by it.
+    # The key is remembered by this tab, for its session only: not on disk in localStorage.
     driver.refresh()
     assert driver.find_element(By.ID, "api-key").get_attribute("value") == "k-123"
+    assert driver.execute_script("return sessionStorage.getItem('quire.apiKey')") == "k-123"
+    assert driver.execute_script("return localStorage.getItem('quire.apiKey')") is None
+
+
+def test_the_api_documentation_renders_from_quire_s_own_assets(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+) -> None:
+    # Under a policy of scripts from this origin only: had a script been refused, nothing
+    # would render.
+    service = make_service({"QUIRE_WORKER_CONCURRENCY": "1", "QUIRE_SECRET_KEY": "web"})
+    service.start()
+    driver, _ = browser
+    driver.get(f"{service.url}/docs")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"), 60)
+    paths = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
+    assert "/api/v1/jobs" in paths
+    driver.get(f"{service.url}/redoc")
+    wait_for(driver, lambda d: "Submit DOCX files for conversion" in d.page_source, 60)
 
 
 def test_without_the_event_stream_the_page_polls(
