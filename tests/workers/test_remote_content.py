@@ -15,17 +15,14 @@ profile settings in workers.conversion are what stop it.
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import time
 import zipfile
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 import pytest
 import uno
@@ -33,7 +30,22 @@ from pypdf import PdfReader
 
 import workers.conversion
 import workers.libreoffice
-from tests.docx_factory import W_NS, WORD_MAIN, make_docx, root_rels
+from tests.docx_factory import make_docx
+from tests.hostile_docs import (
+    VISIBLE,
+    Part,
+    complex_field,
+    filled_shape,
+    header_or_footer,
+    package,
+    picture,
+    png,
+    section_with,
+    settings,
+    simple_field,
+    theme,
+    vml_picture,
+)
 from tests.pdf import pdf_pages
 from workers.conversion import CliConverter, ConversionError, ConversionTimeout
 from workers.libreoffice import NEVER_EXECUTE, NO_UPDATE, UnoConverter, _props
@@ -45,23 +57,7 @@ ALWAYS_EXECUTE_NO_WARN = 4  # com.sun.star.document.MacroExecMode, for the contr
 # -- a local HTTP server that records everything ---------------------------------------------
 
 
-def tiny_png() -> bytes:
-    """A valid 1x1 PNG, so that a client that does fetch gets a real picture back."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = tiny_png()
+PNG = png(1, 1, (255, 0, 0))  # a client that does fetch gets a real picture back
 
 
 class RecordingServer(ThreadingHTTPServer):
@@ -139,180 +135,7 @@ def converter(module_converter: UnoConverter) -> UnoConverter:
 
 # -- hostile packages --------------------------------------------------------------------------
 
-R_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
-NAMESPACES = (
-    f'xmlns:w="{W_NS}" xmlns:r="{R_NS}" '
-    'xmlns:wp="http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing" '
-    'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
-    'xmlns:pic="http://schemas.openxmlformats.org/drawingml/2006/picture" '
-    'xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape" '
-    'xmlns:v="urn:schemas-microsoft-com:vml" '
-    'xmlns:o="urn:schemas-microsoft-com:office:office"'
-)
-PART_TYPE = "application/vnd.openxmlformats-officedocument."
-VISIBLE = "Visible text survives"
 SECRET = "QUIRE-LOCAL-SECRET-7f3a"  # in a local file that documents try to include
-Relationship = tuple[str, str, str]  # (id, type, target)
-
-
-@dataclass
-class Part:
-    content_type: str
-    data: str | bytes
-    external: Sequence[Relationship] = field(default_factory=list)
-
-
-def rels_xml(external: Sequence[Relationship], internal: Sequence[Relationship] = ()) -> str:
-    items = [
-        f'<Relationship Id="{rid}" Type="{REL}{kind}" Target="{target}" TargetMode="External"/>'
-        for rid, kind, target in external
-    ] + [
-        f'<Relationship Id="{rid}" Type="{REL}{kind}" Target="{target}"/>'
-        for rid, kind, target in internal
-    ]
-    return (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-        + "".join(items)
-        + "</Relationships>"
-    )
-
-
-def package(
-    body: str,
-    external: Sequence[Relationship] = (),
-    *,
-    prolog: str = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>',
-    before_body: str = "",
-    parts: dict[str, tuple[Relationship, Part]] | None = None,
-) -> bytes:
-    """A DOCX whose word/document.xml has a visible paragraph and then ``body``; ``external``
-    are the document's external relationships, ``parts`` further parts by name, each with the
-    document's relationship to it."""
-    parts = parts or {}
-    overrides = "".join(
-        f'<Override PartName="/{name}" ContentType="{part.content_type}"/>'
-        for name, (_, part) in parts.items()
-    )
-    content_types = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" '
-        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        '<Default Extension="png" ContentType="image/png"/>'
-        f'<Override PartName="/word/document.xml" ContentType="{WORD_MAIN}"/>'
-        f"{overrides}</Types>"
-    )
-    document = (
-        f"{prolog}<w:document {NAMESPACES}>{before_body}<w:body>"
-        f"<w:p><w:r><w:t>{VISIBLE}</w:t></w:r></w:p>{body}</w:body></w:document>"
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", content_types)
-        archive.writestr("_rels/.rels", root_rels("word/document.xml"))
-        archive.writestr("word/document.xml", document)
-        internal = [relation for relation, _ in parts.values()]
-        archive.writestr("word/_rels/document.xml.rels", rels_xml(external, internal))
-        for name, (_, part) in parts.items():
-            archive.writestr(name, part.data)
-            if part.external:
-                folder, _, leaf = name.rpartition("/")
-                archive.writestr(f"{folder}/_rels/{leaf}.rels", rels_xml(part.external))
-    return buffer.getvalue()
-
-
-def picture(blip: str) -> str:
-    """An inline DrawingML picture whose ``a:blip`` element is ``blip``."""
-    return (
-        '<w:p><w:r><w:drawing><wp:inline distT="0" distB="0" distL="0" distR="0">'
-        '<wp:extent cx="952500" cy="952500"/><wp:docPr id="1" name="Picture"/>'
-        '<a:graphic><a:graphicData uri="http://schemas.openxmlformats.org/drawingml/2006/picture">'
-        '<pic:pic><pic:nvPicPr><pic:cNvPr id="1" name="remote.png"/><pic:cNvPicPr/></pic:nvPicPr>'
-        f"<pic:blipFill>{blip}<a:stretch><a:fillRect/></a:stretch></pic:blipFill>"
-        '<pic:spPr><a:xfrm><a:off x="0" y="0"/><a:ext cx="952500" cy="952500"/></a:xfrm>'
-        '<a:prstGeom prst="rect"><a:avLst/></a:prstGeom></pic:spPr></pic:pic>'
-        "</a:graphicData></a:graphic></wp:inline></w:drawing></w:r></w:p>"
-    )
-
-
-def filled_shape(relationship_id: str) -> str:
-    """A floating Word 2010 rectangle filled with the picture ``relationship_id`` links to."""
-    return (
-        "<w:p><w:r><w:drawing>"
-        '<wp:anchor distT="0" distB="0" distL="0" distR="0" simplePos="0" relativeHeight="2" '
-        'behindDoc="0" locked="0" layoutInCell="1" allowOverlap="1">'
-        '<wp:simplePos x="0" y="0"/>'
-        '<wp:positionH relativeFrom="column"><wp:posOffset>0</wp:posOffset></wp:positionH>'
-        '<wp:positionV relativeFrom="paragraph"><wp:posOffset>0</wp:posOffset></wp:positionV>'
-        '<wp:extent cx="952500" cy="952500"/><wp:wrapNone/><wp:docPr id="3" name="Shape"/>'
-        "<a:graphic><a:graphicData "
-        'uri="http://schemas.microsoft.com/office/word/2010/wordprocessingShape">'
-        '<wps:wsp><wps:cNvSpPr/><wps:spPr><a:xfrm><a:off x="0" y="0"/>'
-        '<a:ext cx="952500" cy="952500"/></a:xfrm><a:prstGeom prst="rect"><a:avLst/></a:prstGeom>'
-        f'<a:blipFill><a:blip r:link="{relationship_id}"/><a:stretch><a:fillRect/></a:stretch>'
-        "</a:blipFill></wps:spPr><wps:bodyPr/></wps:wsp></a:graphicData></a:graphic>"
-        "</wp:anchor></w:drawing></w:r></w:p>"
-    )
-
-
-def vml_picture(imagedata: str) -> str:
-    return (
-        '<w:p><w:r><w:pict><v:shape id="_x0000_i1025" type="#_x0000_t75" '
-        f'style="width:75pt;height:75pt">{imagedata}</v:shape></w:pict></w:r></w:p>'
-    )
-
-
-def simple_field(instruction: str) -> str:
-    return (
-        f"<w:p><w:fldSimple w:instr={quoteattr(f' {instruction} ')}>"
-        "<w:r><w:t>field result</w:t></w:r></w:fldSimple></w:p>"
-    )
-
-
-def complex_field(instruction: str) -> str:
-    return (
-        '<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r>'
-        f'<w:r><w:instrText xml:space="preserve"> {instruction} </w:instrText></w:r>'
-        '<w:r><w:fldChar w:fldCharType="separate"/></w:r>'
-        "<w:r><w:t>field result</w:t></w:r>"
-        '<w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>'
-    )
-
-
-def settings(inner: str, external: Sequence[Relationship] = ()) -> dict[str, Any]:
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        f'<w:settings xmlns:w="{W_NS}" xmlns:r="{R_NS}">{inner}</w:settings>'
-    )
-    part = Part(f"{PART_TYPE}wordprocessingml.settings+xml", xml, external)
-    return {"word/settings.xml": (("rIdSettings", "settings", "settings.xml"), part)}
-
-
-def theme(picture_url: str) -> dict[str, Any]:
-    """A theme whose fill styles are a picture linked by URL."""
-    fill = '<a:blipFill><a:blip r:link="rIdT"/><a:stretch><a:fillRect/></a:stretch></a:blipFill>'
-    names = ["dk1", "lt1", "dk2", "lt2", "hlink", "folHlink"] + [f"accent{n}" for n in range(1, 7)]
-    colours = "".join(f'<a:{name}><a:srgbClr val="336699"/></a:{name}>' for name in names)
-    font = '<a:latin typeface="Carlito"/><a:ea typeface=""/><a:cs typeface=""/>'
-    line = '<a:ln w="9525"><a:solidFill><a:schemeClr val="phClr"/></a:solidFill></a:ln>'
-    effect = "<a:effectStyle><a:effectLst/></a:effectStyle>"
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        '<a:theme xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main" '
-        f'xmlns:r="{R_NS}" name="Remote"><a:themeElements>'
-        f'<a:clrScheme name="Remote">{colours}</a:clrScheme>'
-        f'<a:fontScheme name="Remote"><a:majorFont>{font}</a:majorFont>'
-        f"<a:minorFont>{font}</a:minorFont></a:fontScheme>"
-        f'<a:fmtScheme name="Remote"><a:fillStyleLst>{fill * 3}</a:fillStyleLst>'
-        f"<a:lnStyleLst>{line * 3}</a:lnStyleLst><a:effectStyleLst>{effect * 3}</a:effectStyleLst>"
-        f"<a:bgFillStyleLst>{fill * 3}</a:bgFillStyleLst></a:fmtScheme>"
-        "</a:themeElements></a:theme>"
-    )
-    part = Part(f"{PART_TYPE}theme+xml", xml, [("rIdT", "image", picture_url)])
-    return {"word/theme/theme1.xml": (("rIdTheme", "theme", "theme/theme1.xml"), part)}
 
 
 def xxe(system_id: str) -> bytes:
@@ -368,17 +191,8 @@ def linked_svg_picture(url: str) -> bytes:
 @network
 def linked_picture_in_header(url: str) -> bytes:
     content = picture('<a:blip r:link="rIdH"/>')
-    header = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        f"<w:hdr {NAMESPACES}>{content}</w:hdr>"
-    )
-    part = Part(
-        f"{PART_TYPE}wordprocessingml.header+xml", header, [("rIdH", "image", f"{url}/header.png")]
-    )
-    return package(
-        '<w:sectPr><w:headerReference w:type="default" r:id="rIdHeader"/></w:sectPr>',
-        parts={"word/header1.xml": (("rIdHeader", "header", "header1.xml"), part)},
-    )
+    linked = [("rIdH", "image", f"{url}/header.png")]
+    return package(section_with("header"), parts=header_or_footer("header", content, linked))
 
 
 @network
@@ -388,7 +202,7 @@ def shape_filled_with_linked_picture(url: str) -> bytes:
 
 @network
 def theme_filled_with_linked_picture(url: str) -> bytes:
-    return package("", parts=theme(f"{url}/theme-fill.png"))
+    return package("", parts=theme(("rIdT", "image", f"{url}/theme-fill.png")))
 
 
 @network
