@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from app import db, queue, storage
+from app import callback_targets, db, queue, storage
 from app.config import get_settings
 from app.migrate import upgrade
 from tests.services import postgres_server, redis_server, s3_server
@@ -25,6 +27,25 @@ def reset_caches() -> None:
     db.get_sessionmaker.cache_clear()
     storage.get_store.cache_clear()
     queue.get_sender.cache_clear()
+
+
+# Names the tests' callback URLs use, and a public address each stands for. The machine's
+# resolver lies off this machine: no test may send it a query, so names resolve from this table
+# (a test that needs other answers replaces the resolver itself).
+TEST_NAMES = {"example.com": "93.184.215.14", "hooks.example.org": "93.184.215.15"}
+
+
+@pytest.fixture(autouse=True)
+def no_dns_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        address = "127.0.0.1" if host == "localhost" else TEST_NAMES.get(host, host)
+        try:
+            socket.inet_pton(socket.AF_INET, address)
+        except OSError:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host} is not a test name") from None
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+    monkeypatch.setattr(callback_targets, "getaddrinfo", resolve)
 
 
 @pytest.fixture(scope="session")
