@@ -78,93 +78,175 @@ def is_ignored(name: str) -> bool:
     )
 
 
-def _tail(source: BinaryIO) -> tuple[bytes, int]:
-    """The end of the zip where its end record can be, and where that tail starts."""
+# Limits of the central directory, from the job's file limit (QUIRE_MAX_FILES_PER_JOB). A zip's
+# end record can lie about its entry count, but not about its directory's byte size: that is
+# what zipfile reads (into memory, at once), and every record in it is at least 46 bytes.
+
+
+def max_entries(max_files: int) -> int:
+    """Records a zip may hold: room for folders and OS litter beside the DOCX files (a Mac zip
+    has a ``__MACOSX/._`` entry for each), but not for millions of entries."""
+    return 4 * max_files + 1000
+
+
+# What the directory may take per record it may hold, on average. A record with a long path and
+# the usual extra fields (timestamps, Unix ids, NTFS times, Zip64 sizes) takes a few hundred
+# bytes; the format allows 192 KiB (64 KiB each for name, extra field and comment).
+DIRECTORY_BYTES_PER_ENTRY = 512
+# The directory is read in pieces of this size, so a reading stopped at a limit has read only
+# about as far as it got (plus one piece), never the whole directory.
+DIRECTORY_CHUNK = 64 * 1024
+
+
+def max_directory_bytes(max_files: int) -> int:
+    """The largest central directory read at all: 20 MiB for the default 10,000 files."""
+    return max_entries(max_files) * DIRECTORY_BYTES_PER_ENTRY
+
+
+def _unreadable() -> UploadRejected:
+    return UploadRejected(400, "The upload is not a readable zip archive.")
+
+
+def _too_many_files(max_files: int, count: int | None = None) -> UploadRejected:
+    held = f"{count}" if count is not None else f"more than {max_files}"
+    return UploadRejected(
+        413, f"The zip archive holds {held} .docx files; the limit is {max_files} per job."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """Where zipfile finds the central directory, learned from the end records alone."""
+
+    start: int  # zipfile's start_dir
+    size: int  # the bytes zipfile reads: the end record's size (Zip64's when there is one)
+    declared: int  # the entry count the end records declare, which nothing checks
+    plain: bool  # no Zip64 end records: the fast reading may take the entries
+    tail: bytes  # the end of the file, where the end records are (up to 64 KiB and 22 bytes)
+    tail_start: int
+
+    def read(self, source: BinaryIO, position: int, length: int) -> bytes:
+        """Directory bytes from ``position``: ``length`` of them (fewer at the directory's end)
+        and up to a piece more; the rest of the directory at once when it lies in the tail."""
+        first = self.start + position
+        end = self.start + self.size
+        if first >= self.tail_start:
+            return self.tail[first - self.tail_start : end - self.tail_start]
+        source.seek(first)
+        return source.read(min(end, first + max(length, DIRECTORY_CHUNK)) - first)
+
+
+def _read_at(source: BinaryIO, tail: bytes, tail_start: int, position: int, length: int) -> bytes:
+    if position >= tail_start:
+        return tail[position - tail_start : position - tail_start + length]
+    source.seek(position)
+    return source.read(length)
+
+
+def find_directory(source: BinaryIO) -> Directory:
+    """Locate the central directory as zipfile does (Python 3.11's ``_EndRecData`` and
+    ``_EndRecData64``), from the end of the file only; refuse what zipfile would not open."""
     size = source.seek(0, io.SEEK_END)
+    if size < EOCD.size:
+        raise _unreadable()
     tail_start = max(0, size - EOCD_SEARCH)
     source.seek(tail_start)
-    return source.read(), tail_start
+    tail = source.read()
+    if tail.startswith(EOCD_SIGNATURE, len(tail) - EOCD.size) and tail.endswith(b"\0\0"):
+        at = len(tail) - EOCD.size  # no archive comment: zipfile looks here first
+    else:
+        at = tail.rfind(EOCD_SIGNATURE)
+        if at < 0 or len(tail) - at < EOCD.size:
+            raise _unreadable()
+    _, _, _, _, declared, directory_size, _, _ = EOCD.unpack_from(tail, at)
+    end = tail_start + at  # where the end record starts in the file
+    start = end - directory_size  # the directory ends where the end record starts
+    # zipfile looks for a Zip64 locator just before the end record; where there is no room for
+    # one, its reading depends on the kind of file object: left to it (after the bounds).
+    plain = end >= ZIP64_LOCATOR.size
+    if plain:
+        locator = _read_at(source, tail, tail_start, end - ZIP64_LOCATOR.size, ZIP64_LOCATOR.size)
+        if locator.startswith(ZIP64_LOCATOR_SIG):
+            plain = False
+            _, disk, _, disks = ZIP64_LOCATOR.unpack(locator)
+            record_at = end - ZIP64_LOCATOR.size - ZIP64_EOCD.size
+            if disk != 0 or disks > 1 or record_at < 0:
+                raise _unreadable()  # spans disks, or zipfile's seek before the start fails
+            record = _read_at(source, tail, tail_start, record_at, ZIP64_EOCD.size)
+            if len(record) == ZIP64_EOCD.size and record.startswith(ZIP64_EOCD_SIG):
+                fields = ZIP64_EOCD.unpack(record)
+                declared, directory_size = fields[7], fields[8]
+                start = record_at - directory_size
+    if start < 0:
+        raise _unreadable()  # the directory would begin before the file
+    return Directory(start, int(directory_size), int(declared), plain, tail, tail_start)
 
 
-def _declared_entries(source: BinaryIO, tail: bytes) -> int | None:
-    """The entry count the zip's end records declare, read before any parsing (None: none found).
+def _scan(source: BinaryIO, directory: Directory, max_files: int) -> list[DocxEntry] | None:
+    """The DOCX entries, read straight from the central directory in pieces; None for anything
+    but the plain case (Zip64, damage, odd versions or extra fields), which zipfile then decides.
 
-    zipfile parses the whole central directory into memory; a small upload declaring millions
-    of empty entries would cost the API gigabytes before the file limit is even checked.
-    """
-    at = tail.rfind(EOCD_SIGNATURE)
-    if at < 0 or len(tail) - at < EOCD.size:
-        return None
-    count = int(EOCD.unpack_from(tail, at)[4])
-    locator_at = at - ZIP64_LOCATOR.size
-    if count == 0xFFFF and locator_at >= 0 and tail[locator_at:].startswith(ZIP64_LOCATOR_SIG):
-        record_offset = int(ZIP64_LOCATOR.unpack_from(tail, locator_at)[2])
-        source.seek(record_offset)
-        record = source.read(ZIP64_EOCD.size)
-        if len(record) == ZIP64_EOCD.size and record.startswith(ZIP64_EOCD_SIG):
-            count = int(ZIP64_EOCD.unpack(record)[7])
-    return count
-
-
-# One entry of the central directory: its name as its author meant it (decode_entry_name),
-# its external attributes (file type), and zipfile's record when zipfile read it.
-Record = tuple[str, int, zipfile.ZipInfo | None]
-
-
-def central_directory(source: BinaryIO, tail: bytes, tail_start: int) -> list[Record] | None:
-    """The zip's entries, read straight from its central directory; None for anything but the
-    plain case (Zip64, damage, odd versions or extra fields), which zipfile then decides.
+    Raises 413 at the first record past max_entries, or (reading fast) the first DOCX entry past
+    max_files: a directory that holds more than its end record declares is read only that far.
+    Records the fast reading cannot take are still counted to the end, so zipfile, reading the
+    same directory after this, parses no more records than the limit.
 
     The listing runs before the 202 for every upload, and zipfile builds a full ZipInfo per
     entry (1.3 ms for a thousand); this reads the same records for a fifth of that. It follows
     zipfile's own reading (which the ingest uses later) step by step, so for a zip it accepts
     the result is the same, and anything it would refuse is left to it.
     """
-    if (
-        len(tail) >= EOCD.size
-        and tail.startswith(EOCD_SIGNATURE, len(tail) - EOCD.size)
-        and tail.endswith(b"\0\0")
-    ):
-        at = len(tail) - EOCD.size  # no archive comment: zipfile looks here first
-    else:
-        at = tail.rfind(EOCD_SIGNATURE)
-        if at < 0 or len(tail) - at < EOCD.size:
-            return None
-    if at < ZIP64_LOCATOR.size or tail.startswith(ZIP64_LOCATOR_SIG, at - ZIP64_LOCATOR.size):
-        return None  # a Zip64 archive, or one whose locator would lie before the tail
-    end = tail_start + at  # where the end record starts in the file
-    size_cd = int(EOCD.unpack_from(tail, at)[5])
-    start = end - size_cd  # zipfile's start_dir: the directory ends where the end record starts
-    if start < 0:
-        return None
-    if start >= tail_start:
-        directory = tail[start - tail_start : at]
-    else:
-        source.seek(start)
-        directory = source.read(size_cd)
-        if len(directory) != size_cd:
-            return None
-    records: list[Record] = []
-    position = 0
-    while position < size_cd:
-        if position + CENTRAL.size > size_cd:
-            return None
-        record = CENTRAL.unpack_from(directory, position)
-        if record[0] != CENTRAL_SIG or record[3] > MAX_EXTRACT_VERSION:
-            return None
-        name_start = position + CENTRAL.size
+    limit = max_entries(max_files)
+    size = directory.size
+    fast = directory.plain
+    entries: list[DocxEntry] = []
+    unpack = CENTRAL.unpack_from
+    data, base = b"", 0  # directory bytes from position ``base`` on
+    position = index = 0
+    while position < size:
+        if index == limit:
+            raise UploadRejected(
+                413,
+                f"The zip archive holds more than {limit} entries; at most {max_files} .docx "
+                "files are accepted per job.",
+            )
+        at = position - base
+        if at + 46 > len(data):
+            data, base, at = directory.read(source, position, 46), position, 0
+            if len(data) < 46:
+                return None  # truncated: zipfile refuses it
+        record = unpack(data, at)
+        if record[0] != CENTRAL_SIG:
+            return None  # zipfile refuses it at this record
+        name_start = at + 46
         extra_start = name_start + record[12]
-        position = extra_start + record[13] + record[14]
-        # Slices past the end come out short, as zipfile's reads do.
-        raw = directory[name_start:extra_start]
-        if record[13] and not _plain_extra(directory[extra_start : extra_start + record[13]]):
-            return None
+        position += 46 + record[12] + record[13] + record[14]
+        index += 1
+        if not fast:
+            continue  # only counted
+        if extra_start + record[13] > len(data) and base + len(data) < size:
+            data, base = directory.read(source, base + at, 46 + record[12] + record[13]), base + at
+            name_start, extra_start = 46, 46 + record[12]
+        # Slices past the directory's end come out short, as zipfile's reads do.
+        raw = data[name_start:extra_start]
+        if record[3] > MAX_EXTRACT_VERSION or (
+            record[13] and not _plain_extra(data[extra_start : extra_start + record[13]])
+        ):
+            fast = False
+            continue
         try:
             name = raw.decode("utf-8") if record[5] & UTF8_NAME_FLAG else _legacy_name(raw)
         except UnicodeDecodeError:
-            return None  # zipfile refuses a flagged name that is not UTF-8
-        records.append((name.partition("\0")[0], record[17], None))
-    return records
+            fast = False  # zipfile refuses a flagged name that is not UTF-8
+            continue
+        name = name.partition("\0")[0]
+        # Cheap tests first: most entries cost a suffix check.
+        if name.endswith("/") or record[17] >> 28 == SYMLINK_TYPE or is_ignored(name):
+            continue
+        if len(entries) == max_files:
+            raise _too_many_files(max_files)
+        entries.append(DocxEntry(index - 1, name))
+    return entries if fast else None
 
 
 def _legacy_name(raw: bytes) -> str:
@@ -189,7 +271,8 @@ def _plain_extra(extra: bytes) -> bool:
     return True
 
 
-def _zipfile_records(source: BinaryIO) -> list[Record]:
+def _zipfile_entries(source: BinaryIO) -> list[DocxEntry]:
+    """zipfile's listing; only after _scan, which bounds the directory zipfile reads whole."""
     source.seek(0)
     try:
         archive = zipfile.ZipFile(source)
@@ -201,41 +284,51 @@ def _zipfile_records(source: BinaryIO) -> list[Record]:
         EOFError,
         NotImplementedError,  # an entry needing a later version of the format
     ):
-        raise UploadRejected(400, "The upload is not a readable zip archive.") from None
+        raise _unreadable() from None
     with archive:
-        return [(decode_entry_name(info), info.external_attr, info) for info in archive.infolist()]
+        return [
+            DocxEntry(index, name, info)
+            for index, info in enumerate(archive.infolist())
+            if not (
+                (name := decode_entry_name(info)).endswith("/")
+                or info.external_attr >> 28 == SYMLINK_TYPE
+                or is_ignored(name)
+            )
+        ]
 
 
 def list_docx_entries(source: BinaryIO, max_files: int) -> list[DocxEntry]:
-    tail, tail_start = _tail(source)
-    declared = _declared_entries(source, tail)
-    # Room for folders and OS litter beside the DOCX files, but not for millions of entries.
-    if declared is not None and declared > 4 * max_files + 1000:
+    """The zip's DOCX entries, from its central directory only (no decompression).
+
+    Bounded before anything is parsed: the declared entry count and the directory's byte size
+    against the limits, then the records counted as they are read. Neither the API (the
+    listing before the 202) nor the ingest (which reads the stored zip again, and a direct
+    upload's object may have been replaced meanwhile) ever holds more than that.
+    """
+    directory = find_directory(source)
+    limit = max_entries(max_files)
+    if directory.declared > limit:
         raise UploadRejected(
             413,
-            f"The zip archive holds {declared} entries; at most {max_files} .docx files "
-            "are accepted per job.",
+            f"The zip archive holds {directory.declared} entries; at most {max_files} .docx "
+            "files are accepted per job.",
         )
-    records = central_directory(source, tail, tail_start)
-    if records is None:
-        records = _zipfile_records(source)
-    if not records:
+    if directory.size > max_directory_bytes(max_files):
+        raise UploadRejected(
+            413,
+            f"The zip archive's central directory (its list of entries) is {directory.size} "
+            f"bytes; a job of at most {max_files} .docx files needs no more than "
+            f"{max_directory_bytes(max_files)}.",
+        )
+    if directory.size == 0:
         raise UploadRejected(400, "The zip archive is empty.")
-    # Runs once per entry before the 202 (a thousand times for a typical upload): cheap
-    # tests first, so most entries cost a suffix check.
-    entries = []
-    for index, (name, external_attr, info) in enumerate(records):
-        if name.endswith("/") or external_attr >> 28 == SYMLINK_TYPE:
-            continue  # a folder, or a symbolic link
-        if not is_ignored(name):
-            entries.append(DocxEntry(index, name, info))
+    entries = _scan(source, directory, max_files)
+    if entries is None:
+        entries = _zipfile_entries(source)
+        if len(entries) > max_files:
+            raise _too_many_files(max_files, len(entries))
     if not entries:
         raise UploadRejected(400, "The zip archive contains no .docx files.")
-    if len(entries) > max_files:
-        raise UploadRejected(
-            413,
-            f"The zip archive holds {len(entries)} .docx files; the limit is {max_files} per job.",
-        )
     return entries
 
 

@@ -22,7 +22,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
 from app.storage import ObjectStore, StoreError, input_key, upload_key
-from app.zipinput import ENCRYPTED_FLAG
+from app.zipinput import ENCRYPTED_FLAG, UploadRejected, list_docx_entries
 from workers.archive import queue_archive
 
 log = logging.getLogger("quire.ingest")
@@ -186,18 +186,34 @@ def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
         log.info("ingest.stopped job_id=%s reason=job_ended", job_id)
 
 
+def _refuse_upload(job_id: str, message: str) -> None:
+    """The job ends FAILED with the reason: a terminal job is neither ingested nor re-sent again."""
+    with session_scope() as session:
+        failed = transitions.fail_job(session, job_id, message)
+        delivery = webhooks.schedule_delivery(session, job_id) if failed else None
+    webhooks.send_after_commit(delivery)
+    log.info("ingest.refused job_id=%s reason=%s", job_id, message)
+
+
 def _unpack(
     job_id: str, todo: list[tuple[str, int]], store: ObjectStore, settings: Settings, budget: int
 ) -> None:
     with store.open_reader(upload_key(job_id)) as source:
+        # The API listed this zip before the 202, but the object read here need not be the one
+        # it listed: an S3 presigned PUT stays valid until it expires, so a direct upload can be
+        # replaced after it became a job. zipfile reads the whole central directory into memory
+        # at open, and one that lies about its entry count could take the worker down (and the
+        # sweeper would send the ingest again): bound it first, as the API does.
+        try:
+            list_docx_entries(source, settings.max_files_per_job)
+        except UploadRejected as refusal:
+            _refuse_upload(job_id, f"The uploaded zip cannot be unpacked: {refusal.message}")
+            return
+        source.seek(0)
         try:
             archive = zipfile.ZipFile(source)
-        except zipfile.BadZipFile:
-            with session_scope() as session:
-                message = "The uploaded zip can no longer be read."
-                failed = transitions.fail_job(session, job_id, message)
-                delivery = webhooks.schedule_delivery(session, job_id) if failed else None
-            webhooks.send_after_commit(delivery)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+            _refuse_upload(job_id, "The uploaded zip can no longer be read.")
             return
         with archive:
             infos = archive.infolist()

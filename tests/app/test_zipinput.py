@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from app import zipinput
 from app.zipinput import (
+    DIRECTORY_CHUNK,
+    EOCD_SEARCH,
     UTF8_NAME_FLAG,
     UploadRejected,
-    central_directory,
     decode_entry_name,
     is_ignored,
     list_docx_entries,
@@ -24,6 +25,7 @@ from app.zipinput import (
 )
 from tests.bench.documents import bench_zip
 from tests.docx_factory import make_docx, make_zip
+from tests.hostile_inputs import CENTRAL, CountingReader, huge_directory_zip, lying_zip
 
 
 def listed(entries: dict[str, bytes], max_files: int = 100) -> list[str]:
@@ -226,13 +228,23 @@ def raw_zip(
 
 
 def both_readings(data: bytes) -> tuple[object, object]:
+    """The fast reading's entries (None: it left the zip to zipfile) and zipfile's; "refused"
+    where the end records already refuse the zip, or zipfile does."""
     source = io.BytesIO(data)
-    fast = central_directory(source, *zipinput._tail(source))
     try:
-        reference: object = [record[:2] for record in zipinput._zipfile_records(source)]
+        fast: object = zipinput._scan(source, zipinput.find_directory(source), 100)
+    except UploadRejected:
+        fast = "refused"
+    try:
+        reference: object = zipinput._zipfile_entries(source)
     except UploadRejected:
         reference = "refused"
-    return (None if fast is None else [record[:2] for record in fast]), reference
+    return (
+        [(entry.index, entry.name) for entry in fast] if isinstance(fast, list) else fast,
+        [(entry.index, entry.name) for entry in reference]
+        if isinstance(reference, list)
+        else reference,
+    )
 
 
 RAW_NAMES = st.lists(
@@ -298,7 +310,7 @@ def test_zip64_archives_list_as_zipfile_lists_them() -> None:
     member = ("big/a.docx", datetime(2026, 1, 1), 0o100644, NO_COMPRESSION_64, (doc,))
     data = b"".join(stream_zip([member]))
     fast, reference = both_readings(data)
-    assert reference == [("big/a.docx", 0o100644 << 16)]
+    assert reference == [(0, "big/a.docx")]
     assert fast is None or fast == reference
     assert [entry.name for entry in list_docx_entries(io.BytesIO(data), 10)] == ["big/a.docx"]
 
@@ -313,3 +325,55 @@ def test_an_entry_needing_a_later_zip_version_is_400_not_500() -> None:
 def test_an_entry_with_an_empty_name_is_skipped_not_a_crash() -> None:
     data = raw_zip([(b"\x00hidden.docx", 0, 20, b"", 0), (b"a.docx", 0, 20, b"", 0)])
     assert [entry.name for entry in list_docx_entries(io.BytesIO(data), 10)] == ["a.docx"]
+
+
+# Bounded reading (#12): the end record's entry count may lie; the directory's byte size and the
+# records actually read are what is bounded, before zipfile ever sees the directory.
+
+
+def test_a_directory_holding_more_than_declared_is_read_only_up_to_the_limit() -> None:
+    # 40,000 records of a.docx (2 MB, within the 2.5 MB a 1,000-file job may have) declared as 1.
+    source = CountingReader(io.BytesIO(lying_zip(40_000)))
+    with pytest.raises(UploadRejected) as caught:
+        list_docx_entries(source, 1000)  # type: ignore[arg-type]
+    assert caught.value.status_code == 413
+    assert "more than 1000 .docx files" in caught.value.message
+    # The tail (end records), then the directory in pieces up to the 1,001st .docx record.
+    record = CENTRAL.size + len(b"a.docx")
+    assert source.bytes_read <= 1001 * record + EOCD_SEARCH + 2 * DIRECTORY_CHUNK
+    assert source.bytes_read < 40_000 * record / 5
+
+
+@pytest.mark.parametrize("zip64", [False, True])
+def test_the_entry_limit_counts_records_of_any_kind(zip64: bool) -> None:
+    # One file allowed: 1,004 records in all. Folders are read to the end, one more is refused,
+    # whatever the end record (classic or Zip64) declares.
+    limit = zipinput.max_entries(1)
+    with pytest.raises(UploadRejected) as within:
+        list_docx_entries(io.BytesIO(lying_zip(limit, name=b"d/", zip64=zip64)), 1)
+    assert within.value.status_code == 400  # read to the end: no .docx among them
+    with pytest.raises(UploadRejected) as past:
+        list_docx_entries(io.BytesIO(lying_zip(limit + 1, name=b"d/", zip64=zip64)), 1)
+    assert past.value.status_code == 413
+    assert f"more than {limit} entries" in past.value.message
+
+
+def test_a_zip64_directory_is_counted_before_zipfile_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[object] = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *args, **kwargs: opened.append(args))
+    with pytest.raises(UploadRejected) as caught:
+        list_docx_entries(io.BytesIO(lying_zip(50_000, zip64=True)), 1000)
+    assert caught.value.status_code == 413
+    assert opened == []  # refused from the count alone
+
+
+def test_a_directory_larger_than_any_job_needs_is_refused_from_its_end_record() -> None:
+    data = huge_directory_zip(10)  # ten honest records of 192 KiB each
+    source = CountingReader(io.BytesIO(data))
+    with pytest.raises(UploadRejected) as caught:
+        list_docx_entries(source, 100)  # type: ignore[arg-type]
+    assert caught.value.status_code == 413
+    assert f"needs no more than {zipinput.max_directory_bytes(100)}" in caught.value.message
+    assert source.bytes_read <= EOCD_SEARCH + 76  # the end of the file only
