@@ -4,8 +4,10 @@ Two shapes of the same upload: one zip in the field ``file``, or several DOCX fi
 ``files`` (repeated), which are written into a zip on the fly, so everything after this module
 sees one zip either way. Small form fields (the job's options) are collected on the side.
 
-No ``UploadFile`` spooling and no whole-file buffer: each chunk the client sends is parsed and
-written on (as one multipart upload part on S3), and the bytes are counted against the limit.
+No ``UploadFile`` spooling and no whole-file buffer: the chunks the client sends are parsed and
+written on in batches (as one multipart upload part on S3), and the bytes are counted against the
+limit. Parsing is bounded too: parts are counted as they come (413 past the job's file limit),
+and each part's header lines are limited in size and number (400).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -35,9 +37,19 @@ MULTIPART_OVERHEAD = 64 * 1024
 # After refusing an oversized body, read on (discarding) this much more so the client sees the
 # 413 instead of a reset connection; a client sending more than that is simply cut off.
 DRAIN_LIMIT = 64 * 1024 * 1024
-# Parsed bytes are handed to the store in batches: one thread hop per request chunk (64 KiB)
-# would cost more than the write itself. 4 MiB: a 12 MB upload takes 3 hops instead of 190.
+# Received bytes are parsed and handed to the store in batches, in a worker thread: one thread
+# hop per request chunk (64 KiB) would cost more than the work itself. 4 MiB: a 12 MB upload
+# takes 3 hops instead of 190.
 WRITE_BATCH = 4 * 1024 * 1024
+# Parts a request may carry beside its DOCX files: the zip ('file'), the job's options, and a few
+# fields a web form may add. Every part costs parsing (an empty one about 150 bytes and 30 us),
+# so parts are counted as they come, whatever their field.
+EXTRA_PARTS = 16
+# Each part's header lines, in size and number: python-multipart's defaults since 0.0.27, named
+# here so the limits and their messages do not hang on the library's. A Content-Disposition
+# with a 255-character file name fits, even percent-encoded.
+MAX_HEADER_LINE = 4096 + 128
+MAX_HEADERS = 8
 # Entries of the zip built from ``files`` get a fixed time, so the same files make the same zip.
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -79,10 +91,10 @@ class _State:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     target: str | None = None  # "zip", "docx", an option's name, or None (ignored part)
     zip_seen: bool = False
+    parts: int = 0
     docx_count: int = 0
     options: dict[str, bytearray] = field(default_factory=dict)
     pending: list[bytes | memoryview] = field(default_factory=list)
-    pending_bytes: int = 0
     file_bytes: int = 0  # of the upload itself, parsed so far
     zip_buffer: _ZipBuffer = field(default_factory=_ZipBuffer)
     docx_zip: zipfile.ZipFile | None = None
@@ -129,25 +141,39 @@ def write_pieces(writer: ObjectWriter, pieces: list[bytes | memoryview]) -> None
         writer.write(piece)
 
 
-async def _write_pending(state: _State, writer: ObjectWriter) -> None:
+def _take_pending(state: _State) -> list[bytes | memoryview]:
     if state.zip_buffer.data:
         state.pending.append(bytes(state.zip_buffer.data))
         state.zip_buffer.data.clear()
-    if state.pending:
-        pieces, state.pending = state.pending, []
-        state.pending_bytes = 0
-        # The store write may block (an S3 part upload): keep it off the event loop. Awaited
-        # before receiving more: writing one batch while receiving the next measured slower.
-        await run_in_threadpool(write_pieces, writer, pieces)
+    pieces, state.pending = state.pending, []
+    return pieces
+
+
+def _malformed(error: MultipartParseError) -> UploadRejected:
+    text = str(error)
+    if "header size" in text:
+        message = f"A part's header line is longer than {MAX_HEADER_LINE} bytes."
+    elif "header count" in text:
+        message = f"A part has more than {MAX_HEADERS} header lines."
+    else:
+        message = f"The multipart body is malformed ({text})."
+    return UploadRejected(400, message)
 
 
 async def receive_upload(
-    request: Request, store: ObjectStore, key: str, max_bytes: int, *, digest: bool = False
+    request: Request,
+    store: ObjectStore,
+    key: str,
+    max_bytes: int,
+    max_files: int,
+    *,
+    digest: bool = False,
 ) -> ReceivedUpload:
     """Stream the request's zip (field ``file``) or DOCX files (``files``) into ``key`` as a zip.
 
     Raises UploadRejected (and leaves nothing in the store) when the request is not a
-    multipart upload with one of those fields or carries more than ``max_bytes``.
+    multipart upload with one of those fields, carries more than ``max_bytes``, more than
+    ``max_files`` files or EXTRA_PARTS other parts, or part headers past the limits.
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
@@ -162,8 +188,18 @@ async def receive_upload(
         raise too_large
 
     state = _State(digest=hashlib.sha256() if digest else None)
+    max_parts = max_files + EXTRA_PARTS
 
     def on_part_begin() -> None:
+        # Counted here, as each part begins: tens of thousands of empty parts are cheap to send
+        # and cost the server parsing time (and, in 'files', a zip entry each).
+        state.parts += 1
+        if state.parts > max_parts:
+            raise UploadRejected(
+                413,
+                f"The multipart body has more than {max_parts} parts; at most {max_files} "
+                "files are accepted per job.",
+            )
         state.headers = {}
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
@@ -187,6 +223,9 @@ async def receive_upload(
         elif name == DOCX_FIELD and filename:
             _begin_docx(_docx_name(filename))
         elif name in OPTION_FIELDS and filename is None:
+            if name in state.options:
+                # One value each: which of several would win is nobody's intent.
+                raise UploadRejected(400, f"The form field {name!r} is sent more than once.")
             state.target = name
             state.options[name] = bytearray()
         if state.digest is not None and state.target is not None:
@@ -198,6 +237,12 @@ async def receive_upload(
         if not name.lower().endswith(".docx"):
             raise UploadRejected(
                 400, f"The part {name!r} in the field 'files' is not a .docx file."
+            )
+        if state.docx_count == max_files:
+            raise UploadRejected(
+                413,
+                f"The request holds more than {max_files} .docx files in 'files'; the limit is "
+                f"{max_files} per job.",
             )
         if state.docx_zip is None:
             state.docx_zip = zipfile.ZipFile(state.zip_buffer, "w")
@@ -219,12 +264,10 @@ async def receive_upload(
             state.digest.update(chunk)
         if state.target == "zip":
             state.pending.append(chunk)
-            state.pending_bytes += end - start
             state.file_bytes += end - start
         elif state.target == "docx":
             assert state.docx_entry is not None
             state.docx_entry.write(chunk)
-            state.pending_bytes += end - start
             state.file_bytes += end - start
         else:
             value = state.options[state.target]
@@ -238,36 +281,37 @@ async def receive_upload(
             state.docx_entry = None
         state.target = None
 
-    parser = MultipartParser(
-        options[b"boundary"],
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    writer = store.open_writer(key, "application/zip")
-    received = 0
-    stream = request.stream()
     try:
-        async for chunk in stream:
-            received += len(chunk)
-            try:
-                parser.write(chunk)
-            except UploadRejected:
-                # Refused from a part's headers: let the client finish sending so it reads
-                # the answer instead of a reset connection.
-                await drain(stream)
-                raise
-            if state.file_bytes > max_bytes or received > max_bytes + MULTIPART_OVERHEAD:
-                await drain(stream)
+        parser = MultipartParser(
+            options[b"boundary"],
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+            },
+            max_header_count=MAX_HEADERS,
+            max_header_size=MAX_HEADER_LINE,
+        )
+    except FormParserError as error:  # a boundary longer than the library takes
+        raise UploadRejected(400, f"The multipart boundary is refused ({error}).") from None
+    writer = store.open_writer(key, "application/zip")
+
+    # Parsing is pure Python and costs CPU in proportion to the parts and their headers (a
+    # 50,000-part body: seconds), so it runs in a worker thread with the store write that
+    # follows it, never on the event loop, where every other request would wait for it.
+    def parse(chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            parser.write(chunk)
+            if state.file_bytes > max_bytes:
                 raise too_large
-            if state.pending_bytes >= WRITE_BATCH:
-                await _write_pending(state, writer)
+        write_pieces(writer, _take_pending(state))
+
+    def finish(chunks: list[bytes]) -> None:
+        parse(chunks)
         parser.finalize()
         if not state.zip_seen and not state.docx_count:
             raise UploadRejected(
@@ -275,14 +319,38 @@ async def receive_upload(
             )
         if state.docx_zip is not None:
             state.docx_zip.close()  # writes the central directory into the buffer
-        await _write_pending(state, writer)
-        await run_in_threadpool(writer.commit)
+        write_pieces(writer, _take_pending(state))
+        writer.commit()
+
+    received = 0
+    batch: list[bytes] = []
+    batch_bytes = 0
+    stream = request.stream()
+    try:
+        try:
+            async for chunk in stream:
+                received += len(chunk)
+                if received > max_bytes + MULTIPART_OVERHEAD:
+                    raise too_large
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= WRITE_BATCH:
+                    # Awaited before receiving more: parsing and writing one batch while
+                    # receiving the next measured slower.
+                    chunks, batch, batch_bytes = batch, [], 0
+                    await run_in_threadpool(parse, chunks)
+            await run_in_threadpool(finish, batch)
+        except MultipartParseError as error:
+            await drain(stream)
+            raise _malformed(error) from None
+        except UploadRejected:
+            # Refused before the body ended: let the client finish sending so it reads the
+            # answer instead of a reset connection.
+            await drain(stream)
+            raise
     except ClientDisconnect:
         await run_in_threadpool(writer.abort)
         raise UploadRejected(400, "The client disconnected before the upload finished.") from None
-    except MultipartParseError:
-        await run_in_threadpool(writer.abort)
-        raise UploadRejected(400, "The multipart body is malformed.") from None
     except BaseException:
         await run_in_threadpool(writer.abort)
         raise

@@ -265,6 +265,7 @@ async def submit_job(
             store,
             upload_key(job_id),
             settings.max_upload_bytes,
+            settings.max_files_per_job,
             digest=idempotency_key is not None,
         )
         digest = received.digest or ""
