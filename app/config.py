@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # Comma-separated API keys. When set, every /api/v1 call needs "Authorization: Bearer <key>"
     # and sees only the jobs its own key created. Empty: no authentication (a trusted network).
     api_keys: str = ""
+    # Live event streams (GET /api/v1/jobs/{id}/events) one caller may hold open at once, per
+    # API process: each holds a connection and polls the database. Counted per API key, or per
+    # client address when no keys are set; 429 past it.
+    max_event_streams_per_key: int = Field(default=8, ge=1)
     # What GET /metrics needs ("Authorization: Bearer <token>") while API keys are set: the
     # figures describe every client's work. With API keys and no token, /metrics answers 401.
     # Without API keys /metrics is open like the rest of the API (a trusted network).
