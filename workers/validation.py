@@ -5,6 +5,10 @@ garbage, an empty file a blank page), so only a well-formed DOCX package is let 
 A DOCX is an OPC package: a zip with ``[Content_Types].xml`` whose root relationship of type
 ``.../officeDocument`` points at the main part, which is usually ``word/document.xml`` but not
 always, so the relationship is followed rather than the path assumed.
+
+Every part is decompressed here, before LibreOffice sees the file, and its bytes are counted as
+they come out: a part, or the whole package, that expands past QUIRE_MAX_PART_EXPANDED_BYTES or
+QUIRE_MAX_PACKAGE_EXPANDED_BYTES is refused (a zip bomb), whatever its headers claim.
 """
 
 from __future__ import annotations
@@ -14,19 +18,20 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
+
+from app.config import get_settings
 
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 OFFICE_DOCUMENT = "/officeDocument"  # transitional and ISO Strict relationship types both end so
 WORD_CONTENT_TYPES = ("wordprocessingml", "ms-word")
 MAX_PART_XML = 4 * 1024 * 1024  # [Content_Types].xml and _rels/.rels are a few KB in practice
-MAX_EXPANDED = 2 * 1024 * 1024 * 1024  # a package that claims to unpack to more is refused
 CHUNK = 1024 * 1024
+MiB = 1024 * 1024
 UNSUPPORTED_COMPRESSION = (
     "The DOCX package uses a zip compression method (such as Deflate64) that Word does not "
     "write and Quire cannot read; save it again from Word."
@@ -121,6 +126,26 @@ def open_package(path: Path) -> zipfile.ZipFile:
 RelationshipsSeen = Callable[[zipfile.ZipInfo, bytes], None]
 
 
+def _size(count: int) -> str:
+    return f"{count / MiB:g} MiB"
+
+
+def part_too_large(name: str, limit: int) -> InvalidDocument:
+    return InvalidDocument(
+        f"The DOCX package's part {name} expands to more than {_size(limit)} "
+        "(QUIRE_MAX_PART_EXPANDED_BYTES): a compressed bomb, or far larger than any document "
+        "Word writes; refused."
+    )
+
+
+def package_too_large(limit: int) -> InvalidDocument:
+    return InvalidDocument(
+        f"The DOCX package expands to more than {_size(limit)} in all "
+        "(QUIRE_MAX_PACKAGE_EXPANDED_BYTES): a compressed bomb, or far larger than any document "
+        "Word writes; refused."
+    )
+
+
 def validate_docx(path: Path) -> None:
     with open_package(path) as package:
         check_package(package)
@@ -130,6 +155,9 @@ def check_package(
     package: zipfile.ZipFile,
     relationships: RelationshipsSeen | None = None,
     max_relationships_bytes: int = MAX_PART_XML,
+    *,
+    max_part_bytes: int | None = None,
+    max_package_bytes: int | None = None,
 ) -> None:
     """Refuse anything but a readable Word package, decompressing each part once.
 
@@ -137,15 +165,25 @@ def check_package(
     way the main part is searched for a DOCTYPE, and each relationship part over at most
     ``max_relationships_bytes`` is handed to ``relationships``: the link sanitiser needs
     exactly those bytes, and reading the package a second time for it cost as much again.
+    The expanded bytes are counted against ``max_part_bytes`` and ``max_package_bytes``
+    (default: the settings) as they are read.
     """
+    settings = get_settings()
+    max_part = max_part_bytes or settings.max_part_expanded_bytes
+    max_package = max_package_bytes or settings.max_package_expanded_bytes
     infos = package.infolist()
     names = {info.filename for info in infos}
     if "[Content_Types].xml" not in names:
         raise InvalidDocument(
             "The file is not a DOCX document: the zip has no [Content_Types].xml."
         )
-    if sum(info.file_size for info in infos) > MAX_EXPANDED:
-        raise InvalidDocument("The DOCX package expands to more than 2 GiB; refused.")
+    # What the headers claim, refused before anything is decompressed; what they do not
+    # claim is caught by counting below.
+    for info in infos:
+        if info.file_size > max_part:
+            raise part_too_large(info.filename, max_part)
+    if sum(info.file_size for info in infos) > max_package:
+        raise package_too_large(max_package)
     if any(info.flag_bits & 0x1 for info in infos):
         raise InvalidDocument("The DOCX package contains encrypted parts.")
     if "_rels/.rels" not in names:
@@ -166,16 +204,25 @@ def check_package(
         relationships(rels_info, root_rels)
 
     doctype = False
+    expanded = len(root_rels) + len(content_types)
     for info in infos:
         if info is rels_info or info is types_info:
             continue  # read whole above, so their CRC was checked then
         wanted = relationships is not None and info.filename.endswith(".rels")
+        scan = DoctypeScan() if info.filename == part else None
         kept: list[bytes] = []
+        size = 0
         try:
             with package.open(info) as handle:
-                if info.filename == part:
-                    doctype = _has_doctype(handle)
                 while chunk := handle.read(CHUNK):  # to the end: zipfile checks the CRC there
+                    size += len(chunk)
+                    expanded += len(chunk)
+                    if size > max_part:
+                        raise part_too_large(info.filename, max_part)
+                    if expanded > max_package:
+                        raise package_too_large(max_package)
+                    if scan is not None:
+                        scan.feed(chunk)
                     if wanted:
                         kept.append(chunk)
         except NotImplementedError:
@@ -186,18 +233,23 @@ def check_package(
             ) from None
         if relationships is not None and wanted:
             relationships(info, b"".join(kept))
+        doctype = doctype or (scan is not None and scan.found)
     if doctype:
         raise InvalidDocument(
             "The document's XML declares a DOCTYPE (entities), which Word never writes; refused."
         )
 
 
-def _has_doctype(handle: IO[bytes]) -> bool:
+class DoctypeScan:
     """Word never writes a DOCTYPE; one in the main part can only declare entities."""
-    tail = b""
-    while chunk := handle.read(CHUNK):
-        window = (tail + chunk).upper()
-        if b"<!DOCTYPE" in window:
-            return True
-        tail = window[-16:]  # a marker split across two chunks is still seen
-    return False
+
+    def __init__(self) -> None:
+        self.found = False
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if self.found:
+            return
+        window = (self._tail + chunk).upper()
+        self.found = b"<!DOCTYPE" in window
+        self._tail = window[-16:]  # a marker split across two chunks is still seen

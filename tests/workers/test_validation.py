@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from tests.conftest import CORPUS
-from tests.docx_factory import bad_documents, make_docx
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import JobSpec, create_job, new_job_id
+from app.models import File, FileStatus
+from app.storage import get_store, upload_key
+from app.zipinput import list_docx_entries
+from tests.conftest import CORPUS, Backend, SentTasks
+from tests.docx_factory import bad_documents, make_docx, make_zip
+from workers.convert import convert_file
+from workers.ingest import ingest_job
+from workers.libreoffice import UnoConverter
 from workers.validation import InvalidDocument, validate_docx
 
 EXPECTED_MESSAGES = {
@@ -109,3 +120,114 @@ def test_a_doctype_in_the_main_part_is_refused(tmp_path: Path) -> None:
     path.write_bytes(buffer.getvalue())
     with pytest.raises(InvalidDocument, match="DOCTYPE"):
         validate_docx(path)
+
+
+# -- bombs: parts that expand far beyond their compressed size -------------------------------
+
+GiB = 1024 * 1024 * 1024
+
+
+def zeros_deflated(size: int) -> tuple[bytes, int]:
+    """A raw deflate stream of ``size`` zero bytes (a multiple of 1 MiB) and its CRC-32, built
+    in well under a second for gigabytes: one MiB compressed after a full flush (which resets
+    the compressor) is the same bytes every time, so it is repeated."""
+    mib = bytes(1024 * 1024)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    piece = compressor.compress(mib) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(size // len(mib)):
+        crc = zlib.crc32(mib, crc)
+    return piece * (size // len(mib)) + b"\x03\x00", crc
+
+
+def docx_with_bombs(*sizes: int) -> bytes:
+    """A valid DOCX plus one part of zeros per size, each honestly declared in its headers."""
+    buffer = io.BytesIO()
+    buffer.write(make_docx("a bomb rides along"))
+    with zipfile.ZipFile(buffer, "a") as package:
+        for index, size in enumerate(sizes):
+            stream, crc = zeros_deflated(size)
+            info = zipfile.ZipInfo(f"word/media/bomb{index}.bin", date_time=(2026, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            # zipfile cannot write a stream compressed elsewhere: write the local header, the
+            # stream and the central directory entry the way ZipFile.write would.
+            info.file_size, info.compress_size, info.CRC = size, len(stream), crc
+            info.header_offset = package.fp.tell()  # type: ignore[union-attr]
+            package.fp.write(info.FileHeader())  # type: ignore[union-attr]
+            package.fp.write(stream)  # type: ignore[union-attr]
+            package.start_dir = package.fp.tell()  # type: ignore[union-attr]
+            package.filelist.append(info)
+            package.NameToInfo[info.filename] = info
+            package._didModify = True  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int, int], None]]:
+    def apply(part: int, package: int) -> None:
+        monkeypatch.setenv("QUIRE_MAX_PART_EXPANDED_BYTES", str(part))
+        monkeypatch.setenv("QUIRE_MAX_PACKAGE_EXPANDED_BYTES", str(package))
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+def test_a_part_that_expands_to_a_gigabyte_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.docx"
+    path.write_bytes(docx_with_bombs(GiB))
+    assert path.stat().st_size < 2 * 1024 * 1024  # 1 MiB on disk
+    with pytest.raises(InvalidDocument) as caught:
+        validate_docx(path)
+    assert str(caught.value) == (
+        "The DOCX package's part word/media/bomb0.bin expands to more than 256 MiB "
+        "(QUIRE_MAX_PART_EXPANDED_BYTES): a compressed bomb, or far larger than any document "
+        "Word writes; refused."
+    )
+
+
+def test_parts_each_small_enough_are_refused_together(
+    tmp_path: Path, limits: Callable[[int, int], None]
+) -> None:
+    limits(4 * 1024 * 1024, 8 * 1024 * 1024)
+    path = tmp_path / "bombs.docx"
+    path.write_bytes(docx_with_bombs(*[3 * 1024 * 1024] * 3))
+    with pytest.raises(InvalidDocument, match="expands to more than 8 MiB in all"):
+        validate_docx(path)
+    path.write_bytes(docx_with_bombs(3 * 1024 * 1024, 3 * 1024 * 1024))
+    validate_docx(path)  # under both limits
+
+
+def test_the_part_limit_is_a_setting(tmp_path: Path, limits: Callable[[int, int], None]) -> None:
+    limits(2 * 1024 * 1024, 64 * 1024 * 1024)
+    path = tmp_path / "bomb.docx"
+    path.write_bytes(docx_with_bombs(3 * 1024 * 1024))
+    with pytest.raises(InvalidDocument, match=r"bomb0\.bin expands to more than 2 MiB"):
+        validate_docx(path)
+
+
+def test_a_job_with_a_docx_that_expands_to_gigabytes_fails_that_file_only(
+    backend: Backend, sent: SentTasks, module_converter: UnoConverter
+) -> None:
+    # Three parts of 512 MiB: 1.5 GiB in all from 1.5 MB on disk.
+    entries = {"bomb.docx": docx_with_bombs(*[512 * 1024 * 1024] * 3), "ok.docx": make_docx("ok")}
+    job_id = new_job_id()
+    zip_bytes = make_zip(entries, zipfile.ZIP_STORED)  # the outer zip must not give it away
+    settings, store = get_settings(), get_store()
+    store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
+    with store.open_reader(upload_key(job_id)) as source:
+        listed = list_docx_entries(source, settings.max_files_per_job)
+    with session_scope() as session:
+        create_job(session, JobSpec(job_id, len(zip_bytes)), listed)
+    ingest_job(job_id, store, settings)
+    for file_id in sent.conversions:
+        convert_file(file_id, store, module_converter, settings)
+    with session_scope() as session:
+        files = {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+    assert files["ok.docx"].status == FileStatus.COMPLETED
+    assert files["bomb.docx"].status == FileStatus.FAILED
+    assert files["bomb.docx"].error_message == (
+        "The DOCX package's part word/media/bomb0.bin expands to more than 256 MiB "
+        "(QUIRE_MAX_PART_EXPANDED_BYTES): a compressed bomb, or far larger than any document "
+        "Word writes; refused."
+    )
