@@ -84,9 +84,10 @@ class Settings(BaseSettings):
     # debugging only, and every start logs a warning.
     sandbox: Literal["on", "off"] = "on"
     # Each LibreOffice's address-space limit (RLIMIT_AS), in MiB: a document that makes it swell
-    # kills its own instance, not the host. 0: no limit. The corpus needs at most about
-    # MEASURED MiB of address space (docs/security.md, "The LibreOffice sandbox").
-    libreoffice_memory_mb: int = Field(default=2048, ge=0)
+    # runs out of memory in its own instance, not the host's. 0: no limit. Measured here, an
+    # instance needs 0.4 GiB to start and at most 1.5 GiB for any document tried (the corpus, 20
+    # 12-megapixel photos, a 256-megapixel picture): docs/security.md, "The LibreOffice sandbox".
+    libreoffice_memory_mb: int = Field(default=3072, ge=0)
     converter: Literal["uno", "cli", "fake"] = "uno"
     # One more worker process than cores: while a worker does its bookkeeping (store, database,
     # queue), its LibreOffice idles, and the extra process keeps every core converting. Measured

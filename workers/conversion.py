@@ -2,13 +2,15 @@
 
 ``CliConverter`` runs ``soffice --convert-to`` per file: a fallback where ``import uno`` fails.
 ``FakeConverter`` writes a one-page PDF without LibreOffice, for unit tests of the pipeline.
-The real, warm converter lives in ``workers.libreoffice``.
+The real, warm converter lives in ``workers.libreoffice``. Both real ones run LibreOffice in
+``workers.sandbox``, and give it the document in a folder that holds nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,9 +19,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
+from app.config import get_settings
 from app.models import PdfA
+from workers import sandbox
+
+log = logging.getLogger("quire.conversion")
 
 
 class ConversionError(Exception):
@@ -37,6 +43,27 @@ class ConverterCrashed(ConversionError):
 class ConverterMisconfigured(ConversionError):
     """LibreOffice runs without the settings that keep documents from fetching anything: an
     installation problem that retrying cannot fix, so files fail at once, saying so."""
+
+
+def sandbox_refusal(reason: str) -> ConverterMisconfigured:
+    """Fail closed: an instance that cannot be sandboxed converts nothing (docs/security.md)."""
+    log.error("libreoffice.sandbox_unavailable reason=%s", reason)
+    return ConverterMisconfigured(
+        f"LibreOffice's sandbox cannot be set up on this worker ({reason}), so it converts "
+        "nothing. The kernel or the container must allow Landlock and seccomp; QUIRE_SANDBOX=off "
+        "turns the sandbox off."
+    )
+
+
+def crash_message(memory_mb: int | None) -> str:
+    if not memory_mb:
+        return "LibreOffice crashed while converting this document."
+    # A document that needs more than the limit makes allocations fail, and where LibreOffice
+    # does not recover (it drops a picture it cannot decode, for one) it aborts.
+    return (
+        "LibreOffice crashed while converting this document; it may have needed more than its "
+        f"memory limit of {memory_mb} MiB (QUIRE_LIBREOFFICE_MEMORY_MB)."
+    )
 
 
 class ConverterUnavailable(Exception):
@@ -80,6 +107,53 @@ class PdfOptions:
 
 
 PLAIN_PDF = PdfOptions()
+
+# A converter's ``sandbox`` argument: None takes QUIRE_SANDBOX; False or "off" is for control
+# runs in tests and for debugging.
+SandboxSetting = bool | Literal["on", "off"] | None
+
+
+def use_sandbox(setting: SandboxSetting) -> bool:
+    if setting is None:
+        setting = get_settings().sandbox
+    return setting in (True, "on")
+
+
+def use_memory_limit(memory_mb: int | None) -> int | None:
+    """The instance's memory limit in MiB (None: none); None takes the setting."""
+    if memory_mb is None:
+        memory_mb = get_settings().libreoffice_memory_mb
+    return memory_mb or None
+
+
+def stage_document(source: Path, work_dir: Path) -> Path:
+    """Put ``source`` into ``work_dir`` under a fixed name (never the uploaded one) and return
+    its path there. A hard link costs nothing on the same file system; a copy elsewhere."""
+    staged = work_dir / ("document" + source.suffix.lower())
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(source, staged)
+    except OSError:
+        shutil.copyfile(source, staged)
+    return staged
+
+
+def move_file(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError:  # another file system
+        shutil.move(source, target)
+
+
+def empty_folder(folder: Path) -> None:
+    """Remove what a conversion left in ``folder`` (the document, its PDF, a lock file)."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 class Converter(Protocol):
@@ -209,20 +283,43 @@ def soffice_flags(profile_dir: Path) -> list[str]:
 
 
 class CliConverter:
-    """One cold ``soffice --convert-to pdf`` per document (about 1.3 s each)."""
+    """One cold ``soffice --convert-to pdf`` per document (about 1.3 s each), sandboxed like the
+    warm one: each run can write only its own folder, which holds its profile and the document.
+    ``sandbox`` and ``memory_mb`` as for ``UnoConverter``."""
 
-    def __init__(self, soffice: str, scratch_dir: Path) -> None:
+    def __init__(
+        self,
+        soffice: str,
+        scratch_dir: Path,
+        *,
+        sandbox: SandboxSetting = None,
+        memory_mb: int | None = None,
+    ) -> None:
         self.soffice = soffice
         self.scratch_dir = scratch_dir
+        self.sandboxed = use_sandbox(sandbox)
+        self.memory_mb = use_memory_limit(memory_mb)
         self.restarts = 0
 
     def convert(
         self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
     ) -> None:
+        if self.sandboxed:
+            try:
+                sandbox.check()
+            except sandbox.SandboxError as error:
+                raise sandbox_refusal(str(error)) from None
+        else:
+            log.warning("libreoffice.sandbox_off QUIRE_SANDBOX=off: documents are not confined")
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.scratch_dir, prefix="cli-") as work:
-            outdir, profile = Path(work) / "out", Path(work) / "profile"
+        with tempfile.TemporaryDirectory(dir=self.scratch_dir, prefix="cli-") as work_dir:
+            work = Path(work_dir)
+            outdir, profile = work / "out", work / "profile"
+            home, temp = profile / "home", profile / "tmp"
             write_profile_settings(profile)
+            for folder in (home, temp):
+                folder.mkdir()
+            staged = stage_document(source, work)
             command = [
                 self.soffice,
                 *soffice_flags(profile),
@@ -230,26 +327,38 @@ class CliConverter:
                 options.convert_to(),
                 "--outdir",
                 str(outdir),
-                str(source),
+                str(staged),
             ]
+            policy = sandbox.libreoffice_policy(
+                self.soffice, [work], memory_mb=self.memory_mb, confine=self.sandboxed
+            )
+            env = (
+                sandbox.environment(home=home, tmpdir=temp)
+                if self.sandboxed
+                else {**os.environ, "TMPDIR": str(temp)}
+            )
             process = subprocess.Popen(
-                command,
+                sandbox.command(policy, command),
                 start_new_session=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=work,
             )
             try:
-                process.wait(timeout=timeout)
+                returncode = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 kill_process_group(process)
                 raise ConversionTimeout(
                     f"LibreOffice did not finish within {timeout:g} seconds and was stopped."
                 ) from None
+            if returncode == sandbox.SETUP_FAILED:
+                raise sandbox_refusal("its launcher could not apply the rules")
             # soffice exits 0 even when it wrote nothing: the PDF itself is the only proof.
-            produced = outdir / (source.stem + ".pdf")
+            produced = outdir / (staged.stem + ".pdf")
             if not produced.is_file() or produced.stat().st_size == 0:
                 raise ConversionError("LibreOffice could not convert this document.")
-            shutil.move(produced, target)
+            move_file(produced, target)
 
     def close(self) -> None:
         pass

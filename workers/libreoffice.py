@@ -4,6 +4,10 @@ Each worker process owns one instance: its own profile directory and pipe, start
 process group so that a timeout can kill soffice.bin too (it survives its launcher). Start-up
 costs about a second, a warm conversion of a two-page document about 0.05 s, hence one instance
 kept alive and recycled every ``restart_after`` conversions rather than one per document.
+
+The instance runs in a sandbox (``workers.sandbox``) whose rules are fixed when it starts, so
+its profile holds one work folder, and each document is linked into that folder, converted
+there, and its PDF moved out: the only document the instance can read is the one it converts.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import uno
 from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
-from workers import metrics
+from workers import metrics, sandbox
 from workers.conversion import (
     NETWORK_PROVIDERS,
     PLAIN_PDF,
@@ -38,8 +42,16 @@ from workers.conversion import (
     ConverterMisconfigured,
     ConverterUnavailable,
     PdfOptions,
+    SandboxSetting,
+    crash_message,
+    empty_folder,
     kill_process_group,
+    move_file,
+    sandbox_refusal,
     soffice_flags,
+    stage_document,
+    use_memory_limit,
+    use_sandbox,
     write_profile_settings,
 )
 
@@ -145,14 +157,24 @@ class UnoConverter:
         profile_root: Path,
         start_timeout: float,
         restart_after: int,
+        sandbox: SandboxSetting = None,
+        memory_mb: int | None = None,
     ) -> None:
+        """``sandbox`` and ``memory_mb`` (0: no limit) default to QUIRE_SANDBOX and
+        QUIRE_LIBREOFFICE_MEMORY_MB."""
         self.soffice = soffice
         self.profile_dir = profile_root / f"lo-{os.getpid()}"
         self.start_timeout = start_timeout
         self.restart_after = restart_after
+        self.sandboxed = use_sandbox(sandbox)
+        self.memory_mb = use_memory_limit(memory_mb)
         # LibreOffice's temporary files go here (TMPDIR), not to /tmp: a killed instance leaves
         # its folder behind, with whatever it was writing, and a restart empties it.
         self.temp_dir = self.profile_dir / "tmp"
+        self.home_dir = self.profile_dir / "home"
+        # The one folder with a document in it that the instance can read (see the module's
+        # docstring); emptied after every conversion.
+        self.work_dir = self.profile_dir / "work"
         self.pipe: str | None = None  # the pipe we asked the current instance to accept on
         self.process: subprocess.Popen[bytes] | None = None
         self.desktop: Any = None
@@ -172,18 +194,34 @@ class UnoConverter:
         self._remove_leftovers()
         pipe = self.pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         write_profile_settings(self.profile_dir)
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.temp_dir, self.home_dir, self.work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        empty_folder(self.work_dir)
+        if self.sandboxed:
+            try:
+                sandbox.check()
+            except sandbox.SandboxError as error:
+                self.process = None
+                raise sandbox_refusal(str(error)) from None
+            env = sandbox.environment(home=self.home_dir, tmpdir=self.temp_dir)
+        else:
+            log.warning("libreoffice.sandbox_off QUIRE_SANDBOX=off: documents are not confined")
+            env = {**os.environ, "TMPDIR": str(self.temp_dir)}
+        policy = sandbox.libreoffice_policy(
+            self.soffice, [self.profile_dir], memory_mb=self.memory_mb, confine=self.sandboxed
+        )
         command = [
             self.soffice,
             *soffice_flags(self.profile_dir),
             f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext",
         ]
         self.process = subprocess.Popen(
-            command,
+            sandbox.command(policy, command),
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "TMPDIR": str(self.temp_dir)},
+            env=env,
+            cwd=self.profile_dir,
         )
         local = uno.getComponentContext()
         resolver = local.ServiceManager.createInstanceWithContext(
@@ -195,6 +233,9 @@ class UnoConverter:
                 context = resolver.resolve(f"uno:pipe,name={pipe};urp;StarOffice.ComponentContext")
                 break
             except NoConnectException:
+                if self.process.poll() == sandbox.SETUP_FAILED:
+                    self._kill()
+                    raise sandbox_refusal("its launcher could not apply the rules") from None
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self._kill()
                     raise ConverterUnavailable(
@@ -328,6 +369,19 @@ class UnoConverter:
         self, source: Path, target: Path, timeout: float, options: PdfOptions = PLAIN_PDF
     ) -> None:
         self._ensure_running()
+        # Linked (or copied) into the instance's work folder, the only one it may read; its PDF
+        # is written there too, then moved out.
+        staged, produced = stage_document(source, self.work_dir), self.work_dir / "document.pdf"
+        try:
+            self._convert_in_work_dir(staged, produced, timeout, options)
+            if produced.is_file():
+                move_file(produced, target)
+        finally:
+            empty_folder(self.work_dir)
+
+    def _convert_in_work_dir(
+        self, source: Path, target: Path, timeout: float, options: PdfOptions
+    ) -> None:
         self.timed_out = False
         # A blocked UNO call cannot be interrupted from this thread; the watchdog kills the
         # whole process group, which makes the call fail at once.
@@ -349,9 +403,7 @@ class UnoConverter:
                 ) from None
             if not self._responsive():
                 self._kill()
-                raise ConverterCrashed(
-                    "LibreOffice crashed while converting this document."
-                ) from error
+                raise ConverterCrashed(crash_message(self.memory_mb)) from error
             # The instance is alive, so the document itself was refused (an IOException or
             # IllegalArgumentException from the load or the PDF export).
             raise ConversionError(
