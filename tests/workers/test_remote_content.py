@@ -554,8 +554,13 @@ def test_control_stock_libreoffice_fetches_and_runs_macros(
 ) -> None:
     """Without the profile's settings the same documents do reach the server, and the macro
     document's macro does run: the other tests' "nothing happened" is a real finding."""
+    # Without the sandbox too: it would stop the fetches on its own (tests/workers/test_sandbox.py).
     instance = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
+        soffice="soffice",
+        profile_root=tmp_path / "profiles",
+        start_timeout=60,
+        restart_after=100,
+        sandbox="off",
     )
     try:
         for name, path in [
@@ -580,14 +585,19 @@ def test_control_stock_libreoffice_fetches_and_runs_macros(
 
 
 def test_macros_never_run(converter: UnoConverter, tmp_path: Path) -> None:
-    marker = tmp_path / "macro-ran"
+    # In the instance's profile, the one folder the sandbox lets it write: a macro that ran
+    # must be able to leave its mark, or this test would pass on the sandbox alone.
+    marker = converter.profile_dir / f"macro-ran-{tmp_path.name}"
     source = tmp_path / "macro.odt"
     source.write_bytes(macro_document(marker))
 
     converter.convert(source, tmp_path / "macro.pdf", timeout=60)  # MacroExecutionMode NEVER
     assert "macro document" in pdf_pages((tmp_path / "macro.pdf").read_bytes())[0]
-    # The profile's DisableMacrosExecution holds on its own, even against a load that asks.
-    open_allowing_macros(converter, source)
+    # The profile's DisableMacrosExecution holds on its own, even against a load that asks
+    # (from the instance's work folder: the sandbox lets it read no other).
+    staged = converter.work_dir / source.name
+    staged.write_bytes(source.read_bytes())
+    open_allowing_macros(converter, staged)
     time.sleep(1)
     assert not marker.exists()
 
