@@ -153,7 +153,49 @@ def ledger(request: pytest.FixtureRequest) -> FaultRecord:
     return record
 
 
+# -- the hostile-input ledger -------------------------------------------------------------------
+
+
+@dataclass
+class HostileRecord:
+    """One kind of hostile input sent through the real service (tests/e2e/test_hostile.py)."""
+
+    kind: str
+    tried: int = 0  # inputs of this kind sent
+    leaked: int | None = None  # PDFs holding a secret the document reached for (None: no PDFs)
+    server_errors: int = 0  # 5xx answers
+    api_peak_rss_mb: float = 0.0  # the API process's peak RSS while this kind was sent
+
+
+HOSTILE_LEDGER: list[HostileRecord] = []
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    _print_fault_ledger(terminalreporter)
+    _print_hostile_ledger(terminalreporter)
+
+
+def _print_hostile_ledger(terminalreporter: Any) -> None:
+    if not HOSTILE_LEDGER:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("hostile input")
+    write(f"{'kind':52} {'tried':>6} {'leaked':>6} {'5xx':>4} {'API peak RSS':>13}")
+    for r in HOSTILE_LEDGER:
+        write(
+            f"{r.kind[:52]:52} {r.tried:>6} {'-' if r.leaked is None else r.leaked:>6} "
+            f"{r.server_errors:>4} "
+            f"{r.api_peak_rss_mb:>9.0f} MiB"
+        )
+    write(
+        f"{'total':52} {sum(r.tried for r in HOSTILE_LEDGER):>6} "
+        f"{sum(r.leaked or 0 for r in HOSTILE_LEDGER):>6} "
+        f"{sum(r.server_errors for r in HOSTILE_LEDGER):>4} "
+        f"{max(r.api_peak_rss_mb for r in HOSTILE_LEDGER):>9.0f} MiB"
+    )
+
+
+def _print_fault_ledger(terminalreporter: Any) -> None:
     if not LEDGER:
         return
     write = terminalreporter.write_line

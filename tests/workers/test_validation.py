@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from app.storage import get_store, upload_key
 from app.zipinput import list_docx_entries
 from tests.conftest import CORPUS, Backend, SentTasks
 from tests.docx_factory import bad_documents, make_docx, make_zip
+from tests.hostile_inputs import docx_with_bombs
 from workers.convert import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice import UnoConverter
@@ -125,41 +125,6 @@ def test_a_doctype_in_the_main_part_is_refused(tmp_path: Path) -> None:
 # -- bombs: parts that expand far beyond their compressed size -------------------------------
 
 GiB = 1024 * 1024 * 1024
-
-
-def zeros_deflated(size: int) -> tuple[bytes, int]:
-    """A raw deflate stream of ``size`` zero bytes (a multiple of 1 MiB) and its CRC-32, built
-    in well under a second for gigabytes: one MiB compressed after a full flush (which resets
-    the compressor) is the same bytes every time, so it is repeated."""
-    mib = bytes(1024 * 1024)
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    piece = compressor.compress(mib) + compressor.flush(zlib.Z_FULL_FLUSH)
-    crc = 0
-    for _ in range(size // len(mib)):
-        crc = zlib.crc32(mib, crc)
-    return piece * (size // len(mib)) + b"\x03\x00", crc
-
-
-def docx_with_bombs(*sizes: int) -> bytes:
-    """A valid DOCX plus one part of zeros per size, each honestly declared in its headers."""
-    buffer = io.BytesIO()
-    buffer.write(make_docx("a bomb rides along"))
-    with zipfile.ZipFile(buffer, "a") as package:
-        for index, size in enumerate(sizes):
-            stream, crc = zeros_deflated(size)
-            info = zipfile.ZipInfo(f"word/media/bomb{index}.bin", date_time=(2026, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            # zipfile cannot write a stream compressed elsewhere: write the local header, the
-            # stream and the central directory entry the way ZipFile.write would.
-            info.file_size, info.compress_size, info.CRC = size, len(stream), crc
-            info.header_offset = package.fp.tell()  # type: ignore[union-attr]
-            package.fp.write(info.FileHeader())  # type: ignore[union-attr]
-            package.fp.write(stream)  # type: ignore[union-attr]
-            package.start_dir = package.fp.tell()  # type: ignore[union-attr]
-            package.filelist.append(info)
-            package.NameToInfo[info.filename] = info
-            package._didModify = True  # type: ignore[attr-defined]
-    return buffer.getvalue()
 
 
 @pytest.fixture
