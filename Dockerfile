@@ -18,12 +18,13 @@ ENV QUIRE_VENV=/opt/quire/venv \
     PYTHONUNBUFFERED=1 \
     LANG=C.UTF-8
 
-# A non-root user with a home directory (fontconfig and LibreOffice write caches there) and the
-# one writable place Quire needs: QUIRE_DATA_DIR, holding scratch space and LibreOffice profiles.
+# A non-root user with a home directory (for tools that want one; LibreOffice's HOME is its
+# profile, inside its sandbox) and the one writable place Quire needs: QUIRE_DATA_DIR, holding
+# scratch space and LibreOffice profiles, readable by that user only (0700, as `make run` makes it).
 RUN groupadd --system --gid 10001 quire \
     && useradd --system --no-log-init --uid 10001 --gid quire \
         --create-home --home-dir /home/quire --shell /usr/sbin/nologin quire \
-    && install -d -o quire -g quire -m 0750 /var/lib/quire
+    && install -d -o quire -g quire -m 0700 /var/lib/quire
 
 WORKDIR /opt/quire/src
 
