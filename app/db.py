@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import queue
 from app.config import get_settings
 
 
@@ -51,8 +52,14 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """A session whose transaction commits when the block ends and rolls back on error."""
+    """A session whose transaction commits when the block ends and rolls back on error.
+
+    The tasks queued on it (``app.queue.queue_after_commit``) are sent once the commit
+    succeeded, after the connection went back to the pool; when it rolls back they are dropped.
+    """
     session = get_sessionmaker()()
+    sends: list[queue.Send] = []
+    session.info[queue.PENDING_SENDS] = sends
     try:
         yield session
         session.commit()
@@ -61,3 +68,4 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+    queue.send_all(sends)

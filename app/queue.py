@@ -1,19 +1,35 @@
-"""The Celery configuration, shared by the API (which only sends) and the workers.
+"""The Celery configuration, task names and the sender, shared by the API and the workers.
 
 The API enqueues tasks by name so it never imports ``workers`` (and never needs LibreOffice).
+
+Work is sent only after the transaction that decided it has committed, so a worker never gets
+an id whose row it cannot see yet, and nothing is sent for a decision that was rolled back.
+Callers say ``queue_after_commit(session, TASK, *ids)`` inside ``app.db.session_scope``; the
+scope hands what was queued to ``send_all`` once ``commit()`` succeeded. ``send_all`` is the one
+policy for a send that fails (the broker is away): a warning naming the task and the ids, and
+nothing raised, because the rows are committed and the sweeper (``workers.sweeper``) sends again
+whatever is stale or due. The ``send_*`` functions below are the process boundary: tests replace
+them to capture what would reach the broker.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu import Queue
 from kombu.exceptions import ChannelError
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+log = logging.getLogger("quire.queue")
 
 # Two queues: conversions, and the short control tasks (ingest, archive, sweep), so that a job's
 # ingest or archive never waits behind thousands of queued conversions. Workers consume both.
@@ -92,6 +108,83 @@ def send_webhook(delivery_id: str, countdown: float | None = None) -> None:
     """One attempt of a webhook delivery, on the control queue (the default one): a callback is
     short and must not wait behind thousands of queued conversions."""
     get_sender().send_task(WEBHOOK_TASK, args=[delivery_id], countdown=countdown)
+
+
+# Where a session keeps the sends queued on it (``Session.info``); set by app.db.session_scope.
+PENDING_SENDS = "quire.pending_sends"
+
+
+@dataclass(frozen=True)
+class Send:
+    """One task to send for each id (conversions go as one batch), after the commit."""
+
+    task: str
+    ids: tuple[str, ...]
+    countdown: float | None = None
+
+
+def queue_after_commit(
+    session: Session, task: str, *ids: str, countdown: float | None = None
+) -> None:
+    """Send ``task`` for each id once this session's transaction commits; never if it rolls
+    back. The session must come from ``app.db.session_scope``, which runs the sends."""
+    if not ids:
+        return
+    pending: list[Send] | None = session.info.get(PENDING_SENDS)
+    if pending is None:
+        # A session nobody will flush would drop the work silently: refuse it loudly instead.
+        raise RuntimeError("queue_after_commit needs a session from app.db.session_scope")
+    pending.append(Send(task, ids, countdown))
+
+
+# What a lost send is logged as: the event names the kind of thing left waiting, and its id.
+_SEND_FAILED = {
+    INGEST_TASK: "job.enqueue_failed job_id=%s",
+    ARCHIVE_TASK: "job.enqueue_failed job_id=%s",
+    CONVERT_TASK: "file.enqueue_failed file_ids=%s",
+    WEBHOOK_TASK: "webhook.enqueue_failed delivery_id=%s",
+}
+
+
+def _send(send: Send) -> None:
+    # The module's functions are looked up at each call, so a test's fake sender is the one used.
+    if send.task == CONVERT_TASK:
+        send_conversions(send.ids)
+        return
+    for one in send.ids:
+        if send.task == INGEST_TASK:
+            send_ingest(one)
+        elif send.task == ARCHIVE_TASK:
+            send_archive(one)
+        elif send.task == WEBHOOK_TASK:
+            send_webhook(one, countdown=send.countdown)
+        else:
+            get_sender().send_task(send.task, args=[one], countdown=send.countdown)
+
+
+def send_all(sends: Iterable[Send]) -> None:
+    """Send what a committed transaction queued; a failed send is logged, never raised.
+
+    The transaction cannot be undone any more, so failing the request or the task for it would
+    only hide that the work was accepted. The sweeper finds what was not sent: jobs and files
+    left PENDING, archives claimed and not started, webhook deliveries due."""
+    for send in sends:
+        try:
+            _send(send)
+        except Exception:
+            log.warning(
+                _SEND_FAILED.get(send.task, "task.enqueue_failed ids=%s"),
+                ",".join(send.ids),
+                extra={"task": send.task},
+                exc_info=True,
+            )
+
+
+def send_now(task: str, *ids: str, countdown: float | None = None) -> None:
+    """Send at once, under the same policy, for a caller whose transaction has already
+    committed outside ``session_scope``'s reach; prefer ``queue_after_commit``."""
+    if ids:
+        send_all([Send(task, ids, countdown)])
 
 
 def queued_conversions() -> int:

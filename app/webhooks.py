@@ -1,7 +1,7 @@
 """Webhooks: when a job with a ``callback_url`` ends, its status document is POSTed there.
 
 The database is the queue. The transaction that ends a job also inserts a PENDING delivery due
-at once (``schedule_delivery``); the caller sends its task after the commit, and the sweeper
+at once (``schedule_delivery``), whose task is sent after the commit, and the sweeper
 sends every delivery that is due and not leased, so a lost message, a crashed worker or a
 restart delays a callback but never loses it. Each attempt is claimed by a conditional UPDATE
 that leases the row (``claim_attempt``), so two workers never send the same attempt, and its
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,8 +30,6 @@ from app import queue
 from app.config import Settings
 from app.models import DeliveryStatus, Job, JobStatus, WebhookDelivery, new_id, utcnow
 from app.schemas import WebhookStatus
-
-log = logging.getLogger("quire.webhooks")
 
 SIGNATURE_HEADER = "Quire-Signature"
 EVENT_HEADER = "Quire-Event"
@@ -55,8 +52,10 @@ def schedule_delivery(session: Session, job_id: str) -> str | None:
 
     Call it in the same transaction as the UPDATE that ended the job (COMPLETED, FAILED or
     CANCELLED), and only when that UPDATE won, so a repeated ending schedules nothing twice.
-    Returns the new delivery's id, which the caller passes to ``send_after_commit`` once its
-    transaction committed; None when the job has no callback_url (or has not ended).
+    The first attempt's task is sent once that transaction commits (``queue_after_commit``);
+    if the broker is away then, the delivery is in the database, due now, and the sweeper sends
+    it on its next pass. Returns the new delivery's id; None when the job has no callback_url
+    (or has not ended).
     """
     row = session.execute(select(Job.status, Job.callback_url).where(Job.id == job_id)).first()
     if row is None or not row.callback_url or row.status not in EVENTS:
@@ -75,20 +74,8 @@ def schedule_delivery(session: Session, job_id: str) -> str | None:
             created_at=now,
         )
     )
+    queue.queue_after_commit(session, queue.WEBHOOK_TASK, delivery_id)
     return delivery_id
-
-
-def send_after_commit(delivery_id: str | None) -> None:
-    """Send the first attempt of a scheduled delivery; call after the commit.
-
-    A broker outage is only a delay: the delivery is in the database, due now, and the sweeper
-    sends it on its next pass. So the job's own task does not fail for it."""
-    if delivery_id is None:
-        return
-    try:
-        queue.send_webhook(delivery_id)
-    except Exception:
-        log.warning("webhook.enqueue_failed delivery_id=%s", delivery_id, exc_info=True)
 
 
 # -- signing ----------------------------------------------------------------------------------

@@ -32,9 +32,17 @@ FILE_MODE = stat.S_IFREG | 0o644
 HEARTBEAT_SECONDS = 60.0
 
 
+def queue_archive_after_commit(session: Session, job_id: str) -> None:
+    """Send the archive task of a job whose archive this transaction claimed, once it commits."""
+    queue.queue_after_commit(session, queue.ARCHIVE_TASK, job_id)
+    log.info("archive.queued job_id=%s", job_id)
+
+
 def queue_archive(job_id: str) -> None:
-    """Send the archive task of a job whose archive the caller claimed (after its commit)."""
-    queue.send_archive(job_id)
+    """Send the archive task of a job whose archive the caller claimed in a transaction that
+    has committed already. For callers that cannot queue it in that transaction yet
+    (the conversion task); the rest use ``queue_archive_after_commit``."""
+    queue.send_now(queue.ARCHIVE_TASK, job_id)
     log.info("archive.queued job_id=%s", job_id)
 
 
@@ -42,8 +50,8 @@ def start_archive_if_done(job_id: str) -> bool:
     """Claim and queue the archive of a job whose files all finished; True if this call did."""
     with session_scope() as session:
         claimed = transitions.claim_archive(session, job_id)
-    if claimed:
-        queue_archive(job_id)
+        if claimed:
+            queue_archive_after_commit(session, job_id)
     return claimed
 
 
@@ -124,8 +132,8 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
                 job_id,
                 "No file could be converted; each file's error_message says why.",
             )
-            delivery = webhooks.schedule_delivery(session, job_id) if failed else None
-        webhooks.send_after_commit(delivery)
+            if failed:
+                webhooks.schedule_delivery(session, job_id)
         log.info("job.failed job_id=%s reason=no_file_converted", job_id)
         return
     started = time.monotonic()
@@ -154,8 +162,8 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             job is None
             or (job.status == JobStatus.CANCELLED and job.archive_enqueued_at == claimed_at)
         )
-        # The callback is queued in the transaction that ends the job, sent after its commit.
-        delivery = webhooks.schedule_delivery(session, job_id) if finished else None
+        if finished:  # the callback is queued in the transaction that ends the job
+            webhooks.schedule_delivery(session, job_id)
     if orphan:  # nothing refers to the zip: a deleted job, or a cancelled one has no archive
         store.delete_prefix(result_key(job_id))
         log.info("archive.dropped job_id=%s reason=job_cancelled_or_deleted", job_id)
@@ -163,6 +171,5 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
     if not finished:
         log.info("archive.dropped job_id=%s reason=job_retried_or_completed", job_id)
         return
-    webhooks.send_after_commit(delivery)
     metrics.archive_written(size, time.monotonic() - started)
     log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)

@@ -23,7 +23,7 @@ from app.db import session_scope
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
 from app.storage import ObjectStore, StoreError, input_key, upload_key
 from app.zipinput import ENCRYPTED_FLAG, UploadRejected, list_docx_entries
-from workers.archive import queue_archive
+from workers.archive import queue_archive_after_commit
 
 log = logging.getLogger("quire.ingest")
 BATCH = 50
@@ -86,10 +86,10 @@ def _flush(job_id: str, batch: Batch, store: ObjectStore) -> bool:
         )
         archive_due = transitions.record_finished(session, job_id, failed)
         transitions.touch_job(session, job_id)  # progress: the sweeper leaves this ingest alone
-    # Only after the commit: a conversion task must find its input recorded.
-    queue.send_conversions(batch.copied)
-    if archive_due:  # every file of the job was refused
-        queue_archive(job_id)
+        # Sent after the commit: a conversion task must find its input recorded.
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *batch.copied)
+        if archive_due:  # every file of the job was refused
+            queue_archive_after_commit(session, job_id)
     log.info(
         "ingest.batch job_id=%s copied=%d failed=%d", job_id, len(batch.copied), len(batch.failed)
     )
@@ -189,9 +189,8 @@ def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
 def _refuse_upload(job_id: str, message: str) -> None:
     """The job ends FAILED with the reason: a terminal job is neither ingested nor re-sent again."""
     with session_scope() as session:
-        failed = transitions.fail_job(session, job_id, message)
-        delivery = webhooks.schedule_delivery(session, job_id) if failed else None
-    webhooks.send_after_commit(delivery)
+        if transitions.fail_job(session, job_id, message):
+            webhooks.schedule_delivery(session, job_id)
     log.info("ingest.refused job_id=%s reason=%s", job_id, message)
 
 

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import utcnow
 from app.storage import ObjectStore, job_prefixes
-from workers.archive import queue_archive, start_archive_if_done
+from workers.archive import queue_archive_after_commit, start_archive_if_done
 
 log = logging.getLogger("quire.sweeper")
 
@@ -73,8 +73,7 @@ def resend_webhooks() -> int:
     callbacks survive restarts: the due time is in the database, not in a queue."""
     with session_scope() as session:
         due = webhooks.due_deliveries(session, utcnow())
-    for delivery_id in due:
-        queue.send_webhook(delivery_id)
+        queue.queue_after_commit(session, queue.WEBHOOK_TASK, *due)
     if due:
         log.info("sweep.resent webhooks=%d", len(due))
     return len(due)
@@ -105,14 +104,13 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
         transitions.touch_files(session, [file.file_id for file in files])
         for job_id in pending_jobs + lost_archives:
             transitions.touch_job(session, job_id)
-    # A file whose input was never written needs its job's ingest, not a conversion.
-    reingest = sorted({file.job_id for file in files if not file.ingested} | set(pending_jobs))
-    reconvert = [file.file_id for file in files if file.ingested]
-    for job_id in reingest:
-        queue.send_ingest(job_id)
-    queue.send_conversions(reconvert)
-    for job_id in lost_archives:
-        queue_archive(job_id)
+        # A file whose input was never written needs its job's ingest, not a conversion.
+        reingest = sorted({file.job_id for file in files if not file.ingested} | set(pending_jobs))
+        reconvert = [file.file_id for file in files if file.ingested]
+        queue.queue_after_commit(session, queue.INGEST_TASK, *reingest)
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *reconvert)
+        for job_id in lost_archives:
+            queue_archive_after_commit(session, job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)
     resend_webhooks()
     summary = {

@@ -82,9 +82,8 @@ def _run(
 
 def _fail_job(job_id: str, message: str) -> None:
     with session_scope() as session:
-        failed = transitions.fail_job(session, job_id, message)
-        delivery = webhooks.schedule_delivery(session, job_id) if failed else None
-    webhooks.send_after_commit(delivery)
+        if transitions.fail_job(session, job_id, message):
+            webhooks.schedule_delivery(session, job_id)
 
 
 # Ingest and archive work on a whole job, so they get the job's limit, not a conversion's.
@@ -162,9 +161,9 @@ def deliver_webhook(self: Task[Any, Any], delivery_id: str) -> None:
     def work() -> None:
         attempt = deliver(delivery_id, get_settings())
         if attempt.retry_in is not None:
-            # Only a shortcut: the next attempt is due in the database, and the sweeper sends
-            # it if this message is lost.
-            queue.send_webhook(delivery_id, countdown=attempt.retry_in)
+            # Only a shortcut, sent after deliver() committed the attempt: the next one is due
+            # in the database, and the sweeper sends it if this message is lost.
+            queue.send_now(queue.WEBHOOK_TASK, delivery_id, countdown=attempt.retry_in)
 
     _run(
         self,

@@ -123,15 +123,14 @@ def retry_job(
         store.delete_prefix(result_key(job.id))
     except StoreError:
         log.warning("job.retry_archive_not_removed job_id=%s", job.id, exc_info=True)
-    try:
-        queue.send_conversions(plan.convert)
+    # Queued only now, in a transaction of their own, and not in the one above: an archive
+    # rebuilt at once (nothing to convert again) must not be the one just removed.
+    with session_scope() as session:
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *plan.convert)
         if plan.ingest:  # failed before their input was copied: the ingest copies them now
-            queue.send_ingest(job.id)
+            queue.queue_after_commit(session, queue.INGEST_TASK, job.id)
         if plan.archive_due:  # nothing to convert again: only the archive is rebuilt
-            queue.send_archive(job.id)
-    except Exception:
-        # Committed already: the sweeper sends what is lost once the broker is back.
-        log.exception("job.enqueue_failed job_id=%s", job.id)
+            queue.queue_after_commit(session, queue.ARCHIVE_TASK, job.id)
     location = status_url(base, job.id)
     body = RetryStarted(
         job_id=job.id,
@@ -173,8 +172,7 @@ def cancel_job(job_id: str, owner: OwnerDep, base: BaseUrlDep) -> JobCancelled:
                 "IN_PROGRESS job can be cancelled.",
             )
         # In the transaction that ended the job, so the callback is never lost.
-        delivery = webhooks.schedule_delivery(session, job.id)
-    webhooks.send_after_commit(delivery)
+        webhooks.schedule_delivery(session, job.id)
     log.info("job.cancelled job_id=%s files=%d", job.id, cancelled)
     return JobCancelled(
         job_id=job.id,

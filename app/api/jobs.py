@@ -190,14 +190,6 @@ def _take_upload(session: Session, store: ObjectStore, upload_id: str, owner: st
     return size
 
 
-def _send_ingest(job_id: str) -> None:
-    try:
-        queue.send_ingest(job_id)
-    except Exception:
-        # The job is safely committed; the sweeper re-sends the ingest once the broker is back.
-        log.exception("job.enqueue_failed job_id=%s", job_id)
-
-
 def _refuse_low_disk(store: ObjectStore, min_free_bytes: int) -> None:
     if isinstance(store, LocalStore) and store.free_bytes() < min_free_bytes:
         raise ApiError(
@@ -297,8 +289,7 @@ async def submit_job(
                 request_digest=digest if idempotency_key is not None else None,
             )
             create_job(session, spec, entries, consume_upload=direct)
-        # After the commit, in the same thread hop.
-        _send_ingest(job_id)
+            queue.queue_after_commit(session, queue.INGEST_TASK, job_id)
         return _accepted(job_id, len(entries), base)
 
     def _replay_after_race() -> JSONResponse | None:

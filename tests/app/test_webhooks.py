@@ -28,7 +28,6 @@ from app.webhooks import (
     record_attempt,
     retry_delay,
     schedule_delivery,
-    send_after_commit,
     sign,
     verify_signature,
     webhook_secret,
@@ -156,9 +155,9 @@ def test_a_broker_outage_after_commit_is_only_a_delay(
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(queue, "send_webhook", broker_down)
-    with caplog.at_level(logging.WARNING, "quire.webhooks"):
-        send_after_commit("some-delivery")  # does not raise: the sweeper sends it later
-        send_after_commit(None)
+    # The scope does not raise: the sweeper sends the delivery later.
+    with caplog.at_level(logging.WARNING, "quire.webhooks"), session_scope() as session:
+        queue.queue_after_commit(session, queue.WEBHOOK_TASK, "some-delivery")
     assert [r.getMessage() for r in caplog.records] == [
         "webhook.enqueue_failed delivery_id=some-delivery"
     ]
