@@ -69,6 +69,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_digest" ]]; then
   "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
     --no-index -e .
+  # The client (SDK and the quire command), its dependencies in the same lock. The image copies
+  # no client/: a server needs no quire command.
+  if [[ -f client/pyproject.toml ]]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+      --no-index -e client
+  fi
   "$venv/bin/pip" check >/dev/null || { "$venv/bin/pip" check >&2; exit 1; }
   echo "$lock_digest" > "$stamp"
 fi

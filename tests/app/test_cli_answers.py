@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.commands import main
-from app.cli.errors import EXIT_ERROR
+from quire_client.cli.commands import main
+from quire_client.cli.errors import EXIT_ERROR
 
 
 class Portal(BaseHTTPRequestHandler):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 
-from app.cli.render import Display, print_failures
+from quire_client.cli.render import Display, print_failures
 
 NAME = "reports/[final] q3 [/draft].docx"
 MESSAGE = "The file is not a DOCX document: [bold]not[/bold] a zip [/oops]"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.archive import docx_files, upload_source
-from app.cli.errors import CliError
-from app.cli.render import print_failures
+from quire_client.cli.render import print_failures
+from quire_client.errors import InputError
+from quire_client.sources import docx_files, upload_source
 from tests.docx_factory import make_docx, make_zip
 
 
@@ -78,7 +78,7 @@ def test_a_zip_goes_as_it_is_and_one_docx_is_zipped_alone(tmp_path: Path) -> Non
 def test_nothing_to_send_is_a_clear_error(tmp_path: Path, setup: object, message: str) -> None:
     source = tmp_path / "source"
     setup(source)  # type: ignore[operator]
-    with pytest.raises(CliError, match=message), upload_source(source):
+    with pytest.raises(InputError, match=message), upload_source(source):
         pass
 
 

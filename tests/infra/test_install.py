@@ -71,7 +71,7 @@ def test_the_venv_sees_no_debian_python_package_but_uno() -> None:
     """Import everything Quire imports, then look where each module came from."""
     probe = f"""
 import importlib.util, json, os, sys
-import app.main, app.cli, workers.tasks, workers.libreoffice, boto3, urllib3.contrib
+import app.main, quire_client.cli, workers.tasks, workers.libreoffice, boto3, urllib3.contrib
 import uno, unohelper
 leaked = sorted(
     name for name, module in sys.modules.items()

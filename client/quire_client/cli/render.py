@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -28,6 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from quire_client.models import JobSummary
 
 PLAIN_EVERY = 5.0  # seconds between two plain progress lines
 
@@ -226,3 +228,15 @@ def print_status(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
         extra = f" ({human_bytes(size)})" if isinstance(size, int) else ""
         print(f"  archive{extra}: quire download {job['job_id']} -o result.zip", file=stream)
     print_failures(job, stream)
+
+
+def print_jobs(jobs: Sequence[JobSummary], stream: TextIO = sys.stdout) -> None:
+    """One line per job: id, status, files finished of all, when it was created."""
+    if not jobs:
+        print("No jobs.", file=stream)
+        return
+    width = max(len(job.status) for job in jobs)
+    for job in jobs:
+        created = job.created_at.strftime("%Y-%m-%d %H:%M") if job.created_at else ""
+        counts = f"{job.finished_files}/{job.file_count} files"
+        print(f"{job.job_id}  {job.status:<{width}}  {counts:<15}  {created}", file=stream)
