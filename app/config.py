@@ -78,10 +78,10 @@ class Settings(BaseSettings):
     # A restart costs about 0.8 s; every 1,000 conversions that is under 2 % of the time.
     libreoffice_restart_after: int = Field(default=1000, ge=1)
     soffice_path: str = "soffice"
-    # LibreOffice runs sandboxed (workers/sandbox.py): it can read only its installation, the
-    # fonts, its profile and the document's scratch folder, write only the last two, and has no
-    # network. A worker that cannot set the sandbox up refuses to convert. "off" is for
-    # debugging only, and every start logs a warning.
+    # LibreOffice runs sandboxed (workers/libreoffice/sandbox.py): it can read only its
+    # installation, the fonts, its profile and the document's scratch folder, write only the last
+    # two, and has no network. A worker that cannot set the sandbox up refuses to convert. "off"
+    # is for debugging only, and every start logs a warning.
     sandbox: Literal["on", "off"] = "on"
     # Each LibreOffice's address-space limit (RLIMIT_AS), in MiB: a document that makes it swell
     # runs out of memory in its own instance, not the host's. 0: no limit. Measured here, an

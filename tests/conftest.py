@@ -14,7 +14,7 @@ from app import callback_targets, db, queue, storage
 from app.config import get_settings
 from app.migrate import upgrade
 from tests.services import postgres_server, redis_server, s3_server
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 
 # The shared corpus of real DOCX files lies beside the repository (in CI too).
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

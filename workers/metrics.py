@@ -7,7 +7,7 @@ it needs no guard.
 from __future__ import annotations
 
 from app import metrics
-from workers.conversion import (
+from workers.libreoffice.errors import (
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,

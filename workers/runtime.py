@@ -6,7 +6,7 @@ import atexit
 import os
 
 from app.config import Settings, get_settings
-from workers.conversion import CliConverter, Converter, FakeConverter
+from workers.libreoffice import CliConverter, Converter, FakeConverter
 
 _converter: Converter | None = None
 _owner_pid: int | None = None
@@ -18,7 +18,8 @@ def build_converter(settings: Settings) -> Converter:
         return FakeConverter()
     if settings.converter == "uno":
         try:
-            from workers.libreoffice import UnoConverter
+            # The only import of uno: it fails where python3-uno is missing.
+            from workers.libreoffice.uno import UnoConverter
 
             return UnoConverter(
                 soffice=settings.soffice_path,

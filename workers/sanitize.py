@@ -15,7 +15,8 @@ second, so each rule judges the text LibreOffice will read, not a normalised for
   as written, a plain web or mail address (``EXTERNAL_ALLOWED``); anything else (a path, a
   ``file:`` URL in any case or encoding, a control character inside the scheme, which a URL
   parser drops and LibreOffice does not) is rewritten to ``NOWHERE``. Links to the web are
-  harmless: the profile removes LibreOffice's network providers (``workers.conversion``).
+  harmless: the profile removes LibreOffice's network providers
+  (``workers.libreoffice.profile``).
 - An internal target must name a part inside the package: one with a scheme, a backslash, a
   control character or a ``..`` that climbs out of the package is rewritten to ``NOWHERE`` too.
   (LibreOffice 7.4 resolves internal targets inside the package only; this is belt and braces.)

@@ -24,9 +24,9 @@ from app.storage import StoreError, get_store
 from workers import metrics
 from workers.archive import build_archive
 from workers.celery_app import celery
-from workers.conversion import ConverterUnavailable
-from workers.convert import ScratchSpaceError, convert_file, fail_file
+from workers.file_conversion import ScratchSpaceError, convert_file, fail_file
 from workers.ingest import ingest_job
+from workers.libreoffice import ConverterUnavailable
 from workers.runtime import close_converter, get_converter
 from workers.sweeper import expire, expire_uploads, sweep
 from workers.webhooks import deliver

@@ -20,9 +20,9 @@ from app.storage import get_store, result_key, upload_key
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers.archive import build_archive
-from workers.conversion import FakeConverter
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
+from workers.libreoffice import FakeConverter
 
 ZIP = "application/zip"
 

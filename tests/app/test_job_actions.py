@@ -35,9 +35,9 @@ from tests.app.test_transitions import make_job
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from workers.archive import build_archive
-from workers.conversion import FakeConverter
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
+from workers.libreoffice import FakeConverter
 
 NOT_A_JOB = "0c6a2f43-8d3c-4a4e-9a0e-5b7c7c1f0a11"
 

@@ -22,7 +22,7 @@ from app.models import File, FileStatus
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from tests.workers.test_pipeline import submit
-from workers.conversion import PLAIN_PDF, FakeConverter, PdfOptions
+from workers.libreoffice import PLAIN_PDF, FakeConverter, PdfOptions
 
 log = logging.getLogger("quire.test")
 

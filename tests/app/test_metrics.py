@@ -30,9 +30,9 @@ from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from tests.services import free_port
 from tests.workers.test_pipeline import files_by_name, run_to_the_end, submit
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -132,7 +132,7 @@ def _measure_worker(documents: int, pages: int, rounds: int, profile: Path | Non
     from app.config import get_settings
     from app.storage import get_store
     from tests.bench.documents import bench_zip
-    from workers.convert import convert_file
+    from workers.file_conversion import convert_file
     from workers.ingest import ingest_job
 
     sent: dict[str, list[str]] = defaultdict(list)

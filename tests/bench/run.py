@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _limit_worker(slot: int, sources: list[str], outdir: str, barrier: Any, ends: Any) -> None:
-    from workers.libreoffice import UnoConverter
+    from workers.libreoffice.uno import UnoConverter
 
     converter = UnoConverter(
         soffice="soffice",

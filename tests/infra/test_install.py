@@ -71,7 +71,7 @@ def test_the_venv_sees_no_debian_python_package_but_uno() -> None:
     """Import everything Quire imports, then look where each module came from."""
     probe = f"""
 import importlib.util, json, os, sys
-import app.main, quire_client.cli, workers.tasks, workers.libreoffice, boto3, urllib3.contrib
+import app.main, quire_client.cli, workers.tasks, workers.libreoffice.uno, boto3, urllib3.contrib
 import uno, unohelper
 leaked = sorted(
     name for name, module in sys.modules.items()
@@ -112,7 +112,9 @@ def test_the_image_installs_only_the_runtime_set(tmp_path: Path) -> None:
     subprocess.run(["infra/bootstrap.sh"], cwd=REPO, env=env, check=True, capture_output=True)
     python = str(venv / "bin" / "python")
     subprocess.run(
-        [python, "-c", "import app.main, workers.tasks, workers.libreoffice"], cwd=REPO, check=True
+        [python, "-c", "import app.main, workers.tasks, workers.libreoffice.uno"],
+        cwd=REPO,
+        check=True,
     )
     for tool in DEV_ONLY:
         found = subprocess.run(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from tests.conftest import SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers import archive as archive_module
 from workers.archive import build_archive
-from workers.conversion import FakeConverter
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
+from workers.libreoffice import FakeConverter
 
 __all__ = ["client"]
 

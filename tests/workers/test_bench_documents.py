@@ -9,7 +9,7 @@ from pypdf import PdfReader
 
 from tests.bench.documents import NON_LATIN, bench_docx, header_text, marker
 from tests.pdf import pdf_pages
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 from workers.validation import validate_docx
 
 

@@ -7,7 +7,8 @@ folder outside any job, and converted by one warm LibreOffice:
   do leak there, which shows that "no leak" below means something; the table is compared
   exactly, so a LibreOffice that starts (or stops) following a carrier is noticed.
 - worker path: ``prepare_docx`` then conversion with the default settings (sandbox on), as
-  workers/convert.py does. Nothing leaks, and each document still converts with its text.
+  workers/file_conversion.py does. Nothing leaks, and each document still converts with its
+  text.
 - sanitizer alone (sandbox off) and sandbox alone (no sanitizer): each line holds on its own.
 
 The carriers that do not leak in LibreOffice 7.4 even unprotected are listed in
@@ -43,8 +44,8 @@ from tests.hostile_docs import (
     picture,
     write_secrets,
 )
-from workers.conversion import ConversionError
-from workers.libreoffice import UnoConverter
+from workers.libreoffice import ConversionError
+from workers.libreoffice.uno import UnoConverter
 from workers.sanitize import prepare_docx
 
 ALL_EVASIONS = {evasion.name for evasion in EVASIONS}

@@ -31,10 +31,10 @@ from tests.pdf import pdf_pages
 from tests.workers.test_sweeper import age
 from workers import ingest
 from workers.archive import build_archive, queue_archive
-from workers.conversion import PLAIN_PDF, Converter, PdfOptions
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
-from workers.libreoffice import UnoConverter
+from workers.libreoffice import PLAIN_PDF, Converter, PdfOptions
+from workers.libreoffice.uno import UnoConverter
 from workers.sweeper import sweep
 
 

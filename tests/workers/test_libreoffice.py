@@ -12,9 +12,13 @@ import pytest
 
 from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
-from workers import libreoffice
-from workers.conversion import CliConverter, ConversionTimeout, live_processes_in_group
-from workers.libreoffice import UnoConverter, single_instance_pipe
+from workers.libreoffice import (
+    CliConverter,
+    ConversionTimeout,
+    live_processes_in_group,
+    single_instance_pipe,
+)
+from workers.libreoffice.uno import UnoConverter
 
 
 def own_converter(tmp_path: Path, restart_after: int, profiles: str = "profiles") -> UnoConverter:
@@ -182,7 +186,7 @@ def test_close_does_not_wait_on_a_hung_idle_instance(
 ) -> None:
     # Hung between two conversions, no watchdog is armed: only closing meets it, and a call
     # into it would never return.
-    monkeypatch.setattr(libreoffice, "CLOSE_GRACE", 1.0)
+    monkeypatch.setattr("workers.libreoffice.uno.CLOSE_GRACE", 1.0)
     converter = own_converter(tmp_path, 10)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("then it hangs"))

@@ -29,7 +29,7 @@ from tests.conftest import Backend, SentTasks
 from tests.docx_factory import CONTENT_TYPES, W_NS, WORD_MAIN, make_docx, make_zip, root_rels
 from tests.pdf import pdf_pages
 from tests.workers.test_pipeline import files_by_name, result_members, run_to_the_end, submit
-from workers.conversion import (
+from workers.libreoffice import (
     PLAIN_PDF,
     CliConverter,
     Converter,
@@ -37,7 +37,7 @@ from workers.conversion import (
     PdfOptions,
     minimal_pdf,
 )
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 
 TABLES = "test__docx__tables.docx"  # three fonts, tables, several pages of text
 # An Open XML SDK test document whose diagram shapes have alpha: soft masks in a plain PDF.

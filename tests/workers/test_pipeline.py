@@ -25,10 +25,10 @@ from tests.conftest import Backend, SentTasks
 from tests.docx_factory import bad_documents, make_docx, make_zip
 from tests.pdf import pdf_pages
 from workers.archive import build_archive
-from workers.conversion import Converter
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
-from workers.libreoffice import UnoConverter
+from workers.libreoffice import Converter
+from workers.libreoffice.uno import UnoConverter
 
 
 @pytest.fixture(scope="module")

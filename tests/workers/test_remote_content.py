@@ -9,7 +9,7 @@ a hang), and the same instance must still convert the next, ordinary file.
 
 LibreOffice 7.4 as configured out of the box fetches a picture linked by URL (a:blip r:link) and
 a shape filled with one; the control test shows it, so that "nothing seen" means something. The
-profile settings in workers.conversion are what stop it.
+profile settings in workers.libreoffice.profile are what stop it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import pytest
 import uno
 from pypdf import PdfReader
 
-import workers.conversion
-import workers.libreoffice
 from tests.docx_factory import make_docx
 from tests.hostile_docs import (
     VISIBLE,
@@ -47,8 +45,14 @@ from tests.hostile_docs import (
     vml_picture,
 )
 from tests.pdf import pdf_pages
-from workers.conversion import CliConverter, ConversionError, ConversionTimeout
-from workers.libreoffice import NEVER_EXECUTE, NO_UPDATE, UnoConverter, _props
+from workers.libreoffice import (
+    CliConverter,
+    ConversionError,
+    ConversionTimeout,
+    ConverterMisconfigured,
+    profile,
+)
+from workers.libreoffice.uno import NEVER_EXECUTE, NO_UPDATE, UnoConverter, _props
 from workers.sanitize import strip_local_links
 from workers.validation import InvalidDocument, validate_docx
 
@@ -374,7 +378,7 @@ class Outcome:
 
 
 def convert(converter: UnoConverter | CliConverter, source: Path, target: Path) -> Outcome:
-    """What the worker does (workers.convert): validate, strip local links, convert."""
+    """What the worker does (workers.file_conversion): validate, strip local links, convert."""
     try:
         validate_docx(source)
         validation = "accepted"
@@ -465,11 +469,9 @@ def test_an_embedded_picture_still_shows(converter: UnoConverter, tmp_path: Path
 @pytest.fixture
 def unprotected(monkeypatch: pytest.MonkeyPatch) -> None:
     """LibreOffice with its stock configuration: none of the profile's settings."""
-    monkeypatch.setattr(workers.conversion, "PROFILE_SETTINGS", ())
-    monkeypatch.setattr(workers.conversion, "NETWORK_PROVIDERS", {})
-    monkeypatch.setattr(workers.libreoffice, "PROFILE_SETTINGS", ())
-    monkeypatch.setattr(workers.libreoffice, "NETWORK_PROVIDERS", {})
-    monkeypatch.setattr(workers.libreoffice, "OTHER_NETWORK_SCHEMES", ())
+    monkeypatch.setattr(profile, "PROFILE_SETTINGS", ())
+    monkeypatch.setattr(profile, "NETWORK_PROVIDERS", {})
+    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ())
 
 
 def macro_document(marker: Path) -> bytes:
@@ -643,12 +645,12 @@ def test_an_instance_that_can_reach_the_network_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # As if a provider for file: URLs reached the network: the check must notice and refuse.
-    monkeypatch.setattr(workers.libreoffice, "OTHER_NETWORK_SCHEMES", ("file",))
+    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ("file",))
     instance = UnoConverter(
         soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
     )
     try:
-        with pytest.raises(workers.conversion.ConverterMisconfigured, match="can open file: URLs"):
+        with pytest.raises(ConverterMisconfigured, match="can open file: URLs"):
             instance.start()
         assert instance.process is not None
         assert instance.process.poll() is not None  # killed, not left running

@@ -1,4 +1,5 @@
-"""LibreOffice's sandbox (workers/sandbox.py), against the real kernel and the real LibreOffice.
+"""LibreOffice's sandbox (workers/libreoffice/sandbox.py), against the real kernel and the real
+LibreOffice.
 
 Each finding has a control: what the same document or process does with the sandbox off, so
 that "nothing got through" means the sandbox stopped it.
@@ -23,9 +24,8 @@ import pytest
 
 from tests.docx_factory import CONTENT_TYPES, WORD_MAIN, make_docx, root_rels
 from tests.pdf import pdf_pages
-from workers import sandbox
-from workers.conversion import CliConverter, live_processes_in_group
-from workers.libreoffice import UnoConverter
+from workers.libreoffice import CliConverter, live_processes_in_group, sandbox
+from workers.libreoffice.uno import UnoConverter
 
 REPO = Path(__file__).resolve().parents[2]
 VISIBLE = "Text beside the picture"
@@ -320,7 +320,7 @@ def test_a_sandboxed_process_reaches_only_its_folder_and_no_network(
 WITHOUT_LANDLOCK = """
 import ctypes, json, sys
 from pathlib import Path
-from workers import sandbox as sb
+from workers.libreoffice import sandbox as sb
 
 program = [sb._bpf(sb.BPF_LD_W_ABS, 0)]
 for number in (444, 445, 446):
@@ -332,8 +332,8 @@ sb._prctl(sb.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 sb._prctl(sb.PR_SET_SECCOMP, sb.SECCOMP_MODE_FILTER,
           ctypes.byref(sb.SockFprog(len=len(program), filter=filters)), 0, 0)
 
-from workers.conversion import ConverterMisconfigured, CliConverter
-from workers.libreoffice import UnoConverter
+from workers.libreoffice import ConverterMisconfigured, CliConverter
+from workers.libreoffice.uno import UnoConverter
 
 folder, source = Path(sys.argv[1]), Path(sys.argv[2])
 outcome = {}

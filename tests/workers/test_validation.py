@@ -19,9 +19,9 @@ from app.zipinput import list_docx_entries
 from tests.conftest import CORPUS, Backend, SentTasks
 from tests.docx_factory import bad_documents, make_docx, make_zip
 from tests.hostile_inputs import docx_with_bombs
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
-from workers.libreoffice import UnoConverter
+from workers.libreoffice.uno import UnoConverter
 from workers.validation import InvalidDocument, validate_docx
 
 EXPECTED_MESSAGES = {

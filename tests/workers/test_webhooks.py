@@ -35,9 +35,9 @@ from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from tests.services import free_port
 from workers.archive import build_archive
-from workers.conversion import FakeConverter
-from workers.convert import convert_file
+from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
+from workers.libreoffice import FakeConverter
 from workers.sweeper import sweep
 from workers.webhooks import base_url, deliver
 

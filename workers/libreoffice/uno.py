@@ -5,14 +5,18 @@ process group so that a timeout can kill soffice.bin too (it survives its launch
 costs about a second, a warm conversion of a two-page document about 0.05 s, hence one instance
 kept alive and recycled every ``restart_after`` conversions rather than one per document.
 
-The instance runs in a sandbox (``workers.sandbox``) whose rules are fixed when it starts, so
-its profile holds one work folder, and each document is linked into that folder, converted
-there, and its PDF moved out: the only document the instance can read is the one it converts.
+The instance runs in a sandbox (``workers.libreoffice.sandbox``) whose rules are fixed when it
+starts, so its profile holds one work folder, and each document is linked into that folder,
+converted there, and its PDF moved out: the only document the instance can read is the one it
+converts (``workers.libreoffice.workdir``).
+
+This is the only module that imports ``uno``: ``import workers.libreoffice`` works without
+python3-uno, and ``workers.runtime`` falls back to the command-line converter when importing
+this one fails.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,10 +24,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote
 
 # Importing this module fails where python3-uno is missing; workers.runtime then falls back to
 # the command-line converter. (uno must be imported before any com.sun.star module.)
@@ -31,29 +33,29 @@ import uno
 from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
-from workers import metrics, sandbox
-from workers.conversion import (
-    NETWORK_PROVIDERS,
-    PLAIN_PDF,
-    PROFILE_SETTINGS,
+from workers import metrics
+from workers.libreoffice import profile, sandbox
+from workers.libreoffice.errors import (
     ConversionError,
     ConversionTimeout,
     ConverterCrashed,
     ConverterMisconfigured,
     ConverterUnavailable,
-    PdfOptions,
-    SandboxSetting,
     crash_message,
-    empty_folder,
-    kill_process_group,
-    move_file,
     sandbox_refusal,
+)
+from workers.libreoffice.options import PLAIN_PDF, PdfOptions
+from workers.libreoffice.process import (
+    SandboxSetting,
+    kill_process_group,
+    pipe_files,
+    single_instance_pipe,
     soffice_flags,
-    stage_document,
     use_memory_limit,
     use_sandbox,
-    write_profile_settings,
 )
+from workers.libreoffice.watchdog import Watchdog
+from workers.libreoffice.workdir import empty_folder, move_file, stage_document
 
 log = logging.getLogger("quire.libreoffice")
 
@@ -61,10 +63,6 @@ log = logging.getLogger("quire.libreoffice")
 # being converted never refreshes links from elsewhere and never runs its macros.
 NO_UPDATE = 0
 NEVER_EXECUTE = 0
-
-# Network schemes no provider serves in a plain install, but an extra one (such as the GIO
-# provider of libreoffice-gnome) could: checked too, so that such an install is noticed.
-OTHER_NETWORK_SCHEMES = ("smb", "sftp", "dav", "davs")
 
 
 def _props(**values: Any) -> tuple[Any, ...]:
@@ -74,75 +72,6 @@ def _props(**values: Any) -> tuple[Any, ...]:
         prop.Name, prop.Value = name, value
         result.append(prop)
     return tuple(result)
-
-
-class Watchdog:
-    """Calls ``on_expiry(generation)`` when an armed deadline passes.
-
-    One long-lived thread per converter: starting a thread per conversion waits for the new
-    thread to be scheduled, which on a busy machine costs milliseconds every document. Each
-    ``arm`` returns a new generation, so an expiry that arrives late can be told apart from one
-    that concerns the conversion running now.
-    """
-
-    def __init__(self, on_expiry: Callable[[int], None]) -> None:
-        self._on_expiry = on_expiry
-        self._condition = threading.Condition()
-        self._deadline: float | None = None
-        self._generation = 0
-        self._stopped = False
-        threading.Thread(target=self._run, name="libreoffice-watchdog", daemon=True).start()
-
-    def arm(self, seconds: float) -> int:
-        with self._condition:
-            self._generation += 1
-            self._deadline = time.monotonic() + seconds
-            self._condition.notify()
-            return self._generation
-
-    def disarm(self) -> None:
-        with self._condition:
-            self._deadline = None
-            self._condition.notify()
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopped = True
-            self._condition.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._stopped and (
-                    self._deadline is None or self._deadline > time.monotonic()
-                ):
-                    timeout = None if self._deadline is None else self._deadline - time.monotonic()
-                    self._condition.wait(timeout)
-                if self._stopped:
-                    return
-                self._deadline = None
-                generation = self._generation
-            self._on_expiry(generation)  # outside the lock: killing may take a while
-
-
-# Where LibreOffice makes its named pipes: always /tmp (or /var/tmp when /tmp is not
-# writable), whatever TMPDIR says.
-PIPE_DIRS = (Path("/tmp"), Path("/var/tmp"))  # noqa: S108 - LibreOffice's fixed choice
-
-
-def _pipe_files(name: str) -> list[Path]:
-    return [folder / f"OSL_PIPE_{os.getuid()}_{name}" for folder in PIPE_DIRS]
-
-
-def single_instance_pipe(profile_dir: Path) -> str:
-    """The name of the pipe LibreOffice opens for its profile (besides the one we ask for):
-    SingleOfficeIPC_ and the MD5 of the profile's URL in UTF-16, each byte in hex without
-    padding, as desktop/source/app/officeipcthread.cxx writes it. LibreOffice hashes its own
-    normal form of the URL, which leaves the characters a URL path allows (such as "@" and
-    "+") unescaped where pathlib's as_uri() escapes them."""
-    url = "file://" + quote(str(profile_dir.resolve()), safe="/!$&'()*+,;=:@~")
-    digest = hashlib.md5(url.encode("utf-16-le"), usedforsecurity=False)
-    return "SingleOfficeIPC_" + "".join(f"{byte:x}" for byte in digest.digest())
 
 
 # How long closing waits for an instance to quit cleanly before it is killed.
@@ -193,7 +122,7 @@ class UnoConverter:
             metrics.libreoffice_restarted(recycled=self.conversions >= self.restart_after)
         self._remove_leftovers()
         pipe = self.pipe = f"quire-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        write_profile_settings(self.profile_dir)
+        profile.write_profile_settings(self.profile_dir)
         for folder in (self.temp_dir, self.home_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
         empty_folder(self.work_dir)
@@ -262,7 +191,8 @@ class UnoConverter:
         provider = context.ServiceManager.createInstanceWithContext(
             "com.sun.star.configuration.ConfigurationProvider", context
         )
-        for node, name, wanted in PROFILE_SETTINGS:
+        # Read through the module, not imported by name: the control tests patch them there.
+        for node, name, wanted in profile.PROFILE_SETTINGS:
             access = provider.createInstanceWithArguments(
                 "com.sun.star.configuration.ConfigurationAccess", _props(nodepath=node)
             )
@@ -276,7 +206,7 @@ class UnoConverter:
         broker = context.ServiceManager.createInstanceWithContext(
             "com.sun.star.ucb.UniversalContentBroker", context
         )
-        for scheme in (*NETWORK_PROVIDERS.values(), *OTHER_NETWORK_SCHEMES):
+        for scheme in (*profile.NETWORK_PROVIDERS.values(), *profile.OTHER_NETWORK_SCHEMES):
             if broker.queryContentProvider(f"{scheme}://127.0.0.1/") is not None:
                 self._refuse(f"it can open {scheme}: URLs")
 
@@ -330,7 +260,7 @@ class UnoConverter:
         if self.pipe is not None:
             names.append(self.pipe)
         for name in names:
-            for path in _pipe_files(name):
+            for path in pipe_files(name):
                 path.unlink(missing_ok=True)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 

@@ -23,7 +23,7 @@ from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers import metrics
 from workers.archive import queue_archive
-from workers.conversion import (
+from workers.libreoffice import (
     ConversionError,
     ConversionTimeout,
     Converter,

@@ -25,7 +25,9 @@ The same file, run as a script by the worker's interpreter in isolated mode, app
 to itself and then execs soffice: the rules are fixed before LibreOffice's first instruction,
 and every process it starts inherits them. That half uses nothing but the standard library and
 runs before anything else is imported; a ``preexec_fn`` would run Python in a child forked
-from a multithreaded worker, which can deadlock.
+from a multithreaded worker, which can deadlock. So it is run by its path, not with ``-m``:
+that would import the ``workers.libreoffice`` package, and with it the worker's settings,
+before the rules apply.
 
 The script exits with ``SETUP_FAILED`` when any step fails (it never runs soffice unconfined);
 the converters then refuse to convert, as they do when the profile's settings do not take.
