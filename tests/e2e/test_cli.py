@@ -204,6 +204,41 @@ def test_status_and_download_of_a_finished_job(
     assert pdf_names(again) == expected_pdfs()
 
 
+def pdfs_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_global_options_before_the_command_and_pdfs_into_a_folder(
+    service: Service, folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pdfs"
+    result = quire("--server", service.url, "convert", str(folder), "-o", f"{out}/")
+
+    assert result.returncode == 1, result.stderr  # the BAD files failed
+    assert f"Saved {len(GOOD)} PDFs under {out}" in result.stderr
+    # The input's folders, each .docx its .pdf, and nothing else (no scratch left behind).
+    assert pdfs_under(out) == expected_pdfs()
+    pages = pdf_pages((out / "letters/ελληνικά.pdf").read_bytes())
+    assert "Καλημέρα κόσμε" in pages[0]
+
+    job_id = job_id_of(result.stdout)
+    for args in (
+        ["--server", service.url, "status", job_id],
+        ["status", job_id, "--server", service.url],
+    ):
+        status = quire(*args)
+        assert status.returncode == 0, status.stderr
+        assert f"Job {job_id}: COMPLETED" in status.stdout
+
+    # download into a folder that exists (no trailing slash needed), with a file of its own.
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "keep.txt").write_text("mine")
+    fetched = quire("--server", service.url, "download", job_id, "-o", str(again))
+    assert fetched.returncode == 0, fetched.stderr
+    assert pdfs_under(again) == expected_pdfs() | {"keep.txt"}
+
+
 def test_expected_failures_are_one_clean_line(service: Service, tmp_path: Path) -> None:
     unknown = "0f0f0f0f-0000-4000-8000-000000000000"
     for args in (["status", unknown], ["download", unknown, "-o", str(tmp_path / "x.zip")]):

@@ -174,7 +174,13 @@ class PlainDisplay(Display):
             self.note(line(last))
 
 
-def display_for(stream: TextIO = sys.stderr) -> Display:
+# Streams default to None, read as sys.stdout/sys.stderr at call time (print and rich do so
+# for None): a default of sys.stdout would be bound at import, before a caller (pytest's
+# capture, a redirect) replaces it.
+
+
+def display_for(stream: TextIO | None = None) -> Display:
+    stream = sys.stderr if stream is None else stream
     return Display(stream) if Console(file=stream).is_terminal else PlainDisplay(stream)
 
 
@@ -189,7 +195,7 @@ def failed_files(job: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def print_failures(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+def print_failures(job: dict[str, Any], stream: TextIO | None = None) -> None:
     """The failed files and why, as a table; nothing when none failed."""
     failures = failed_files(job)
     if not failures:
@@ -214,7 +220,7 @@ def print_failures(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
         print(f"  {name:<{width}}  {message}", file=stream)
 
 
-def print_status(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
+def print_status(job: dict[str, Any], stream: TextIO | None = None) -> None:
     print(f"Job {job['job_id']}: {job['status']}", file=stream)
     print(f"  {counts_text(job.get('progress', {}))}", file=stream)
     progress = job.get("progress", {})
@@ -230,7 +236,7 @@ def print_status(job: dict[str, Any], stream: TextIO = sys.stdout) -> None:
     print_failures(job, stream)
 
 
-def print_jobs(jobs: Sequence[JobSummary], stream: TextIO = sys.stdout) -> None:
+def print_jobs(jobs: Sequence[JobSummary], stream: TextIO | None = None) -> None:
     """One line per job: id, status, files finished of all, when it was created."""
     if not jobs:
         print("No jobs.", file=stream)
