@@ -9,7 +9,8 @@
 
 It needs httpx alone (the ``quire`` command adds rich) and imports nothing of the server.
 ``quire_client.errors`` holds the exceptions, one tree under ``QuireError``;
-``quire_client.models`` the typed answers. See docs/client.md.
+``quire_client.models`` the typed answers; ``quire_client.testing`` a fake server for tests
+(``Client(..., transport=FakeQuire().transport())``). See docs/client.md.
 """
 
 from quire_client.client import DEFAULT_SERVER, Client, JobOptions

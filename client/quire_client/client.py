@@ -60,6 +60,7 @@ RETRY_AFTER_CAP = 30.0  # seconds: a 503's Retry-After is followed up to this
 
 Transferred = Callable[[int], None]  # called with the count of bytes just sent or received
 T = TypeVar("T")
+StrPath = str | os.PathLike[str]
 
 # What a request that may be sent twice is sent again for: a 503 (the server did nothing) and
 # a connection dropped before the answer came. Not a refused connection or a timeout: a server
@@ -271,10 +272,15 @@ class Client:
             return self.submit_zip(archive, options, sent=sent)
 
     def submit_zip(
-        self, archive: Path, options: JobOptions | None = None, *, sent: Transferred | None = None
+        self,
+        archive: StrPath,
+        options: JobOptions | None = None,
+        *,
+        sent: Transferred | None = None,
     ) -> Submitted:
         """Upload the zip ``archive`` and create its job: by direct upload to the object store
         when the server offers it, else as one multipart request through the API."""
+        archive = Path(archive)
         options = options or JobOptions()
         sent = sent or _ignore
         size = archive.stat().st_size
@@ -450,7 +456,7 @@ class Client:
 
     # -- results -------------------------------------------------------------------------------
 
-    def download(self, job_id: str, target: Path, *, received: Transferred | None = None) -> int:
+    def download(self, job_id: str, target: StrPath, *, received: Transferred | None = None) -> int:
         """Save a finished job's zip of PDFs to ``target``; returns the bytes written.
 
         Written to a hidden file beside ``target`` and renamed into place once complete and
@@ -460,7 +466,7 @@ class Client:
         return self._fetch(_job_path(job_id, "/download"), Path(target), "archive", received)
 
     def download_file(
-        self, job_id: str, file_id: str, target: Path, *, received: Transferred | None = None
+        self, job_id: str, file_id: str, target: StrPath, *, received: Transferred | None = None
     ) -> int:
         """Save one converted file's PDF to ``target``; returns the bytes written. ``Conflict``
         if that file failed or is not converted yet."""
@@ -468,7 +474,7 @@ class Client:
         return self._fetch(path, Path(target), "PDF", received)
 
     def download_to_folder(
-        self, job_id: str, folder: Path, *, received: Transferred | None = None
+        self, job_id: str, folder: StrPath, *, received: Transferred | None = None
     ) -> list[Path]:
         """Save a finished job's PDFs under ``folder``, each at its path in the archive (the
         upload's folders, ``.docx`` made ``.pdf``); returns the paths written.

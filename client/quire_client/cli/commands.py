@@ -136,6 +136,8 @@ class Output:
     def parse(cls, given: str) -> Output:
         # The trailing "/" is read from the text: Path("out/") would drop it.
         folder = given.endswith(("/", os.sep)) or Path(given).is_dir()
+        if not folder and Path(given).suffix.lower() == ".pdf":
+            raise CliError(f"{given}: -o takes a folder (ending in '/') or a .zip to write")
         return cls(Path(given), folder)
 
 
@@ -171,8 +173,6 @@ def convert(args: argparse.Namespace, client: Client) -> int:
     display = display_for()
     options = JobOptions(pdf_a=args.pdf_a, tagged_pdf=args.tagged_pdf)
     output = Output.parse(args.output)
-    if not output.folder and output.path.suffix.lower() == ".pdf":
-        raise CliError(f"{output.path}: -o takes a folder (ending in '/') or a .zip to write")
     with upload_source(args.source) as (archive, counted):
         if counted:
             display.note(f"Zipped {counted} .docx files from {args.source}")
