@@ -1,6 +1,7 @@
 """All configuration, read once from ``QUIRE_*`` environment variables and validated at start-up.
 
-Every field is documented in the README's settings table; keep the two in step.
+Every field is documented in the settings table of docs/operations.md (tests/infra/test_docs.py
+fails when one is missing); keep the two in step.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class Settings(BaseSettings):
     converter: Literal["uno", "cli", "fake"] = "uno"
     # One more worker process than cores: while a worker does its bookkeeping (store, database,
     # queue), its LibreOffice idles, and the extra process keeps every core converting. Measured
-    # on 2 cores: 27 docs/s with 2 processes, 32 with 3 (make bench; README, "Measured").
+    # on 2 cores: 27 docs/s with 2 processes, 32 with 3 (make bench; docs/benchmarks.md).
     worker_concurrency: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 1, ge=1)
     scratch_dir: Path | None = None  # default: data_dir/scratch
 

@@ -465,7 +465,7 @@ def test_app_services_do_not_need_the_monitoring_profile(
 
 
 def test_the_minio_console_is_published(services: dict[str, dict[str, Any]]) -> None:
-    # README, "Operations": the console at http://localhost:9001 shows a job's objects.
+    # docs/operations.md: the console at http://localhost:9001 shows a job's objects.
     assert "--console-address :9001" in command_text(services["minio"])
     assert 9001 in published_ports(services["minio"])
 
