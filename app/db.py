@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import queue
@@ -48,6 +48,12 @@ def get_engine() -> Engine:
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+def check_database() -> None:
+    """Raise when the database cannot be reached (readiness probe)."""
+    with get_engine().connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 @contextmanager

@@ -88,6 +88,12 @@ def get_sender() -> Celery:
     return make_celery()
 
 
+def check_broker(timeout: int) -> None:
+    """Raise when the broker cannot be reached (readiness probe)."""
+    with get_sender().connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout)
+
+
 def send_ingest(job_id: str) -> None:
     get_sender().send_task(INGEST_TASK, args=[job_id])
 

@@ -1,1 +1,1 @@
-"""HTTP layer: thin routes over the job service, the store and the queue."""
+"""HTTP layer: routes parse the request, call one service (app/services), shape the answer."""

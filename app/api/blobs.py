@@ -14,9 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StoreDep
 from app.api.errors import ApiError
-from app.db import session_scope
-from app.models import Upload
-from app.storage import LocalStore, upload_key
+from app.services.errors import UploadClosed
+from app.services.uploads import accepts_put
 from app.uploads import WRITE_BATCH, drain, write_pieces
 from app.zipinput import UploadRejected
 
@@ -32,32 +31,15 @@ def get_blob(
     content_type: Annotated[str, Query(max_length=100)],
     signature: Annotated[str, Query(max_length=128)],
 ) -> FileResponse:
-    if not isinstance(store, LocalStore):
+    urls = store.api_served_urls()
+    if urls is None:
         raise ApiError(404, "This server's objects are served by the object store, not the API.")
-    if not store.verify(key, expires, filename, content_type, signature):
+    if not urls.verify(key, expires, filename, content_type, signature):
         raise ApiError(403, "This link is invalid or has expired; ask the API for a new one.")
-    path = store.path(key)
+    path = urls.path(key)
     if not path.is_file():
         raise ApiError(404, "The object behind this link no longer exists.")
     return FileResponse(path, media_type=content_type, filename=filename)
-
-
-def _upload_open(key: str) -> bool:
-    """Whether the direct upload this key belongs to can still take a PUT: its row goes when
-    it is made a job (the object is that job's input from then on) or expires and is removed."""
-    parts = key.split("/")
-    if len(parts) != 3 or key != upload_key(parts[1]):
-        return True  # not a direct upload's object (none is signed today)
-    with session_scope() as session:
-        return session.get(Upload, parts[1]) is not None
-
-
-def _refuse_closed() -> ApiError:
-    return ApiError(
-        409,
-        "This upload was already made into a job, or it expired: its object can no longer be "
-        "replaced. Ask for a new upload (POST /api/v1/uploads).",
-    )
 
 
 @router.put("/{key:path}")
@@ -70,12 +52,13 @@ async def put_blob(
     signature: Annotated[str, Query(max_length=128)],
 ) -> Response:
     """Stream the body into the object, within the limit the link was signed with."""
-    if not isinstance(store, LocalStore):
+    urls = store.api_served_urls()
+    if urls is None:
         raise ApiError(404, "This server's uploads go to the object store, not the API.")
-    if not store.verify_put(key, expires, max_bytes, signature):
+    if not urls.verify_put(key, expires, max_bytes, signature):
         raise ApiError(403, "This upload link is invalid or has expired; ask for a new one.")
-    if not await run_in_threadpool(_upload_open, key):
-        raise _refuse_closed()
+    if not await run_in_threadpool(accepts_put, key):
+        raise UploadClosed()
     too_large = UploadRejected(413, f"The upload is larger than the limit of {max_bytes} bytes.")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -98,8 +81,8 @@ async def put_blob(
         await run_in_threadpool(write_pieces, writer, pending)
         # Again before the object appears: the upload may have become a job while this PUT
         # streamed, and the job's input must not change under its ingest.
-        if not await run_in_threadpool(_upload_open, key):
-            raise _refuse_closed()
+        if not await run_in_threadpool(accepts_put, key):
+            raise UploadClosed()
         await run_in_threadpool(writer.commit)
     except BaseException:
         await run_in_threadpool(writer.abort)

@@ -13,8 +13,6 @@ from sqlalchemy.orm import Session
 from app.api.errors import ApiError
 from app.config import Settings, get_settings
 from app.db import session_scope
-from app.jobs import parse_job_id
-from app.models import Job
 from app.storage import ObjectStore, get_store
 
 
@@ -80,19 +78,3 @@ async def caller(request: Request, settings: SettingsDep) -> str:
 
 
 OwnerDep = Annotated[str, Depends(caller)]
-
-
-def job_not_found(raw_id: str) -> ApiError:
-    return ApiError(
-        404, f"No job with id {raw_id!r} exists (finished jobs are removed after QUIRE_JOB_TTL)."
-    )
-
-
-def visible_job(session: Session, raw_id: str, owner: str) -> Job:
-    """The job with this id if the caller may see it; 404 otherwise (another key's job too, so
-    ids cannot be probed)."""
-    job_id = parse_job_id(raw_id)
-    job = session.get(Job, job_id) if job_id else None
-    if job is None or job.owner != owner:
-        raise job_not_found(raw_id)
-    return job

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Match
 
 from app.jobs import IdempotencyConflict
 from app.schemas import ErrorResponse
+from app.services.errors import Conflict, InvalidRequest, NotFound, OutOfSpace, ServiceError
 from app.storage import StoreError
 from app.zipinput import UploadRejected
 
@@ -69,6 +70,22 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+# The services' errors, by kind (app.services.errors); each subclass answers with its kind's.
+SERVICE_STATUS: dict[type[ServiceError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidRequest: 422,
+    OutOfSpace: 507,
+}
+
+
+def service_status(error: ServiceError) -> int:
+    for kind, status in SERVICE_STATUS.items():
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -77,6 +94,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadRejected)
     async def _rejected(_: Request, exc: UploadRejected) -> JSONResponse:
         return error_response(exc.status_code, exc.message)
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(service_status(exc), exc.message)
 
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict) -> JSONResponse:

@@ -15,7 +15,6 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -23,94 +22,20 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, caller, visible_job
+from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, caller
 from app.api.errors import ApiError, responses
-from app.db import session_scope
-from app.jobs import files_touched_since, status_counts
-from app.models import TERMINAL_FILE_STATUSES, TERMINAL_JOB_STATUSES, FileStatus, Job
-from app.status import archive_url
+from app.services.job_events import JobWatch
+from app.services.jobs import visible_job_id
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
 HEARTBEAT_SECONDS = 15.0  # a comment line keeps proxies from closing a quiet stream
-# touched_at is stamped when a worker's transaction starts, not when it commits, so a change may
-# become visible with a stamp a little older than one already read: read back this far again
-# (repeats are filtered out by what was already sent).
-OVERLAP = timedelta(seconds=60)
 # A refused stream may be asked for again this much later (the Retry-After of the 429).
 RETRY_AFTER_SECONDS = 5
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n".encode()
-
-
-def _progress(counts: dict[FileStatus, int]) -> dict[str, Any]:
-    total = sum(counts.values())
-    finished = sum(counts.get(status, 0) for status in TERMINAL_FILE_STATUSES)
-    return {
-        "total": total,
-        **{status.value.lower(): counts.get(status, 0) for status in FileStatus},
-        "percent": round(100 * finished / total, 1) if total else 100.0,
-    }
-
-
-class _Watch:
-    """What one stream has told its client so far, and the reading of what changed."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.since: datetime | None = None
-        self.sent: dict[str, FileStatus] = {}
-        self.progress: dict[str, Any] | None = None
-
-    def read(self, base: str) -> tuple[list[bytes], bool]:
-        """The events due now, and whether the job has ended (or is gone)."""
-        events: list[bytes] = []
-        with session_scope() as session:
-            job = session.get(Job, self.job_id)
-            if job is None:
-                return [_event("error", {"message": "The job no longer exists."})], True
-            ended = job.status in TERMINAL_JOB_STATUSES
-            # The last reading before the end reads every file, so none can be missed.
-            since = None if ended or self.since is None else self.since - OVERLAP
-            for file_id, filename, status, error, touched in files_touched_since(
-                session, self.job_id, since
-            ):
-                self.since = touched  # ordered by touched_at: the last row is the newest
-                if self.sent.get(file_id, FileStatus.PENDING) != status:
-                    self.sent[file_id] = status
-                    events.append(
-                        _event(
-                            "file",
-                            {
-                                "file_id": file_id,
-                                "filename": filename,
-                                "status": status.value,
-                                "error_message": error,
-                            },
-                        )
-                    )
-            progress = _progress(status_counts(session, self.job_id))
-            if progress != self.progress:
-                self.progress = progress
-                events.append(_event("progress", progress))
-            if ended:
-                download = archive_url(base, job)
-                events.append(
-                    _event(
-                        "job",
-                        {
-                            "job_id": job.id,
-                            "status": job.status.value,
-                            "download_url": download,
-                            "error_message": job.error_message,
-                            "progress": progress,
-                        },
-                    )
-                )
-                return events, True
-        return events, False
 
 
 class StreamSlots:
@@ -192,12 +117,8 @@ async def job_events(
     """Server-sent events until the job ends. At most QUIRE_MAX_EVENT_STREAMS_PER_KEY streams
     may be open at once per API key (per client address without keys); past that, 429."""
 
-    def visible() -> str:
-        # Its own short session: a stream may stay open for hours and must not hold one.
-        with session_scope() as session:
-            return visible_job(session, job_id, owner).id
-
-    watch = _Watch(await run_in_threadpool(visible))
+    # Its own short transaction: a stream may stay open for hours and must not hold one.
+    watch = JobWatch(await run_in_threadpool(visible_job_id, job_id, owner))
     limit = settings.max_event_streams_per_key
     give_back = _slots(request).take(_caller_key(request, owner), limit)
     if give_back is None:
@@ -213,8 +134,8 @@ async def job_events(
         quiet = 0.0
         while True:
             events, ended = await run_in_threadpool(watch.read, base)
-            for event in events:
-                yield event
+            for name, data in events:
+                yield _event(name, data)
             if ended:
                 return
             quiet = 0.0 if events else quiet + POLL_SECONDS

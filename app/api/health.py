@@ -7,12 +7,11 @@ import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import error_response, responses
-from app.db import get_engine
-from app.queue import get_sender
+from app.db import check_database
+from app.queue import check_broker
 from app.schemas import Health
 from app.storage import get_store
 
@@ -21,14 +20,8 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 5
 
 
-def _database() -> None:
-    with get_engine().connect() as connection:
-        connection.execute(text("SELECT 1"))
-
-
 def _broker() -> None:
-    with get_sender().connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+    check_broker(CHECK_TIMEOUT)
 
 
 def _store() -> None:
@@ -48,7 +41,7 @@ def healthz() -> Health:
 )
 async def readyz() -> Health | JSONResponse:
     checks: dict[str, str] = {}
-    for name, probe in (("database", _database), ("broker", _broker), ("store", _store)):
+    for name, probe in (("database", check_database), ("broker", _broker), ("store", _store)):
         try:
             await asyncio.wait_for(run_in_threadpool(probe), CHECK_TIMEOUT + 1)
             checks[name] = "ok"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import posixpath
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -11,56 +10,19 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import queue
-from app.api.deps import (
-    BaseUrlDep,
-    OwnerDep,
-    SessionDep,
-    SettingsDep,
-    StoreDep,
-    caller,
-    visible_job,
-)
+from app.api.deps import BaseUrlDep, OwnerDep, SessionDep, SettingsDep, StoreDep, caller
 from app.api.errors import ApiError, responses
-from app.callback_targets import TargetRefused, check_callback_url
-from app.db import session_scope
-from app.jobs import (
-    Cursor,
-    JobSpec,
-    UploadGone,
-    create_job,
-    find_idempotent_job,
-    get_job_view,
-    list_jobs,
-    new_job_id,
-    parse_job_id,
-)
-from app.models import File, FileStatus, Job, JobStatus, Upload
-from app.schemas import (
-    JobCreated,
-    JobList,
-    JobStatusResponse,
-    JobSubmission,
-    SubmissionOptions,
-)
+from app.jobs import Cursor, list_jobs, new_job_id
+from app.models import JobStatus
+from app.schemas import JobCreated, JobList, JobStatusResponse, JobSubmission
+from app.services import jobs as job_service
+from app.services.submission import Submission, check_room, invalid_request, submit
 from app.status import absolute, file_download_url, job_summary, status_document, status_url
-from app.storage import (
-    LocalStore,
-    ObjectNotFound,
-    ObjectStore,
-    job_prefixes,
-    output_key,
-    result_key,
-    upload_key,
-)
+from app.storage import ObjectStore, output_key, upload_key
 from app.uploads import receive_upload
-from app.zipinput import DocxEntry, UploadRejected, list_docx_entries
 
-log = logging.getLogger("quire.api")
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 
 MAX_JSON_BODY = 64 * 1024
@@ -113,42 +75,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _list_entries(store: ObjectStore, key: str, max_files: int) -> list[DocxEntry]:
-    with store.open_reader(key) as source:
-        return list_docx_entries(source, max_files)
-
-
-def _options(fields: dict[str, str]) -> SubmissionOptions:
-    try:
-        # Empty form fields mean "not given", as browsers send them for untouched inputs.
-        return SubmissionOptions.model_validate({k: v for k, v in fields.items() if v != ""})
-    except ValidationError as error:
-        raise _invalid(error) from None
-
-
-def _refuse_callback_target(url: str | None, allow_private: bool) -> None:
-    # Here, in a worker thread, not in the schema's validator: a host name is resolved, and
-    # DNS must not block the event loop.
-    if url is None:
-        return
-    try:
-        check_callback_url(url, allow_private)
-    except TargetRefused as error:
-        raise ApiError(422, f"Invalid request: callback_url: {error}") from None
-
-
-def _invalid(error: ValidationError) -> ApiError:
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
-        for problem in error.errors()
-    )
-    return ApiError(422, f"Invalid request: {problems}")
-
-
-def _replayed(job: Job, base: str) -> JSONResponse:
-    return _accepted(job.id, job.file_count, base, replayed=True)
-
-
 def _accepted(job_id: str, file_count: int, base: str, *, replayed: bool = False) -> JSONResponse:
     location = status_url(base, job_id)
     body = JobCreated(
@@ -158,43 +84,6 @@ def _accepted(job_id: str, file_count: int, base: str, *, replayed: bool = False
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
-
-
-def _no_upload(session: Session, upload_id: str, owner: str) -> ApiError:
-    job = session.get(Job, upload_id)
-    if job is not None and job.owner == owner:
-        return ApiError(409, f"Upload {upload_id} was already made into job {job.id}.")
-    return ApiError(
-        404,
-        f"No upload with id {upload_id!r} exists (unused uploads are removed after they expire).",
-    )
-
-
-def _take_upload(session: Session, store: ObjectStore, upload_id: str, owner: str) -> int:
-    """The size of a direct upload that is ready to become a job; refuses it otherwise."""
-    upload = session.get(Upload, upload_id)
-    if upload is None or upload.owner != owner:
-        raise _no_upload(session, upload_id, owner)
-    try:
-        size = store.size(upload_key(upload_id))
-    except ObjectNotFound:
-        raise ApiError(
-            409, f"Nothing was uploaded for upload {upload_id} yet: PUT the zip to its url first."
-        ) from None
-    if size > upload.max_bytes:
-        # S3 cannot bound a presigned PUT: the limit holds here instead.
-        store.delete_prefix(upload_key(upload_id))
-        raise UploadRejected(
-            413, f"The upload is larger than the limit of {upload.max_bytes} bytes."
-        )
-    return size
-
-
-def _refuse_low_disk(store: ObjectStore, min_free_bytes: int) -> None:
-    if isinstance(store, LocalStore) and store.free_bytes() < min_free_bytes:
-        raise ApiError(
-            507, "The server is low on disk space and accepts no uploads now; try again later."
-        )
 
 
 async def _read_submission(request: Request) -> JobSubmission:
@@ -209,7 +98,7 @@ async def _read_submission(request: Request) -> JobSubmission:
     try:
         return JobSubmission.model_validate_json(bytes(body))
     except ValidationError as error:
-        raise _invalid(error) from None
+        raise invalid_request(error) from None
 
 
 @router.post(
@@ -236,21 +125,17 @@ async def submit_job(
     request again answers with the job the first one created (header `Idempotent-Replayed`).
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    direct = media_type == "application/json"
-
-    async def discard_upload() -> None:
-        # A multipart upload that made no (new) job may not stay stored. A direct upload
-        # stays: it is the client's, who may fix it and PUT it again.
-        if not direct:
-            await run_in_threadpool(store.delete_prefix, job_prefixes(job_id)[0])
-
-    if direct:
-        submission = await _read_submission(request)
-        job_id = submission.upload_id
-        options: SubmissionOptions = submission
-        digest = hashlib.sha256(submission.model_dump_json().encode()).hexdigest()
+    if media_type == "application/json":
+        body = await _read_submission(request)
+        submission = Submission(
+            job_id=body.upload_id,
+            owner=owner,
+            options=body,
+            digest=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+            idempotency_key=idempotency_key,
+        )
     else:
-        _refuse_low_disk(store, settings.min_free_bytes)
+        check_room(store, settings)
         job_id = new_job_id()
         received = await receive_upload(
             request,
@@ -260,70 +145,16 @@ async def submit_job(
             settings.max_files_per_job,
             digest=idempotency_key is not None,
         )
-        digest = received.digest or ""
-        try:
-            options = _options(received.options)
-        except ApiError:
-            await discard_upload()
-            raise
-
-    def _create() -> JSONResponse:
-        _refuse_callback_target(options.callback_url, settings.webhook_allow_private)
-        with session_scope() as session:
-            if idempotency_key is not None:
-                earlier = find_idempotent_job(session, owner, idempotency_key, digest)
-                if earlier is not None:
-                    return _replayed(earlier, base)
-            upload_bytes = (
-                _take_upload(session, store, job_id, owner) if direct else received.bytes_stored
-            )
-            entries = _list_entries(store, upload_key(job_id), settings.max_files_per_job)
-            spec = JobSpec(
-                job_id=job_id,
-                owner=owner,
-                upload_bytes=upload_bytes,
-                pdf_a=options.pdf_a,
-                tagged_pdf=options.tagged_pdf,
-                callback_url=options.callback_url,
-                idempotency_key=idempotency_key,
-                request_digest=digest if idempotency_key is not None else None,
-            )
-            create_job(session, spec, entries, consume_upload=direct)
-            queue.queue_after_commit(session, queue.INGEST_TASK, job_id)
-        return _accepted(job_id, len(entries), base)
-
-    def _replay_after_race() -> JSONResponse | None:
-        # Two requests with one key raced; the unique index let one through: answer with it.
-        if idempotency_key is None:
-            return None
-        with session_scope() as session:
-            earlier = find_idempotent_job(session, owner, idempotency_key, digest)
-            return _replayed(earlier, base) if earlier is not None else None
-
-    def _upload_taken() -> ApiError:
-        # The direct upload went while this request listed it: another request made it a job,
-        # or the sweeper expired it. No job was made here, so answer as if it came later.
-        with session_scope() as session:
-            return _no_upload(session, job_id, owner)
-
-    try:
-        try:
-            answer = await run_in_threadpool(_create)
-        except (IntegrityError, UploadGone):
-            replay = await run_in_threadpool(_replay_after_race)
-            if replay is None:
-                if direct:
-                    raise await run_in_threadpool(_upload_taken) from None
-                raise
-            answer = replay
-    except BaseException:
-        await discard_upload()  # refused, or the database or store failed: no job exists
-        raise
-    if answer.headers.get("Idempotent-Replayed"):
-        await discard_upload()  # the earlier request's job holds its own copy
-        return answer
-    log.info("job.accepted job_id=%s direct=%s", job_id, direct)
-    return answer
+        submission = Submission(
+            job_id=job_id,
+            owner=owner,
+            options=received.options,
+            digest=received.digest or "",
+            idempotency_key=idempotency_key,
+            upload_bytes=received.bytes_stored,
+        )
+    accepted = await run_in_threadpool(submit, submission, store, settings)
+    return _accepted(accepted.job_id, accepted.file_count, base, replayed=accepted.replayed)
 
 
 @router.get(
@@ -368,9 +199,7 @@ def get_job(
     settings: SettingsDep,
     base: BaseUrlDep,
 ) -> JobStatusResponse:
-    job = visible_job(session, job_id, owner)
-    view = get_job_view(session, job.id)
-    assert view is not None  # the job was just read in this transaction
+    view = job_service.job_view(session, job_id, owner)
     return status_document(view, base, store, settings.presigned_url_ttl)
 
 
@@ -425,25 +254,15 @@ def download_file(
     base: BaseUrlDep,
     redirect: RedirectQuery = True,
 ) -> RedirectResponse | StreamingResponse:
-    job = visible_job(session, job_id, owner)
-    # File ids are UUIDs: anything else names no file (and a NUL byte would be a database
-    # error on PostgreSQL, not a 404).
-    canonical = parse_job_id(file_id)
-    file = session.get(File, canonical) if canonical is not None else None
-    if file is None or file.job_id != job.id:
-        raise ApiError(404, f"Job {job.id} has no file with id {file_id!r}.")
-    if file.status == FileStatus.FAILED:
-        raise ApiError(409, f"{file.filename} failed and has no PDF: {file.error_message}")
-    if file.status != FileStatus.COMPLETED:
-        raise ApiError(409, f"{file.filename} is {file.status.value}; it has no PDF yet.")
+    file = job_service.completed_file(session, job_id, file_id, owner)
     if redirect:
         url = file_download_url(
-            store, base, job.id, file.id, file.output_name, settings.presigned_url_ttl
+            store, base, file.job_id, file.id, file.output_name, settings.presigned_url_ttl
         )
         return RedirectResponse(url, status_code=307)
     return _stream(
         store,
-        output_key(job.id, file.id),
+        output_key(file.job_id, file.id),
         filename=posixpath.basename(file.output_name),
         content_type="application/pdf",
     )
@@ -466,27 +285,13 @@ def download_job(
     base: BaseUrlDep,
     redirect: RedirectQuery = True,
 ) -> RedirectResponse | StreamingResponse:
-    job = visible_job(session, job_id, owner)
-    if job.status == JobStatus.FAILED:
-        raise ApiError(409, f"Job {job.id} failed and has no archive: {job.error_message}")
-    if job.status == JobStatus.CANCELLED:
-        raise ApiError(
-            409,
-            f"Job {job.id} was cancelled and has no archive; its converted files can be "
-            "downloaded one by one (files[].download_url).",
-        )
-    if job.status != JobStatus.COMPLETED:
-        raise ApiError(409, f"Job {job.id} is {job.status.value}; its archive is not ready yet.")
-    key = result_key(job.id)
-    if not store.exists(key):
-        raise ApiError(404, f"The archive of job {job.id} no longer exists.")
-    filename = f"quire-{job.id}.zip"
+    archive = job_service.completed_archive(session, store, job_id, owner)
     if redirect:
         url = store.presigned_get_url(
-            key,
-            filename=filename,
+            archive.key,
+            filename=archive.filename,
             content_type="application/zip",
             expires_in=settings.presigned_url_ttl,
         )
         return RedirectResponse(absolute(base, url), status_code=307)
-    return _stream(store, key, filename=filename, content_type="application/zip")
+    return _stream(store, archive.key, filename=archive.filename, content_type="application/zip")

@@ -10,22 +10,18 @@ signed ``/api/v1/blobs/...`` URL instead, with the size limit in the signature (
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BaseUrlDep, OwnerDep, SessionDep, SettingsDep, StoreDep, caller
-from app.api.errors import ApiError, responses
-from app.jobs import new_job_id
-from app.models import Upload, utcnow
+from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, StoreDep, caller
+from app.api.errors import responses
 from app.schemas import UploadOffer, UploadRequest
+from app.services import uploads as upload_service
 from app.status import absolute
-from app.storage import upload_key
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
-
-UPLOAD_CONTENT_TYPE = "application/zip"
 
 
 @router.post(
@@ -36,8 +32,7 @@ UPLOAD_CONTENT_TYPE = "application/zip"
     responses=responses(400, 401, 403, 413, 422),
     summary="Get a presigned URL to upload a zip straight to the object store",
 )
-def offer_upload(
-    session: SessionDep,
+async def offer_upload(
     store: StoreDep,
     settings: SettingsDep,
     base: BaseUrlDep,
@@ -50,23 +45,12 @@ def offer_upload(
     A zip over `max_bytes` is refused when the job is created (413), or at once here when
     its `size` is given. Unused uploads are removed some time after they expire.
     """
-    max_bytes = settings.max_upload_bytes
-    if request is not None and request.size is not None and request.size > max_bytes:
-        raise ApiError(413, f"The upload is larger than the limit of {max_bytes} bytes.")
-    upload_id = new_job_id()
-    ttl = settings.presigned_url_ttl
-    expires_at = utcnow() + timedelta(seconds=ttl)
-    session.add(Upload(id=upload_id, owner=owner, max_bytes=max_bytes, expires_at=expires_at))
-    url = store.presigned_put_url(
-        upload_key(upload_id),
-        content_type=UPLOAD_CONTENT_TYPE,
-        expires_in=ttl,
-        max_bytes=max_bytes,
-    )
+    size = request.size if request is not None else None
+    offer = await run_in_threadpool(upload_service.offer_upload, owner, size, store, settings)
     return UploadOffer(
-        upload_id=upload_id,
-        url=absolute(base, url),
-        headers={"Content-Type": UPLOAD_CONTENT_TYPE},
-        expires_at=expires_at,
-        max_bytes=max_bytes,
+        upload_id=offer.upload_id,
+        url=absolute(base, offer.url),
+        headers={"Content-Type": upload_service.UPLOAD_CONTENT_TYPE},
+        expires_at=offer.expires_at,
+        max_bytes=offer.max_bytes,
     )

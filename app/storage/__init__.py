@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from app.config import Settings, get_settings
 from app.storage.base import (
+    ApiServedUrls,
     ObjectNotFound,
     ObjectStore,
     ObjectWriter,
@@ -21,6 +22,7 @@ from app.storage.local import LocalStore
 from app.storage.s3 import S3Store
 
 __all__ = [
+    "ApiServedUrls",
     "LocalStore",
     "ObjectNotFound",
     "ObjectStore",

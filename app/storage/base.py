@@ -6,6 +6,7 @@ Keys are made only from ids that Quire generated, never from names found inside 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
@@ -75,6 +76,18 @@ class WriterScope:
             self.writer.abort()
 
 
+class ApiServedUrls(Protocol):
+    """What the API needs to serve a store's presigned URLs itself (``/api/v1/blobs``)."""
+
+    def verify(
+        self, key: str, expires: int, filename: str, content_type: str, signature: str
+    ) -> bool: ...
+    def verify_put(self, key: str, expires: int, max_bytes: int, signature: str) -> bool: ...
+    def path(self, key: str) -> Path:
+        """The file holding the object (which may not exist)."""
+        ...
+
+
 class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
     def put_file(self, key: str, path: str, content_type: str) -> None: ...
@@ -99,6 +112,16 @@ class ObjectStore(Protocol):
     ) -> str:
         """An expiring URL a client PUTs the object's bytes to (direct uploads); may be relative
         to the API's own base URL. Stores that cannot bound the size ignore ``max_bytes``."""
+        ...
+
+    def api_served_urls(self) -> ApiServedUrls | None:
+        """How to check this store's presigned URLs when they point at the API itself (the
+        local store has no server of its own); None when the store serves them (S3)."""
+        ...
+
+    def free_bytes(self) -> int | None:
+        """Bytes free on the disk the objects are written to, when that is this machine's (the
+        API refuses uploads when it runs low); None when the store keeps its own space (S3)."""
         ...
 
     def check(self) -> None:

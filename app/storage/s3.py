@@ -286,6 +286,12 @@ class S3Store:
             ExpiresIn=expires_in,
         )
 
+    def api_served_urls(self) -> None:
+        return None  # presigned URLs go to the S3 server, which checks them
+
+    def free_bytes(self) -> None:
+        return None  # the server's space is its own concern
+
     def check(self) -> None:
         with _errors(self.bucket):
             self.client.head_bucket(Bucket=self.bucket)

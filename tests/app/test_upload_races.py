@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.api import jobs as jobs_api
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import JobSpec, create_job
 from app.models import Job, Upload, utcnow
+from app.services import submission
 from app.storage import ObjectStore, get_store, upload_key
 from app.zipinput import DocxEntry
 from tests.app.test_api import ZIP, _finish, assert_error, client
@@ -66,7 +66,7 @@ def test_upload_expired_while_its_job_was_being_made_makes_no_job(
     client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upload_id = _uploaded(client)
-    listing = jobs_api._list_entries
+    listing = submission._list_entries
 
     def listed_then_swept(store: ObjectStore, key: str, max_files: int) -> list[DocxEntry]:
         entries = listing(store, key, max_files)
@@ -74,7 +74,7 @@ def test_upload_expired_while_its_job_was_being_made_makes_no_job(
         assert expire_uploads(get_settings(), get_store()) == 1
         return entries
 
-    monkeypatch.setattr(jobs_api, "_list_entries", listed_then_swept)
+    monkeypatch.setattr(submission, "_list_entries", listed_then_swept)
     response = client.post("/api/v1/jobs", json={"upload_id": upload_id})
     assert_error(response, 404, "No upload")
     with session_scope() as session:
@@ -86,7 +86,7 @@ def test_same_upload_made_a_job_twice_at_once_is_409_not_500(
     client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     upload_id = _uploaded(client)
-    listing = jobs_api._list_entries
+    listing = submission._list_entries
 
     def listed_while_another_request_won(
         store: ObjectStore, key: str, max_files: int
@@ -98,7 +98,7 @@ def test_same_upload_made_a_job_twice_at_once_is_409_not_500(
             create_job(session, spec, entries, consume_upload=True)
         return entries
 
-    monkeypatch.setattr(jobs_api, "_list_entries", listed_while_another_request_won)
+    monkeypatch.setattr(submission, "_list_entries", listed_while_another_request_won)
     response = client.post("/api/v1/jobs", json={"upload_id": upload_id})
     assert_error(response, 409, "already made into job")
     assert get_store().exists(upload_key(upload_id))
