@@ -387,6 +387,7 @@ def _measure_post(
     from app import queue
     from app.api import jobs as api_jobs
     from app.main import create_app
+    from app.services import submission
     from app.storage import LocalStore
     from tests.bench.documents import bench_zip
 
@@ -394,8 +395,8 @@ def _measure_post(
     steps = StepTimer()
     receive = "receive_upload" if hasattr(api_jobs, "receive_upload") else "receive_zip"
     steps.wrap(api_jobs, receive, "receive (parse + store)")
-    steps.wrap(api_jobs, "_list_entries", "zip listing")
-    steps.wrap(api_jobs, "create_job", "job rows (create_job)")
+    steps.wrap(submission, "_list_entries", "zip listing")
+    steps.wrap(submission, "create_job", "job rows (create_job)")
     steps.wrap(queue, "send_ingest", "enqueue (send_ingest)")
     app = create_app()
 
