@@ -14,7 +14,10 @@ from app import callback_targets, db, queue, storage
 from app.config import get_settings
 from app.migrate import upgrade
 from tests.services import postgres_server, redis_server, s3_server
-from workers.libreoffice.uno import UnoConverter
+
+# LibreOffice's fixtures (module_converter, converter, make_uno_converter) are a plugin, so
+# that only the tests that start LibreOffice import uno.
+pytest_plugins = ["tests.plugins.libreoffice"]
 
 # The shared corpus of real DOCX files lies beside the repository (in CI too).
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -155,16 +158,3 @@ def corpus() -> Callable[[str], Path]:
         return matches[0]
 
     return find
-
-
-@pytest.fixture(scope="module")
-def module_converter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
-    """One warm instance for a whole module, as a worker process has one for many files."""
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("profiles"),
-        start_timeout=60,
-        restart_after=1000,
-    )
-    yield instance
-    instance.close()

@@ -12,6 +12,7 @@ import pytest
 
 from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
+from tests.plugins.libreoffice import MakeUnoConverter
 from workers.libreoffice import (
     CliConverter,
     ConversionTimeout,
@@ -19,16 +20,6 @@ from workers.libreoffice import (
     single_instance_pipe,
 )
 from workers.libreoffice.uno import UnoConverter
-
-
-def own_converter(tmp_path: Path, restart_after: int, profiles: str = "profiles") -> UnoConverter:
-    """A converter of the test's own (the shared fixture's instance must stay as it is)."""
-    return UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path / profiles,
-        start_timeout=60,
-        restart_after=restart_after,
-    )
 
 
 def test_converts_pages_and_text(converter: UnoConverter, tmp_path: Path) -> None:
@@ -94,8 +85,10 @@ def test_an_instance_that_died_is_restarted(converter: UnoConverter, tmp_path: P
     assert (tmp_path / "two.pdf").stat().st_size > 0
 
 
-def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
-    converter = own_converter(tmp_path, 2)
+def test_instances_are_recycled_after_n_conversions(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path
+) -> None:
+    converter = make_uno_converter(restart_after=2)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("recycled"))
     try:
@@ -106,8 +99,8 @@ def test_instances_are_recycled_after_n_conversions(tmp_path: Path) -> None:
         converter.close()
 
 
-def test_close_leaves_no_process_behind(tmp_path: Path) -> None:
-    converter = own_converter(tmp_path, 10)
+def test_close_leaves_no_process_behind(make_uno_converter: MakeUnoConverter) -> None:
+    converter = make_uno_converter(restart_after=10)
     converter.start()
     assert converter.process is not None
     group = converter.process.pid
@@ -126,10 +119,12 @@ def _temp_folders() -> set[str]:
     return {name for name in os.listdir("/tmp") if name.startswith("lu") and name.endswith(".tmp")}
 
 
-def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
+def test_recycling_and_close_leave_nothing_in_tmp(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path
+) -> None:
     # A profile path with characters a URL escapes and LibreOffice does not (its pipe's name
     # is a hash of that URL).
-    converter = own_converter(tmp_path, 1, profiles="pro+files@1")
+    converter = make_uno_converter("pro+files@1", restart_after=1)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("no litter"))
     single = _pipe_file(single_instance_pipe(converter.profile_dir))
@@ -162,9 +157,11 @@ def test_recycling_and_close_leave_nothing_in_tmp(tmp_path: Path) -> None:
     assert not [name for name in new_folders for pid in pids if name.startswith(f"lu{pid}")]
 
 
-def test_an_instance_whose_launcher_died_is_not_left_running(tmp_path: Path) -> None:
+def test_an_instance_whose_launcher_died_is_not_left_running(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path
+) -> None:
     # soffice.bin outlives its launcher; a new instance must not start beside it.
-    converter = own_converter(tmp_path, 10)
+    converter = make_uno_converter(restart_after=10)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("one instance"))
     try:
@@ -182,12 +179,12 @@ def test_an_instance_whose_launcher_died_is_not_left_running(tmp_path: Path) -> 
 
 
 def test_close_does_not_wait_on_a_hung_idle_instance(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_uno_converter: MakeUnoConverter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Hung between two conversions, no watchdog is armed: only closing meets it, and a call
     # into it would never return.
     monkeypatch.setattr("workers.libreoffice.uno.CLOSE_GRACE", 1.0)
-    converter = own_converter(tmp_path, 10)
+    converter = make_uno_converter(restart_after=10)
     source = tmp_path / "in.docx"
     source.write_bytes(make_docx("then it hangs"))
     converter.convert(source, tmp_path / "one.pdf", timeout=60)

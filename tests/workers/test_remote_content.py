@@ -45,6 +45,7 @@ from tests.hostile_docs import (
     vml_picture,
 )
 from tests.pdf import pdf_pages
+from tests.plugins.libreoffice import MakeUnoConverter
 from workers.libreoffice import (
     CliConverter,
     ConversionError,
@@ -552,18 +553,12 @@ def open_allowing_macros(instance: UnoConverter, source: Path) -> None:
 
 @pytest.mark.usefixtures("unprotected")
 def test_control_stock_libreoffice_fetches_and_runs_macros(
-    server: RecordingServer, tmp_path: Path
+    make_uno_converter: MakeUnoConverter, server: RecordingServer, tmp_path: Path
 ) -> None:
     """Without the profile's settings the same documents do reach the server, and the macro
     document's macro does run: the other tests' "nothing happened" is a real finding."""
     # Without the sandbox too: it would stop the fetches on its own (tests/workers/test_sandbox.py).
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path / "profiles",
-        start_timeout=60,
-        restart_after=100,
-        sandbox="off",
-    )
+    instance = make_uno_converter(sandbox="off")
     try:
         for name, path in [
             ("linked-picture", "/linked.png"),
@@ -642,13 +637,11 @@ def test_documents_load_hidden_read_only_without_updates_or_macros(
 
 
 def test_an_instance_that_can_reach_the_network_is_refused(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    make_uno_converter: MakeUnoConverter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As if a provider for file: URLs reached the network: the check must notice and refuse.
     monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ("file",))
-    instance = UnoConverter(
-        soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=100
-    )
+    instance = make_uno_converter()
     try:
         with pytest.raises(ConverterMisconfigured, match="can open file: URLs"):
             instance.start()

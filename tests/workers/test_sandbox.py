@@ -24,8 +24,8 @@ import pytest
 
 from tests.docx_factory import CONTENT_TYPES, WORD_MAIN, make_docx, root_rels
 from tests.pdf import pdf_pages
+from tests.plugins.libreoffice import MakeUnoConverter
 from workers.libreoffice import CliConverter, live_processes_in_group, sandbox
-from workers.libreoffice.uno import UnoConverter
 
 REPO = Path(__file__).resolve().parents[2]
 VISIBLE = "Text beside the picture"
@@ -134,16 +134,6 @@ def images_in(pdf: Path) -> int:
     return pdf.read_bytes().count(b"/Subtype/Image")
 
 
-def uno(tmp_path: Path, name: str, **options: object) -> UnoConverter:
-    return UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path / name,
-        start_timeout=60,
-        restart_after=100,
-        **options,  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture
 def elsewhere(tmp_path: Path) -> Path:
     """A picture where another job's files would be: beside the profiles, in scratch space."""
@@ -159,7 +149,11 @@ def elsewhere(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("kind", ["uno", "cli"])
 def test_a_linked_local_picture_is_out_of_reach_in_the_sandbox(
-    kind: str, tmp_path: Path, elsewhere: Path, caplog: pytest.LogCaptureFixture
+    kind: str,
+    make_uno_converter: MakeUnoConverter,
+    tmp_path: Path,
+    elsewhere: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The converter is called on the raw file: no sanitizer, only the sandbox stands between.
     source = tmp_path / "linked.docx"
@@ -167,7 +161,7 @@ def test_a_linked_local_picture_is_out_of_reach_in_the_sandbox(
     outcomes: dict[str, int] = {}
     for mode in ("on", "off"):
         converter = (
-            uno(tmp_path, f"profiles-{mode}", sandbox=mode)
+            make_uno_converter(f"profiles-{mode}", sandbox=mode)
             if kind == "uno"
             else CliConverter("soffice", tmp_path / f"cli-{mode}", sandbox=mode)
         )
@@ -184,8 +178,10 @@ def test_a_linked_local_picture_is_out_of_reach_in_the_sandbox(
     assert [r.message for r in caplog.records if "sandbox_off" in r.message]
 
 
-def test_each_document_is_converted_alone_in_its_folder(tmp_path: Path) -> None:
-    converter = uno(tmp_path, "profiles")
+def test_each_document_is_converted_alone_in_its_folder(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path
+) -> None:
+    converter = make_uno_converter()
     source, document = tmp_path / "in.docx", make_docx("alone")
     source.write_bytes(document)
     try:
@@ -198,10 +194,10 @@ def test_each_document_is_converted_alone_in_its_folder(tmp_path: Path) -> None:
 
 
 def test_libreoffice_gets_none_of_the_workers_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_uno_converter: MakeUnoConverter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QUIRE_S3_SECRET_KEY", "worker-secret")
-    converter = uno(tmp_path, "profiles")
+    converter = make_uno_converter()
     try:
         converter.start()
         assert converter.process is not None
@@ -382,14 +378,16 @@ def test_a_worker_that_cannot_set_the_sandbox_up_converts_nothing(tmp_path: Path
 
 
 @pytest.mark.timeout(300)
-def test_a_picture_too_large_for_the_memory_limit_stays_in_its_instance(tmp_path: Path) -> None:
+def test_a_picture_too_large_for_the_memory_limit_stays_in_its_instance(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path
+) -> None:
     # 256 megapixels: LibreOffice needs about 1 GiB more to decode it. Under a 1 GiB limit the
     # allocation fails inside the instance, which drops the picture and goes on converting.
     source = tmp_path / "huge-picture.docx"
     source.write_bytes(embedded_picture(flat_png(16000, 16000)))
     small = tmp_path / "small.docx"
     small.write_bytes(make_docx("after the huge picture"))
-    limited = uno(tmp_path, "limited", memory_mb=1024)
+    limited = make_uno_converter("limited", memory_mb=1024)
     try:
         limited.convert(source, tmp_path / "limited.pdf", timeout=120)
         assert VISIBLE in pdf_pages((tmp_path / "limited.pdf").read_bytes())[0]
@@ -398,7 +396,7 @@ def test_a_picture_too_large_for_the_memory_limit_stays_in_its_instance(tmp_path
         assert "after the huge picture" in pdf_pages((tmp_path / "small.pdf").read_bytes())[0]
     finally:
         limited.close()
-    unlimited = uno(tmp_path, "unlimited", memory_mb=0)  # the control
+    unlimited = make_uno_converter("unlimited", memory_mb=0)  # the control
     try:
         unlimited.convert(source, tmp_path / "unlimited.pdf", timeout=120)
     finally:
