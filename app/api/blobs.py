@@ -16,7 +16,7 @@ from app.api.deps import StoreDep
 from app.api.errors import ApiError
 from app.services.errors import UploadClosed
 from app.services.uploads import accepts_put
-from app.uploads import WRITE_BATCH, drain, write_pieces
+from app.upload_stream import WRITE_BATCH, drain, write_pieces
 from app.zipinput import UploadRejected
 
 router = APIRouter(prefix="/api/v1/blobs", include_in_schema=False)

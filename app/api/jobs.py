@@ -21,7 +21,7 @@ from app.services import jobs as job_service
 from app.services.submission import Submission, check_room, invalid_request, submit
 from app.status import absolute, file_download_url, job_summary, status_document, status_url
 from app.storage import ObjectStore, output_key, upload_key
-from app.uploads import receive_upload
+from app.upload_stream import receive_upload
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 

@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from python_multipart.multipart import MultipartParser
 
-from app import uploads
+from app import upload_stream as uploads
 from app.config import get_settings
 from app.main import create_app
 from app.storage import S3Store, get_store
 from app.storage.s3 import READ_BLOCK, S3RangeReader
-from app.uploads import EXTRA_PARTS, MAX_HEADER_LINE, MAX_HEADERS
+from app.upload_stream import EXTRA_PARTS, MAX_HEADER_LINE, MAX_HEADERS
 from app.zipinput import DIRECTORY_CHUNK, EOCD_SEARCH, max_entries
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
