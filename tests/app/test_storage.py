@@ -79,6 +79,33 @@ def test_presigned_urls_serve_the_object_as_an_attachment(backend: Backend) -> N
     assert "attachment" in response.headers["content-disposition"]
 
 
+def test_the_store_says_whether_the_api_serves_its_urls_and_shares_its_disk(
+    backend: Backend,
+) -> None:
+    store = get_store()
+    urls = store.api_served_urls()
+    if backend.name == "postgres-s3":
+        # The S3 server checks its own presigned URLs and keeps its own space.
+        assert urls is None
+        assert store.free_bytes() is None
+        return
+    assert urls is not None
+    free = store.free_bytes()
+    assert free is not None and free > 0
+    store.put_bytes("t/r.pdf", b"%PDF", "application/pdf")
+    url = store.presigned_get_url(
+        "t/r.pdf", filename="r.pdf", content_type="application/pdf", expires_in=60
+    )
+    query = dict(httpx.URL(url).params)
+    assert urls.verify(
+        "t/r.pdf", int(query["expires"]), "r.pdf", "application/pdf", query["signature"]
+    )
+    assert not urls.verify(
+        "t/r.pdf", int(query["expires"]), "x.pdf", "application/pdf", query["signature"]
+    )
+    assert urls.path("t/r.pdf").read_bytes() == b"%PDF"
+
+
 @pytest.mark.parametrize("backend", ["sqlite-local"], indirect=True)
 def test_local_keys_cannot_escape_the_store(backend: Backend) -> None:
     from app.storage import LocalStore, StoreError
