@@ -161,12 +161,11 @@ def save(client: Client, job: Job, output: Output, display: Display) -> None:
     with display.transfer("Downloading", job.result_bytes) as advance:
         if output.folder:
             written = client.download_to_folder(job.job_id, output.path, received=advance)
+            saved = f"Saved {len(written)} PDFs under {output.path}"
         else:
             size = client.download(job.job_id, output.path, received=advance)
-    if output.folder:
-        display.note(f"Saved {len(written)} PDFs under {output.path}")
-    else:
-        display.note(f"Saved {output.path} ({human_bytes(size)})")
+            saved = f"Saved {output.path} ({human_bytes(size)})"
+    display.note(saved)
 
 
 def convert(args: argparse.Namespace, client: Client) -> int:
