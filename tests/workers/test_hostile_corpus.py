@@ -44,6 +44,7 @@ from tests.hostile_docs import (
     picture,
     write_secrets,
 )
+from tests.plugins.libreoffice import uno_converter
 from workers.libreoffice import ConversionError
 from workers.libreoffice.uno import UnoConverter
 from workers.sanitize import prepare_docx
@@ -165,12 +166,8 @@ def corpus(secrets: Secrets) -> list[Hostile]:
 @pytest.fixture(scope="module")
 def unsandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UnoConverter]:
     """One warm instance without the sandbox, for the control and the sanitizer-only run."""
-    instance = UnoConverter(
-        soffice="soffice",
-        profile_root=tmp_path_factory.mktemp("profiles"),
-        start_timeout=60,
-        restart_after=10_000,
-        sandbox="off",
+    instance = uno_converter(
+        tmp_path_factory.mktemp("profiles"), restart_after=10_000, sandbox="off"
     )
     yield instance
     instance.close()
