@@ -62,9 +62,12 @@ fi
 # Install from the lock only: every package pinned, every download checked against its hash,
 # no dependency resolved on the day (--no-deps; the lock is complete). Quire itself goes in
 # editable, built by the locked setuptools without fetching a build environment.
-# One stamp for both sets: it holds the digest of the lock (and pyproject.toml) last installed.
+# One stamp for both sets: it holds the digest of the lock and of the project files (the
+# server's and, where it is copied, the client's) last installed.
 stamp="$venv/.quire-installed"
-lock_digest=$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+digest_inputs=("$lock" pyproject.toml)
+[[ -f client/pyproject.toml ]] && digest_inputs+=(client/pyproject.toml)
+lock_digest=$(sha256sum "${digest_inputs[@]}" | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_digest" ]]; then
   "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
