@@ -38,14 +38,6 @@ def queue_archive_after_commit(session: Session, job_id: str) -> None:
     log.info("archive.queued job_id=%s", job_id)
 
 
-def queue_archive(job_id: str) -> None:
-    """Send the archive task of a job whose archive the caller claimed in a transaction that
-    has committed already. For callers that cannot queue it in that transaction yet
-    (the conversion task); the rest use ``queue_archive_after_commit``."""
-    queue.send_now(queue.ARCHIVE_TASK, job_id)
-    log.info("archive.queued job_id=%s", job_id)
-
-
 def start_archive_if_done(job_id: str) -> bool:
     """Claim and queue the archive of a job whose files all finished; True if this call did."""
     with session_scope() as session:

@@ -22,7 +22,7 @@ from app.logs import bind_ids
 from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers import metrics
-from workers.archive import queue_archive
+from workers.archive import queue_archive_after_commit
 from workers.libreoffice import (
     ConversionError,
     ConversionTimeout,
@@ -100,10 +100,9 @@ def fail_file(file_id: str, message: str, *, reason: str) -> None:
     with session_scope() as session:
         job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
         failed = transitions.fail_files(session, [file_id], message)
-        archive_due = job_id is not None and transitions.record_finished(session, job_id, failed)
+        if job_id is not None and transitions.record_finished(session, job_id, failed):
+            queue_archive_after_commit(session, job_id)
     metrics.files_failed(reason, failed)
-    if archive_due and job_id is not None:
-        queue_archive(job_id)
 
 
 def _convert_with_one_retry(
@@ -135,7 +134,8 @@ def _record(
                 store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
         else:
             finished = transitions.fail_files(session, [file_id], error or "unknown") > 0
-        archive_due = finished and transitions.record_finished(session, job_id, 1)
+        if finished and transitions.record_finished(session, job_id, 1):
+            queue_archive_after_commit(session, job_id)
     log.info(
         "file.%s job_id=%s file_id=%s error=%r",
         "failed" if error else "completed",
@@ -143,8 +143,6 @@ def _record(
         file_id,
         error,
     )
-    if archive_due:
-        queue_archive(job_id)
     return finished
 
 

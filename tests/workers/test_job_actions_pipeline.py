@@ -30,7 +30,7 @@ from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
 from tests.workers.test_sweeper import age
 from workers import ingest
-from workers.archive import build_archive, queue_archive
+from workers.archive import build_archive, queue_archive_after_commit
 from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice import PLAIN_PDF, Converter, PdfOptions
@@ -108,8 +108,8 @@ def give_up_on(job_id: str, file_id: str) -> bool:
             session, [file_id], "Processing failed after 9 attempts: connection refused"
         )
         archive_due = transitions.record_finished(session, job_id, failed)
-    if archive_due:
-        queue_archive(job_id)
+        if archive_due:
+            queue_archive_after_commit(session, job_id)
     return archive_due
 
 
