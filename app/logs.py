@@ -1,18 +1,29 @@
 """Log set-up shared by the API and the workers: one line per event, dotted event names.
 
-``QUIRE_LOG_FORMAT=json`` (the default) writes one JSON object per line, so that a log shipper
-(Loki, Elasticsearch, CloudWatch, ``jq``) can filter on fields instead of parsing text::
+Code logs an event and its fields through ``get_logger``, never by formatting them into a
+string::
+
+    log = get_logger("quire.convert")
+    log.info("file.completed", job_id=job_id, file_id=file_id, error=None)
+
+The fields travel on the log record as they were passed (``record.event``, ``record.fields``),
+and each format renders them at the edge. ``QUIRE_LOG_FORMAT=json`` (the default) writes one
+JSON object per line, so that a log shipper (Loki, Elasticsearch, CloudWatch, ``jq``) can
+filter on fields instead of parsing text::
 
     {"timestamp": "2026-11-30T06:01:02.345Z", "level": "INFO", "logger": "quire.convert",
      "event": "file.completed", "message": "file.completed job_id=... file_id=... error=None",
      "job_id": "...", "file_id": "...", "error": null}
 
-``event`` is the dotted name the message starts with. The message's own ``key=%s`` pairs
-become fields with their values (as passed, so numbers stay numbers), and so do the job and
-file ids bound to the context: a Celery task binds them from its arguments
+Numbers stay numbers; what JSON has no type for is written as its ``str()``. The job and file
+ids bound to the context are fields too: a Celery task binds them from its arguments
 (``workers.celery_app``), the API from the request's path, so every line logged while handling
-a job or a file carries its ids, whoever logs it. ``text`` keeps the classic one-line format,
-with the bound ids appended, for reading in a terminal.
+a job or a file carries its ids, whoever logs it. ``text`` writes the message (the event, then
+its fields as ``key=value``), with the bound ids appended, for reading in a terminal.
+
+Records logged through the standard library directly (uvicorn, Celery, a third-party library)
+have no event and no fields, but what they pass in ``extra=``; uvicorn's access lines, whose
+arguments are structured already, get named fields.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
@@ -32,18 +43,13 @@ LogFormat = Literal["json", "text"]
 JOB_ID: ContextVar[str | None] = ContextVar("quire_job_id", default=None)
 FILE_ID: ContextVar[str | None] = ContextVar("quire_file_id", default=None)
 
-# The first word of a message when it is a dotted event name: "job.accepted", "file.failed".
-EVENT = re.compile(r"^([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)(?:\s|$)")
-# One %-placeholder of a format string (logging's %-style), with the ``key=`` before it if any.
-PLACEHOLDER = re.compile(
-    r"(?:(?<![\w.])([a-z_][a-z0-9_]*)=)?%(?:\(\w+\))?[#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?"
-    r"[diouxXeEfFgGcrsa%]"
-)
 # Attributes every LogRecord has: whatever else a record carries came from ``extra=``
-# (but uvicorn's color_message, the message again with terminal escapes).
+# (but uvicorn's color_message, the message again with terminal escapes, and what
+# ``EventLogger`` and ``ContextFilter`` set, rendered on their own).
 STANDARD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
-    | {"message", "asctime", "job_id", "file_id", "taskName", "color_message"}
+    | {"message", "asctime", "taskName", "color_message"}
+    | {"event", "fields", "job_id", "file_id"}
 )
 # Access-log records from uvicorn, as named fields instead of one formatted string.
 UVICORN_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
@@ -110,6 +116,123 @@ class JobIdMiddleware:
             FILE_ID.reset(file_token)
 
 
+# -- logging events --------------------------------------------------------------------------
+
+
+class EventLogger:
+    """A logger taking an event's dotted name and its fields, over a standard library logger.
+
+    ``log.warning("task.retry", name=..., retries=2, error=error)`` logs the record's message
+    ``task.retry name=quire.convert retries=2 error=ConnectionError('refused')`` and carries
+    the event and the fields themselves for the formatters. In the message a string field
+    stands as it is and any other value as its ``repr()`` (an exception's names its class).
+    An optional ``note``, free text for a reader, ends the message and is no field.
+    ``extra=`` sets record attributes, as in the standard library: fields the JSON line has
+    and the message does not. ``exc_info``, ``extra`` and the ``note`` are therefore no field
+    names.
+    """
+
+    __slots__ = ("logger",)
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def debug(
+        self,
+        event: str,
+        note: str | None = None,
+        /,
+        *,
+        exc_info: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        self._log(logging.DEBUG, event, note, fields, exc_info, extra)
+
+    def info(
+        self,
+        event: str,
+        note: str | None = None,
+        /,
+        *,
+        exc_info: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        self._log(logging.INFO, event, note, fields, exc_info, extra)
+
+    def warning(
+        self,
+        event: str,
+        note: str | None = None,
+        /,
+        *,
+        exc_info: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        self._log(logging.WARNING, event, note, fields, exc_info, extra)
+
+    def error(
+        self,
+        event: str,
+        note: str | None = None,
+        /,
+        *,
+        exc_info: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        self._log(logging.ERROR, event, note, fields, exc_info, extra)
+
+    def exception(
+        self,
+        event: str,
+        note: str | None = None,
+        /,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """An ERROR with the exception being handled."""
+        self._log(logging.ERROR, event, note, fields, True, extra)
+
+    def _log(
+        self,
+        level: int,
+        event: str,
+        note: str | None,
+        fields: dict[str, Any],
+        exc_info: bool,
+        extra: Mapping[str, Any] | None,
+    ) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        # The message is a %-template and its arguments, as a hand-written call would pass
+        # them: formatted only if a handler writes it, and a value is never read as template.
+        parts = [
+            f"{key}=%s" if isinstance(value, str) else f"{key}=%r" for key, value in fields.items()
+        ]
+        args: list[Any] = list(fields.values())
+        if note is not None:
+            parts.append("%s")
+            args.append(note)
+        template = " ".join([event.replace("%", "%%"), *parts]) if args else event
+        self.logger.log(
+            level,
+            template,
+            *args,
+            exc_info=exc_info,
+            extra={**(extra or {}), "event": event, "fields": fields},
+            # The caller's line, not this module's: past _log and the method that called it.
+            stacklevel=3,
+        )
+
+
+def get_logger(name: str) -> EventLogger:
+    return EventLogger(name)
+
+
 # -- formatting ----------------------------------------------------------------------------
 
 
@@ -122,21 +245,14 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def message_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The ``key=%s`` pairs of a record's format string, with the arguments they formatted."""
-    if not isinstance(record.msg, str) or not isinstance(record.args, tuple) or not record.args:
-        return {}
-    fields: dict[str, Any] = {}
-    index = 0
-    for match in PLACEHOLDER.finditer(record.msg):
-        if match.group(0).endswith("%%"):
-            continue
-        if index >= len(record.args):
-            break
-        if match.group(1):
-            fields[match.group(1)] = record.args[index]
-        index += 1
-    return fields
+def _event(record: logging.LogRecord) -> str | None:
+    event = getattr(record, "event", None)
+    return event if isinstance(event, str) else None
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
 
 
 def _json_safe(value: Any) -> Any:
@@ -147,28 +263,25 @@ def _json_safe(value: Any) -> Any:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        event = EVENT.match(message)
         line: dict[str, Any] = {
             "timestamp": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "event": event.group(1) if event else None,
-            "message": message,
+            "event": _event(record),
+            "message": record.getMessage(),
         }
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             line["event"] = "http.request"
             line |= dict(zip(UVICORN_ACCESS_FIELDS, record.args, strict=False))
-        else:
-            line |= message_fields(record)
+        line |= _fields(record)
         line |= {
             key: value
             for key, value in vars(record).items()
             if key not in STANDARD_ATTRIBUTES and not key.startswith("_")
         }
-        # The bound ids win over nothing but themselves: a message naming another job keeps it.
+        # The bound ids win over nothing but themselves: an event naming another job keeps it.
         for key in ("job_id", "file_id"):
             bound = getattr(record, key, None)
             if bound is not None:
@@ -188,11 +301,11 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        message = record.getMessage()
+        fields = _fields(record)
         bound = [
             f"{key}={value}"
             for key in ("job_id", "file_id")
-            if (value := getattr(record, key, None)) is not None and f"{key}=" not in message
+            if (value := getattr(record, key, None)) is not None and key not in fields
         ]
         return f"{text} [{' '.join(bound)}]" if bound else text
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,11 +12,11 @@ from app.api import metrics as metrics_api
 from app.api import web as web_page
 from app.api.errors import install_error_handlers
 from app.config import get_settings
-from app.logs import JobIdMiddleware, configure_logging
+from app.logs import JobIdMiddleware, configure_logging, get_logger
 from app.memory import keep_freed_memory
 from app.storage import S3Store, get_store
 
-log = logging.getLogger("quire.api")
+log = get_logger("quire.api")
 
 DESCRIPTION = """
 Quire converts DOCX files to PDF in bulk. Upload one zip of DOCX files, get a job id at once,
@@ -34,8 +33,9 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings.log_level, settings.log_format)
     if settings.api_key_list and not settings.metrics_token:
         log.warning(
-            "metrics.closed: QUIRE_API_KEYS is set and QUIRE_METRICS_TOKEN is not, so GET "
-            "/metrics answers 401 to everyone; set QUIRE_METRICS_TOKEN to scrape it"
+            "metrics.closed",
+            "QUIRE_API_KEYS is set and QUIRE_METRICS_TOKEN is not, so GET /metrics answers 401 "
+            "to everyone; set QUIRE_METRICS_TOKEN to scrape it",
         )
     keep_freed_memory()  # uploads stream through in chunks: reuse their memory (#3)
     store = get_store()

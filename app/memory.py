@@ -18,9 +18,10 @@ at the top of the event loop's heap are what matters.
 from __future__ import annotations
 
 import ctypes
-import logging
 
-log = logging.getLogger("quire.memory")
+from app.logs import get_logger
+
+log = get_logger("quire.memory")
 
 # glibc's mallopt() parameters (malloc.h).
 M_TRIM_THRESHOLD = -1

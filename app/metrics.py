@@ -17,7 +17,6 @@ one observation is one increment), ``name|label|sum`` and ``name|label|count``.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
@@ -41,9 +40,10 @@ from sqlalchemy import func, select
 from app import queue
 from app.config import get_settings
 from app.db import get_engine
+from app.logs import get_logger
 from app.models import File, FileStatus, Job, JobStatus
 
-log = logging.getLogger("quire.metrics")
+log = get_logger("quire.metrics")
 
 KEY = "quire:metrics"
 # Recording sits on the conversion path: wait for Redis this long at most, then skip it
@@ -233,7 +233,7 @@ def record(*updates: Iterable[Update]) -> None:
         pipeline.execute()
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the work goes on
         _connection.paused_until = time.monotonic() + PAUSE
-        log.warning("metrics.unrecorded error=%r", error)
+        log.warning("metrics.unrecorded", error=error)
 
 
 # -- reading (GET /metrics) ----------------------------------------------------------------
@@ -343,7 +343,7 @@ class QuireCollector(Collector):
         try:
             job_counts, file_counts = _counts_cache.get()
         except Exception as error:  # noqa: BLE001 - a scrape reports the outage, never a 500
-            log.warning("metrics.database_unreadable error=%r", error)
+            log.warning("metrics.database_unreadable", error=error)
             up.add_metric(["database"], 0.0)
         else:
             up.add_metric(["database"], 1.0)
@@ -356,7 +356,7 @@ class QuireCollector(Collector):
             depths, unacked = _queue_depths(client)
             recorded = {str(k): str(v) for k, v in client.hgetall(KEY).items()}
         except Exception as error:  # noqa: BLE001 - as above
-            log.warning("metrics.redis_unreadable error=%r", error)
+            log.warning("metrics.redis_unreadable", error=error)
             up.add_metric(["redis"], 0.0)
         else:
             up.add_metric(["redis"], 1.0)

@@ -14,7 +14,6 @@ them to capture what would reach the broker.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,11 +24,12 @@ from kombu import Queue
 from kombu.exceptions import ChannelError
 
 from app.config import Settings, get_settings
+from app.logs import get_logger
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-log = logging.getLogger("quire.queue")
+log = get_logger("quire.queue")
 
 # Two queues: conversions, and the short control tasks (ingest, archive, sweep), so that a job's
 # ingest or archive never waits behind thousands of queued conversions. Workers consume both.
@@ -143,12 +143,13 @@ def queue_after_commit(
     pending.append(Send(task, ids, countdown))
 
 
-# What a lost send is logged as: the event names the kind of thing left waiting, and its id.
+# What a lost send is logged as: the event names the kind of thing left waiting, the field
+# its ids.
 _SEND_FAILED = {
-    INGEST_TASK: "job.enqueue_failed job_id=%s",
-    ARCHIVE_TASK: "job.enqueue_failed job_id=%s",
-    CONVERT_TASK: "file.enqueue_failed file_ids=%s",
-    WEBHOOK_TASK: "webhook.enqueue_failed delivery_id=%s",
+    INGEST_TASK: ("job.enqueue_failed", "job_id"),
+    ARCHIVE_TASK: ("job.enqueue_failed", "job_id"),
+    CONVERT_TASK: ("file.enqueue_failed", "file_ids"),
+    WEBHOOK_TASK: ("webhook.enqueue_failed", "delivery_id"),
 }
 
 
@@ -178,11 +179,9 @@ def send_all(sends: Iterable[Send]) -> None:
         try:
             _send(send)
         except Exception:
+            event, key = _SEND_FAILED.get(send.task, ("task.enqueue_failed", "ids"))
             log.warning(
-                _SEND_FAILED.get(send.task, "task.enqueue_failed ids=%s"),
-                ",".join(send.ids),
-                extra={"task": send.task},
-                exc_info=True,
+                event, exc_info=True, extra={"task": send.task}, **{key: ",".join(send.ids)}
             )
 
 

@@ -7,7 +7,6 @@ archive's size.
 
 from __future__ import annotations
 
-import logging
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,11 +19,12 @@ from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
 from app import queue, transitions, webhooks
 from app.db import session_scope
+from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, JobStatus
 from app.storage import ObjectStore, StoreError, WriterScope, output_key, result_key
 from workers import metrics
 
-log = logging.getLogger("quire.archive")
+log = get_logger("quire.archive")
 ZIP32_LIMIT = 0xFFFF_FFFF
 # Local header and data descriptor per member, besides its name: a safe over-estimate.
 MEMBER_OVERHEAD = 128
@@ -35,7 +35,7 @@ HEARTBEAT_SECONDS = 60.0
 def queue_archive_after_commit(session: Session, job_id: str) -> None:
     """Send the archive task of a job whose archive this transaction claimed, once it commits."""
     queue.queue_after_commit(session, queue.ARCHIVE_TASK, job_id)
-    log.info("archive.queued job_id=%s", job_id)
+    log.info("archive.queued", job_id=job_id)
 
 
 def start_archive_if_done(job_id: str) -> bool:
@@ -126,7 +126,7 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             )
             if failed:
                 webhooks.schedule_delivery(session, job_id)
-        log.info("job.failed job_id=%s reason=no_file_converted", job_id)
+        log.info("job.failed", job_id=job_id, reason="no_file_converted")
         return
     started = time.monotonic()
     try:
@@ -134,13 +134,13 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             job_id, files, store, result_key(job_id), lambda: _touch(job_id, claimed_at)
         )
     except ArchiveSuperseded:
-        log.info("archive.dropped job_id=%s reason=job_cancelled_deleted_or_retried", job_id)
+        log.info("archive.dropped", job_id=job_id, reason="job_cancelled_deleted_or_retried")
         return
     except StoreError:
         try:  # a deleted job's PDFs vanish under its archive: that is no failure of the job
             _touch(job_id, claimed_at)
         except ArchiveSuperseded:
-            log.info("archive.dropped job_id=%s reason=job_cancelled_deleted_or_retried", job_id)
+            log.info("archive.dropped", job_id=job_id, reason="job_cancelled_deleted_or_retried")
             return
         raise
     with session_scope() as session:
@@ -158,10 +158,10 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
             webhooks.schedule_delivery(session, job_id)
     if orphan:  # nothing refers to the zip: a deleted job, or a cancelled one has no archive
         store.delete_prefix(result_key(job_id))
-        log.info("archive.dropped job_id=%s reason=job_cancelled_or_deleted", job_id)
+        log.info("archive.dropped", job_id=job_id, reason="job_cancelled_or_deleted")
         return
     if not finished:
-        log.info("archive.dropped job_id=%s reason=job_retried_or_completed", job_id)
+        log.info("archive.dropped", job_id=job_id, reason="job_retried_or_completed")
         return
     metrics.archive_written(size, time.monotonic() - started)
-    log.info("job.completed job_id=%s pdfs=%d bytes=%d", job_id, len(files), size)
+    log.info("job.completed", job_id=job_id, pdfs=len(files), bytes=size)

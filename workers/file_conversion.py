@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import socket
@@ -18,7 +17,7 @@ from sqlalchemy import bindparam, select
 from app import transitions
 from app.config import Settings
 from app.db import session_scope
-from app.logs import bind_ids
+from app.logs import bind_ids, get_logger
 from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers import metrics
@@ -33,7 +32,7 @@ from workers.libreoffice import (
 from workers.sanitize import prepare_docx
 from workers.validation import InvalidDocument
 
-log = logging.getLogger("quire.convert")
+log = get_logger("quire.convert")
 
 
 # Scratch-space failures: the worker's disk, not the document. The task is retried a few
@@ -114,7 +113,7 @@ def _convert_with_one_retry(
         # A crash or a hang may come from the instance (its state, a stopped process), not from
         # this document: one more try on a fresh instance. A document that hangs or crashes
         # LibreOffice every time fails on the second.
-        log.warning("convert.retry source=%s after=%s", source.name, type(first).__name__)
+        log.warning("convert.retry", source=source.name, after=type(first).__name__)
         converter.convert(source, target, timeout, options)
 
 
@@ -137,11 +136,7 @@ def _record(
         if finished and transitions.record_finished(session, job_id, 1):
             queue_archive_after_commit(session, job_id)
     log.info(
-        "file.%s job_id=%s file_id=%s error=%r",
-        "failed" if error else "completed",
-        job_id,
-        file_id,
-        error,
+        "file.failed" if error else "file.completed", job_id=job_id, file_id=file_id, error=error
     )
     return finished
 

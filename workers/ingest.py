@@ -8,7 +8,6 @@ while a large zip is still being unpacked.
 
 from __future__ import annotations
 
-import logging
 import time
 import zipfile
 import zlib
@@ -20,12 +19,13 @@ from sqlalchemy.orm import Session
 from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
+from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, utcnow
 from app.storage import ObjectStore, StoreError, input_key, upload_key
 from app.zipinput import ENCRYPTED_FLAG, UploadRejected, list_docx_entries
 from workers.archive import queue_archive_after_commit
 
-log = logging.getLogger("quire.ingest")
+log = get_logger("quire.ingest")
 BATCH = 50
 CHUNK = 1024 * 1024
 # A batch is also committed after this long, so a cancelled or deleted job's ingest stops soon
@@ -69,7 +69,7 @@ def _flush(job_id: str, batch: Batch, store: ObjectStore) -> bool:
             if status is None:  # deleted while this batch was copied: its objects are orphans
                 for file_id in batch.copied:
                     store.delete_prefix(input_key(job_id, file_id))
-            log.info("ingest.stopped job_id=%s status=%s", job_id, status)
+            log.info("ingest.stopped", job_id=job_id, status=status)
             return False
         if batch.copied:
             # touched_at: the sweeper counts a file's wait in the queue from here.
@@ -90,9 +90,7 @@ def _flush(job_id: str, batch: Batch, store: ObjectStore) -> bool:
         queue.queue_after_commit(session, queue.CONVERT_TASK, *batch.copied)
         if archive_due:  # every file of the job was refused
             queue_archive_after_commit(session, job_id)
-    log.info(
-        "ingest.batch job_id=%s copied=%d failed=%d", job_id, len(batch.copied), len(batch.failed)
-    )
+    log.info("ingest.batch", job_id=job_id, copied=len(batch.copied), failed=len(batch.failed))
     return True
 
 
@@ -183,7 +181,7 @@ def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
         if _job_active(job_id):
             raise
         # Deleted meanwhile: its upload went from under the reader. Nothing is left to do.
-        log.info("ingest.stopped job_id=%s reason=job_ended", job_id)
+        log.info("ingest.stopped", job_id=job_id, reason="job_ended")
 
 
 def _refuse_upload(job_id: str, message: str) -> None:
@@ -191,7 +189,7 @@ def _refuse_upload(job_id: str, message: str) -> None:
     with session_scope() as session:
         if transitions.fail_job(session, job_id, message):
             webhooks.schedule_delivery(session, job_id)
-    log.info("ingest.refused job_id=%s reason=%s", job_id, message)
+    log.info("ingest.refused", job_id=job_id, reason=message)
 
 
 def _unpack(

@@ -7,17 +7,17 @@ waiting behind a long queue, so those are re-sent only when the conversion queue
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
+from app.logs import get_logger
 from app.models import utcnow
 from app.storage import ObjectStore, job_prefixes
 from workers.archive import queue_archive_after_commit, start_archive_if_done
 
-log = logging.getLogger("quire.sweeper")
+log = get_logger("quire.sweeper")
 
 
 def expire_uploads(settings: Settings, store: ObjectStore) -> int:
@@ -38,7 +38,7 @@ def expire_uploads(settings: Settings, store: ObjectStore) -> int:
                     continue  # made a job meanwhile: its object is the job's upload now
                 store.delete_prefix(job_prefixes(upload_id)[0])
         except Exception:
-            log.exception("upload.expire_failed upload_id=%s", upload_id)
+            log.exception("upload.expire_failed", upload_id=upload_id)
             continue
         removed += 1
     return removed
@@ -60,10 +60,10 @@ def expire(settings: Settings, store: ObjectStore) -> int:
             with session_scope() as session:
                 transitions.delete_job(session, job_id)
         except Exception:
-            log.exception("job.expire_failed job_id=%s", job_id)
+            log.exception("job.expire_failed", job_id=job_id)
             continue
         removed += 1
-        log.info("job.expired job_id=%s", job_id)
+        log.info("job.expired", job_id=job_id)
     return removed
 
 
@@ -75,7 +75,7 @@ def resend_webhooks() -> int:
         due = webhooks.due_deliveries(session, utcnow())
         queue.queue_after_commit(session, queue.WEBHOOK_TASK, *due)
     if due:
-        log.info("sweep.resent webhooks=%d", len(due))
+        log.info("sweep.resent", webhooks=len(due))
     return len(due)
 
 
@@ -113,11 +113,7 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
             queue_archive_after_commit(session, job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)
     resend_webhooks()
-    summary = {
-        "ingests": len(reingest),
-        "conversions": len(reconvert),
-        "archives": len(lost_archives) + started,
-    }
-    if any(summary.values()):
-        log.info("sweep.resent %s", " ".join(f"{k}={v}" for k, v in summary.items()))
-    return summary
+    ingests, conversions, archives = len(reingest), len(reconvert), len(lost_archives) + started
+    if ingests or conversions or archives:
+        log.info("sweep.resent", ingests=ingests, conversions=conversions, archives=archives)
+    return {"ingests": ingests, "conversions": conversions, "archives": archives}

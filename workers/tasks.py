@@ -8,7 +8,6 @@ a message rather than stuck.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from app import queue, transitions, webhooks
 from app.config import get_settings
 from app.db import session_scope
+from app.logs import get_logger
 from app.storage import StoreError, get_store
 from workers import metrics
 from workers.archive import build_archive
@@ -31,7 +31,7 @@ from workers.runtime import close_converter, get_converter
 from workers.sweeper import expire, expire_uploads, sweep
 from workers.webhooks import deliver
 
-log = logging.getLogger("quire.tasks")
+log = get_logger("quire.tasks")
 MAX_RETRIES = 8
 # Errors that say nothing about the document or the job, only that a service was briefly away.
 TRANSIENT = (
@@ -71,11 +71,9 @@ def _run(
                 before_retry()
             delay = min(2**task.request.retries, 60)
             metrics.task_retried(task.name)
-            log.warning(
-                "task.retry name=%s retries=%d error=%r", task.name, task.request.retries, error
-            )
+            log.warning("task.retry", name=task.name, retries=task.request.retries, error=error)
             raise task.retry(exc=error, countdown=delay) from error
-        log.exception("task.gave_up name=%s", task.name)
+        log.exception("task.gave_up", name=task.name)
         metrics.task_gave_up(task.name)
         give_up(f"Processing failed after {task.request.retries + 1} attempts: {error}")
 
@@ -118,7 +116,7 @@ def convert(self: Task[Any, Any], file_id: str) -> None:
             with session_scope() as session:
                 transitions.release_file(session, file_id)
         except Exception:  # noqa: BLE001 - the database may be the outage; then the try counts
-            log.warning("task.release_failed file_id=%s", file_id)
+            log.warning("task.release_failed", file_id=file_id)
 
     _run(
         self,
@@ -169,7 +167,7 @@ def deliver_webhook(self: Task[Any, Any], delivery_id: str) -> None:
         self,
         work,
         # Nothing to mark: the delivery's lease runs out and the sweeper sends it again.
-        lambda message: log.warning("webhook.gave_up delivery_id=%s %s", delivery_id, message),
+        lambda message: log.warning("webhook.gave_up", message, delivery_id=delivery_id),
         timed_out="The callback took longer than the task's time limit.",
     )
 

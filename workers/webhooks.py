@@ -8,11 +8,11 @@ making at most one attempt each time one is due.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app.callback_targets import TargetRefused, literal_address, resolve_target
 from app.config import Settings
 from app.db import session_scope
+from app.logs import get_logger
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.status import status_document_of
 from app.storage import ObjectStore, get_store
@@ -34,7 +35,7 @@ from app.webhooks import (
     webhook_secret,
 )
 
-log = logging.getLogger("quire.webhooks")
+log = get_logger("quire.webhooks")
 
 
 def base_url(settings: Settings) -> str:
@@ -226,13 +227,19 @@ def _log(
     retry_in: float | None,
 ) -> None:
     # The detail (exact status, exception text, Location) is for the operator's log only.
-    args = (delivery_id, job_id, number, outcome.status_code, outcome.error, outcome.detail)
-    fields = "delivery_id=%s job_id=%s attempt=%d status_code=%s error=%s detail=%s"
+    fields: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "job_id": job_id,
+        "attempt": number,
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "detail": outcome.detail,
+    }
     if status == DeliveryStatus.DELIVERED:
-        log.info("webhook.delivered " + fields, *args)
+        log.info("webhook.delivered", **fields)
     elif status == DeliveryStatus.PENDING:
-        log.warning("webhook.retry " + fields + " retry_in=%s", *args, retry_in)
+        log.warning("webhook.retry", **fields, retry_in=retry_in)
     elif status == DeliveryStatus.FAILED:
-        log.warning("webhook.failed " + fields, *args)
+        log.warning("webhook.failed", **fields)
     else:  # the lease expired mid-attempt and another worker took the next attempt
-        log.warning("webhook.superseded " + fields, *args)
+        log.warning("webhook.superseded", **fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -15,12 +14,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from app.jobs import IdempotencyConflict
+from app.logs import get_logger
 from app.schemas import ErrorResponse
 from app.services.errors import Conflict, InvalidRequest, NotFound, OutOfSpace, ServiceError
 from app.storage import StoreError
 from app.zipinput import UploadRejected
 
-log = logging.getLogger("quire.api")
+log = get_logger("quire.api")
 
 
 class ApiError(Exception):
@@ -120,12 +120,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
-        log.warning("api.store_unavailable error=%s", exc)
+        log.warning("api.store_unavailable", error=str(exc))
         return error_response(503, "The object store is unavailable; try again shortly.")
 
     @app.exception_handler(OperationalError)
     async def _database(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("api.database_unavailable error=%s", exc)
+        log.warning("api.database_unavailable", error=str(exc))
         return error_response(503, "The database is unavailable; try again shortly.")
 
     @app.exception_handler(Exception)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,11 +10,12 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import error_response, responses
 from app.db import check_database
+from app.logs import get_logger
 from app.queue import check_broker
 from app.schemas import Health
 from app.storage import get_store
 
-log = logging.getLogger("quire.api")
+log = get_logger("quire.api")
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 5
 
@@ -49,7 +49,7 @@ async def readyz() -> Health | JSONResponse:
             # The answer names the dependency only: an exception's text can carry host names,
             # ports and credentials-bearing URLs, and /readyz answers without a key.
             checks[name] = "down"
-            log.warning("readyz.down dependency=%s error=%r", name, error)
+            log.warning("readyz.down", dependency=name, error=error)
     if all(value == "ok" for value in checks.values()):
         return Health(status="ok", checks=checks)
     failing = ", ".join(f"{name} {value}" for name, value in checks.items())

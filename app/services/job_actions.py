@@ -6,7 +6,6 @@ is sent or any object removed, so workers always find the new state when they ge
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,12 +14,13 @@ from sqlalchemy import select
 from app import queue, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
+from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
 from app.services.errors import JobNotCancellable, JobNotRetryable
 from app.services.jobs import visible_job
 from app.storage import ObjectStore, StoreError, job_prefixes, result_key
 
-log = logging.getLogger("quire.api")
+log = get_logger("quire.api")
 
 CANCELLED_FILE_MESSAGE = "Cancelled before it was converted."
 
@@ -65,13 +65,13 @@ def retry_job(raw_id: str, owner: str, store: ObjectStore, settings: Settings) -
                 f"Job {job.id} is {before.value}; only a job that has ended can be retried "
                 "(cancel it first to stop it)."
             )
-    log.info("job.retried job_id=%s files=%d", job.id, plan.files)
+    log.info("job.retried", job_id=job.id, files=plan.files)
     try:
         # The job is IN_PROGRESS now, so nobody downloads the old archive; the new round
         # writes its own. A store outage only leaves it to be overwritten.
         store.delete_prefix(result_key(job.id))
     except StoreError:
-        log.warning("job.retry_archive_not_removed job_id=%s", job.id, exc_info=True)
+        log.warning("job.retry_archive_not_removed", job_id=job.id, exc_info=True)
     # Queued only now, in a transaction of their own, and not in the one above: an archive
     # rebuilt at once (nothing to convert again) must not be the one just removed.
     with session_scope() as session:
@@ -96,7 +96,7 @@ def cancel_job(raw_id: str, owner: str) -> Cancelled:
             )
         # In the transaction that ended the job, so the callback is never lost.
         webhooks.schedule_delivery(session, job.id)
-    log.info("job.cancelled job_id=%s files=%d", job.id, cancelled)
+    log.info("job.cancelled", job_id=job.id, files=cancelled)
     return Cancelled(job.id, cancelled)
 
 
@@ -114,4 +114,4 @@ def delete_job(raw_id: str, owner: str, store: ObjectStore) -> None:
         store.delete_prefix(prefix)
     with session_scope() as session:
         transitions.delete_job(session, job.id)
-    log.info("job.deleted job_id=%s", job.id)
+    log.info("job.deleted", job_id=job.id)

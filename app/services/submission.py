@@ -8,7 +8,6 @@ ingest after the commit. With an Idempotency-Key, a repeated request gets the fi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from app.callback_targets import TargetRefused, check_callback_url
 from app.config import Settings
 from app.db import session_scope
 from app.jobs import JobSpec, UploadGone, create_job, find_idempotent_job
+from app.logs import get_logger
 from app.models import Job, Upload
 from app.schemas import SubmissionOptions
 from app.services.errors import (
@@ -34,7 +34,7 @@ from app.services.errors import (
 from app.storage import ObjectNotFound, ObjectStore, job_prefixes, upload_key
 from app.zipinput import DocxEntry, UploadRejected, list_docx_entries
 
-log = logging.getLogger("quire.api")
+log = get_logger("quire.api")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def submit(submission: Submission, store: ObjectStore, settings: Settings) -> Ac
     if accepted.replayed:
         _discard(submission, store)  # the earlier request's job holds its own copy
     else:
-        log.info("job.accepted job_id=%s direct=%s", submission.job_id, submission.direct)
+        log.info("job.accepted", job_id=submission.job_id, direct=submission.direct)
     return accepted
 
 

@@ -16,15 +16,16 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+import app.logs
 from app.db import session_scope
-from app.logs import JobIdMiddleware, clear_ids, configure_logging
-from app.models import File, FileStatus
+from app.logs import JobIdMiddleware, bind_ids, clear_ids, configure_logging, get_logger
+from app.models import File, FileStatus, JobStatus
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from tests.workers.test_pipeline import submit
 from workers.libreoffice import PLAIN_PDF, FakeConverter, PdfOptions
 
-log = logging.getLogger("quire.test")
+log = get_logger("quire.test")
 
 
 class Captured:
@@ -47,14 +48,23 @@ def captured() -> Iterator[Captured]:
     clear_ids()
 
 
+@pytest.fixture
+def text() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("INFO", "text", stream)
+    yield stream
+    configure_logging("INFO", "text")
+    clear_ids()
+
+
 def test_each_line_is_one_json_object_with_its_event_and_fields(captured: Captured) -> None:
-    log.info("job.accepted job_id=%s files=%d bytes=%d", "j-1", 3, 1024)
-    log.warning("disk.low free=%d%% path=%r", 7, "/var/lib/quire", extra={"host": "w1"})
-    log.info("no dotted event here: %s", "plain")
+    log.info("job.accepted", job_id="j-1", files=3, bytes=1024)
+    log.warning("disk.low", free=7, path=Path("/var/lib/quire"), extra={"host": "w1"})
+    logging.getLogger("quire.test").info("no dotted event here: %s", "plain")
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        log.exception("task.gave_up name=%s", "quire.convert")
+        log.exception("task.gave_up", name="quire.convert")
 
     accepted, low, plain, gave_up = captured.lines()
     assert accepted["event"] == "job.accepted"
@@ -65,29 +75,93 @@ def test_each_line_is_one_json_object_with_its_event_and_fields(captured: Captur
     stamp = datetime.fromisoformat(accepted["timestamp"].replace("Z", "+00:00"))
     assert accepted["timestamp"].endswith("Z") and stamp.utcoffset() is not None
 
-    assert low["message"] == "disk.low free=7% path='/var/lib/quire'"
+    # A string stands as it is in the message, anything else as its repr; in JSON a value of
+    # no JSON type is its str(). ``extra=`` is a field the message does not show.
+    assert low["message"] == "disk.low free=7 path=PosixPath('/var/lib/quire')"
     assert (low["free"], low["path"], low["host"]) == (7, "/var/lib/quire", "w1")
     assert low["level"] == "WARNING"
     assert plain["event"] is None and plain["message"] == "no dotted event here: plain"
     assert gave_up["name"] == "quire.convert" and gave_up["level"] == "ERROR"
+    assert gave_up["message"] == "task.gave_up name=quire.convert"
     assert "RuntimeError: boom" in gave_up["exception"]
 
 
-def test_the_text_format_appends_the_bound_ids() -> None:
-    stream = io.StringIO()
-    configure_logging("INFO", "text", stream)
-    try:
-        from app.logs import bind_ids
-
-        bind_ids(job_id="j-2", file_id="f-2")
-        log.info("file.started")
-        log.info("file.completed file_id=%s", "f-2")
-    finally:
-        clear_ids()
-        configure_logging("INFO", "text")
-    started, completed = stream.getvalue().splitlines()
+def test_the_text_format_appends_the_bound_ids(text: io.StringIO) -> None:
+    bind_ids(job_id="j-2", file_id="f-2")
+    log.info("file.started")
+    log.info("file.completed", file_id="f-2")
+    started, completed = text.getvalue().splitlines()
     assert started.endswith("INFO quire.test file.started [job_id=j-2 file_id=f-2]")
     assert completed.endswith("file.completed file_id=f-2 [job_id=j-2]")
+
+
+def test_fields_keep_their_types(captured: Captured, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, "quire.test"):
+        log.info(
+            "test.types",
+            count=3,
+            ratio=0.5,
+            direct=True,
+            error=None,
+            status=JobStatus.COMPLETED,
+            failure=ValueError("bad"),
+        )
+    (line,) = captured.lines()
+    assert line["message"] == (
+        "test.types count=3 ratio=0.5 direct=True error=None status=COMPLETED "
+        "failure=ValueError('bad')"
+    )
+    expected = {"count": 3, "ratio": 0.5, "direct": True, "error": None}
+    assert {key: line[key] for key in expected} == expected
+    assert type(line["count"]) is int and type(line["direct"]) is bool
+    assert (line["status"], line["failure"]) == ("COMPLETED", "bad")
+    # The record carries them as passed, and the caller's place, not app/logs.py's.
+    (record,) = caplog.records
+    assert record.event == "test.types"  # type: ignore[attr-defined]
+    assert record.fields["failure"].args == ("bad",)  # type: ignore[attr-defined]
+    assert record.funcName == "test_fields_keep_their_types" and record.pathname == __file__
+
+
+def test_a_value_is_never_read_as_fields_or_template(captured: Captured) -> None:
+    # Before, fields were parsed out of the message's format string: text that looks like
+    # ``key=%s`` in a value (a file name is the uploader's choice) must stay a value.
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(app.logs.TextFormatter())
+    logging.getLogger().addHandler(handler)
+    try:
+        log.warning("convert.retry", source="a=%s b=%d.docx", after="ConversionTimeout")
+        log.info("ingest.refused", "100% done, x=%s", job_id="j=%(job)s")
+        log.info("test.note", "50%% of y=1")
+        # One mapping as the only argument is the standard library's named-placeholder form.
+        log.info("test.mapping", counts={"a": 1})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    retry, refused, note, mapping = captured.lines()
+    assert retry["message"] == "convert.retry source=a=%s b=%d.docx after=ConversionTimeout"
+    assert (retry["source"], retry["after"]) == ("a=%s b=%d.docx", "ConversionTimeout")
+    assert refused["message"] == "ingest.refused job_id=j=%(job)s 100% done, x=%s"
+    assert refused["job_id"] == "j=%(job)s"
+    assert note["message"] == "test.note 50%% of y=1"
+    assert (mapping["message"], mapping["counts"]) == ("test.mapping counts={'a': 1}", "{'a': 1}")
+    standard = {"timestamp", "level", "logger", "event", "message"}
+    assert set(retry) == standard | {"source", "after"}
+    assert set(refused) == standard | {"job_id"}
+    assert set(note) == standard
+    assert [line.split(" ", 4)[4] for line in text.getvalue().splitlines()] == [
+        line["message"] for line in (retry, refused, note, mapping)
+    ]
+
+
+def test_a_format_string_is_not_parsed_for_fields(captured: Captured) -> None:
+    # Only what is passed as a field is one: the regular expressions that read fields out of
+    # a format string are gone, and a plain standard-library call gets the message alone.
+    for name in ("EVENT", "PLACEHOLDER", "message_fields"):
+        assert not hasattr(app.logs, name)
+    logging.getLogger("quire.test").info("job.accepted job_id=%s files=%d", "j-3", 3)
+    (line,) = captured.lines()
+    assert line["message"] == "job.accepted job_id=j-3 files=3"
+    assert line["event"] is None and "job_id" not in line and "files" not in line
 
 
 class LoggingConverter(FakeConverter):

@@ -5,12 +5,12 @@ where ``import uno`` fails (``workers.runtime`` chooses). About 1.3 s a document
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import tempfile
 from pathlib import Path
 
+from app.logs import get_logger
 from workers.libreoffice import sandbox
 from workers.libreoffice.errors import ConversionError, ConversionTimeout, sandbox_refusal
 from workers.libreoffice.options import PLAIN_PDF, PdfOptions
@@ -25,7 +25,7 @@ from workers.libreoffice.profile import write_profile_settings
 from workers.libreoffice.workdir import move_file, stage_document
 
 # The logger's name predates the package (workers/conversion.py); kept so logs read the same.
-log = logging.getLogger("quire.conversion")
+log = get_logger("quire.conversion")
 
 
 class CliConverter:
@@ -56,7 +56,7 @@ class CliConverter:
             except sandbox.SandboxError as error:
                 raise sandbox_refusal(str(error)) from None
         else:
-            log.warning("libreoffice.sandbox_off QUIRE_SANDBOX=off: documents are not confined")
+            log.warning("libreoffice.sandbox_off", "QUIRE_SANDBOX=off: documents are not confined")
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch_dir, prefix="cli-") as work_dir:
             work = Path(work_dir)

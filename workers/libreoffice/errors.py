@@ -23,10 +23,10 @@ the sandbox module, which runs as a script with the standard library alone.
 
 from __future__ import annotations
 
-import logging
+from app.logs import get_logger
 
 # The logger's name predates the package (workers/conversion.py); kept so logs read the same.
-log = logging.getLogger("quire.conversion")
+log = get_logger("quire.conversion")
 
 
 class ConversionError(Exception):
@@ -53,7 +53,7 @@ class ConverterUnavailable(Exception):
 
 def sandbox_refusal(reason: str) -> ConverterMisconfigured:
     """Fail closed: an instance that cannot be sandboxed converts nothing (docs/security.md)."""
-    log.error("libreoffice.sandbox_unavailable reason=%s", reason)
+    log.error("libreoffice.sandbox_unavailable", reason=reason)
     return ConverterMisconfigured(
         f"LibreOffice's sandbox cannot be set up on this worker ({reason}), so it converts "
         "nothing. The kernel or the container must allow Landlock and seccomp; QUIRE_SANDBOX=off "

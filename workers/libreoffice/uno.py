@@ -17,7 +17,6 @@ this one fails.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -33,6 +32,7 @@ import uno
 from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
+from app.logs import get_logger
 from workers import metrics
 from workers.libreoffice import profile, sandbox
 from workers.libreoffice.errors import (
@@ -57,7 +57,7 @@ from workers.libreoffice.process import (
 from workers.libreoffice.watchdog import Watchdog
 from workers.libreoffice.workdir import empty_folder, move_file, stage_document
 
-log = logging.getLogger("quire.libreoffice")
+log = get_logger("quire.libreoffice")
 
 # com.sun.star.document.UpdateDocMode.NO_UPDATE and MacroExecMode.NEVER_EXECUTE: a document
 # being converted never refreshes links from elsewhere and never runs its macros.
@@ -134,7 +134,7 @@ class UnoConverter:
                 raise sandbox_refusal(str(error)) from None
             env = sandbox.environment(home=self.home_dir, tmpdir=self.temp_dir)
         else:
-            log.warning("libreoffice.sandbox_off QUIRE_SANDBOX=off: documents are not confined")
+            log.warning("libreoffice.sandbox_off", "QUIRE_SANDBOX=off: documents are not confined")
             env = {**os.environ, "TMPDIR": str(self.temp_dir)}
         policy = sandbox.libreoffice_policy(
             self.soffice, [self.profile_dir], memory_mb=self.memory_mb, confine=self.sandboxed
@@ -182,7 +182,7 @@ class UnoConverter:
             "com.sun.star.frame.Desktop", context
         )
         self.conversions = 0
-        log.info("libreoffice.started pid=%s restarts=%d", self.process.pid, self.restarts)
+        log.info("libreoffice.started", pid=self.process.pid, restarts=self.restarts)
 
     def _check_settings(self, context: Any) -> None:
         """Fail closed: an instance that did not take its profile's settings (one finalized by
@@ -249,7 +249,7 @@ class UnoConverter:
         caller.start()
         caller.join(grace)
         if caller.is_alive():
-            log.warning("libreoffice.terminate_timeout pid=%s", self.process and self.process.pid)
+            log.warning("libreoffice.terminate_timeout", pid=self.process and self.process.pid)
 
     def _remove_leftovers(self) -> None:
         """What a killed instance leaves: its two pipes' socket files in /tmp, and its
@@ -291,7 +291,7 @@ class UnoConverter:
             if generation != self._running:
                 return  # that conversion ended meanwhile; this one must not be touched
             self.timed_out = True
-            log.warning("libreoffice.timeout pid=%s", self.process.pid if self.process else None)
+            log.warning("libreoffice.timeout", pid=self.process.pid if self.process else None)
             self._kill()
         metrics.libreoffice_timed_out()  # outside the lock: the conversion's end waits on it
 
