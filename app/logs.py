@@ -125,11 +125,10 @@ class EventLogger:
     ``log.warning("task.retry", name=..., retries=2, error=error)`` logs the record's message
     ``task.retry name=quire.convert retries=2 error=ConnectionError('refused')`` and carries
     the event and the fields themselves for the formatters. In the message a string field
-    stands as it is and any other value as its ``repr()`` (an exception's names its class).
-    An optional ``note``, free text for a reader, ends the message and is no field.
+    stands as it is and any other value as its ``repr()`` (an exception's repr names its
+    class). An optional ``note``, free text for a reader, ends the message and is no field.
     ``extra=`` sets record attributes, as in the standard library: fields the JSON line has
-    and the message does not. ``exc_info``, ``extra`` and the ``note`` are therefore no field
-    names.
+    and the message does not. ``exc_info`` and ``extra`` are therefore no field names.
     """
 
     __slots__ = ("logger",)
