@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app import callback_targets, db, queue, storage
 from app.config import get_settings
+from app.main import create_app
 from app.migrate import upgrade
 from tests.services import postgres_server, redis_server, s3_server
 
@@ -148,6 +150,26 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     monkeypatch.setattr(queue, "send_conversions", lambda ids: captured.conversions.extend(ids))
     monkeypatch.setattr(queue, "send_archive", captured.archives.append)
     return captured
+
+
+@pytest.fixture
+def webhooks_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Webhook deliveries the code under test handed to the broker (the process boundary)."""
+    captured: list[str] = []
+    monkeypatch.setattr(
+        queue, "send_webhook", lambda delivery_id, countdown=None: captured.append(delivery_id)
+    )
+    return captured
+
+
+@pytest.fixture
+def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
+    """The whole API in-process, lifespan included, on ``backend`` with the broker captured.
+
+    The one fixture of this name: a test that needs another app (API keys, no lifespan, one
+    router) asks for a fixture named for what differs."""
+    with TestClient(create_app()) as test_client:
+        yield test_client
 
 
 @pytest.fixture

@@ -14,42 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from app.db import get_engine, session_scope
-from app.main import create_app
 from app.models import FileStatus, JobStatus
 from app.storage import get_store, result_key, upload_key
+from tests.app.helpers import ZIP, assert_error, finish, post_zip, stored_keys
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
-from workers.archive import build_archive
-from workers.file_conversion import convert_file
-from workers.ingest import ingest_job
-from workers.libreoffice import FakeConverter
-
-ZIP = "application/zip"
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
-def post_zip(client: TestClient, data: bytes, field: str = "file") -> httpx.Response:
-    return client.post("/api/v1/jobs", files={field: ("batch.zip", data, ZIP)})
-
-
-def submit_documents(client: TestClient, entries: dict[str, bytes]) -> str:
-    """The job id of a zip of these entries, accepted."""
-    response = post_zip(client, make_zip(entries))
-    assert response.status_code == 202, response.text
-    return str(response.json()["job_id"])
-
-
-def assert_error(response: httpx.Response, status: int, fragment: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["status"] == status
-    assert fragment in body["error"]["message"]
 
 
 def test_submit_answers_202_and_queues_after_commit(client: TestClient, sent: SentTasks) -> None:
@@ -157,25 +126,13 @@ def test_download_before_completion_is_409(client: TestClient) -> None:
     assert_error(client.get(f"/api/v1/jobs/{job_id}/download"), 409, "not ready yet")
 
 
-def _finish(job_id: str, sent: SentTasks) -> None:
-    """Run the job's tasks in-process with a fake converter (the API is under test here)."""
-    from app.config import get_settings
-
-    settings, store, converter = get_settings(), get_store(), FakeConverter()
-    ingest_job(job_id, store, settings)
-    for file_id in sent.conversions:
-        convert_file(file_id, store, converter, settings)
-    for archive_job in sent.archives:
-        build_archive(archive_job, store)
-
-
 def test_completed_job_downloads_by_redirect_and_streamed(
     client: TestClient, sent: SentTasks
 ) -> None:
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a"), "b.docx": b"junk"})).json()[
         "job_id"
     ]
-    _finish(job_id, sent)
+    finish(job_id, sent)
     status = client.get(f"/api/v1/jobs/{job_id}").json()
     assert status["status"] == "COMPLETED"
     assert status["download_url"] == f"http://testserver/api/v1/jobs/{job_id}/download"
@@ -215,7 +172,7 @@ def test_signed_blob_urls_refuse_tampering(
     backend: Backend, client: TestClient, sent: SentTasks
 ) -> None:
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
-    _finish(job_id, sent)
+    finish(job_id, sent)
     location = signed_download_url(client, job_id)
     assert client.get(location).status_code == 200
     tampered = location.replace("result.zip", "input/x.docx")
@@ -317,19 +274,6 @@ def test_a_store_failure_is_503_and_leaves_nothing_behind(
     assert stored_keys("uploads/") == []
 
 
-def stored_keys(prefix: str) -> list[str]:
-    """Every key under ``prefix``, asked of the store itself (a directory, or S3's listing)."""
-    from app.storage import LocalStore, S3Store
-
-    store = get_store()
-    if isinstance(store, LocalStore):
-        root = store.root / prefix
-        return [str(p.relative_to(store.root)) for p in root.rglob("*") if p.is_file()]
-    assert isinstance(store, S3Store)
-    listing = store.client.list_objects_v2(Bucket=store.bucket, Prefix=prefix)
-    return [item["Key"] for item in listing.get("Contents", [])]
-
-
 def test_low_disk_space_refuses_uploads_with_507(
     client: TestClient, sent: SentTasks, monkeypatch: pytest.MonkeyPatch, backend: Backend
 ) -> None:
@@ -353,7 +297,7 @@ def test_signed_urls_expire(
     from app.config import get_settings
 
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a")})).json()["job_id"]
-    _finish(job_id, sent)
+    finish(job_id, sent)
     location = signed_download_url(client, job_id)
     assert client.get(location).status_code == 200
     later = time.time() + get_settings().presigned_url_ttl + 1
@@ -377,7 +321,7 @@ def test_events_of_a_finished_job_replay_every_file_then_end(
     job_id = post_zip(client, make_zip({"a.docx": make_docx("a"), "b.docx": b"junk"})).json()[
         "job_id"
     ]
-    _finish(job_id, sent)
+    finish(job_id, sent)
     response = client.get(f"/api/v1/jobs/{job_id}/events")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")

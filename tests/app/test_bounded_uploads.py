@@ -42,12 +42,6 @@ MAX_FILES = 200
 
 
 @pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
-@pytest.fixture
 def small_limit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(get_settings(), "max_files_per_job", MAX_FILES)
 

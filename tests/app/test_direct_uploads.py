@@ -13,29 +13,14 @@ from fastapi.testclient import TestClient
 from app.db import session_scope
 from app.models import Upload
 from app.storage import get_store, upload_key
-from tests.app.test_api import ZIP, _finish, assert_error, client, stored_keys
+from tests.app.helpers import ZIP, assert_error, finish, offer, put, stored_keys
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers.sweeper import expire_uploads
 
-__all__ = ["client"]  # the fixture, shared with test_api
-
-
-def put(client: TestClient, url: str, data: bytes, headers: dict[str, str]) -> httpx.Response:
-    """PUT where the offer says: the API itself (local store) or the S3 server."""
-    if url.startswith("http://testserver/"):
-        return client.put(url, content=data, headers=headers)
-    return httpx.put(url, content=data, headers=headers)
-
 
 def fetch(client: TestClient, url: str) -> httpx.Response:
     return client.get(url) if url.startswith("http://testserver/") else httpx.get(url)
-
-
-def offer(client: TestClient, **body: object) -> dict[str, object]:
-    response = client.post("/api/v1/uploads", json=body or None)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 def test_direct_upload_becomes_a_job(client: TestClient, sent: SentTasks) -> None:
@@ -56,7 +41,7 @@ def test_direct_upload_becomes_a_job(client: TestClient, sent: SentTasks) -> Non
     with session_scope() as session:
         assert session.get(Upload, body["job_id"]) is None  # consumed with the job
 
-    _finish(body["job_id"], sent)
+    finish(body["job_id"], sent)
     assert client.get(body["status_url"]).json()["status"] == "COMPLETED"
     # The same upload cannot make a second job.
     again = client.post("/api/v1/jobs", json={"upload_id": upload["upload_id"]})
@@ -179,7 +164,7 @@ def test_several_docx_files_in_one_request(client: TestClient, sent: SentTasks) 
     with zipfile.ZipFile(io.BytesIO(stored)) as archive:
         assert archive.namelist() == ["a.docx", "b.docx", "a.docx"]
         assert archive.read("b.docx") == b"junk"
-    _finish(job_id, sent)
+    finish(job_id, sent)
     status = client.get(f"/api/v1/jobs/{job_id}").json()
     assert status["options"] == {"pdf_a": None, "tagged_pdf": True}
     assert [(f["output_name"], f["status"]) for f in status["files"]] == [
@@ -211,7 +196,7 @@ def test_several_files_refusals_leave_nothing(client: TestClient) -> None:
 def test_per_file_downloads(client: TestClient, sent: SentTasks) -> None:
     response = post_files(client, [("a.docx", make_docx("a")), ("b.docx", b"junk")])
     job_id = response.json()["job_id"]
-    _finish(job_id, sent)
+    finish(job_id, sent)
     files = {f["filename"]: f for f in client.get(f"/api/v1/jobs/{job_id}").json()["files"]}
     good, bad = files["a.docx"], files["b.docx"]
     assert bad["download_url"] is None

@@ -14,20 +14,18 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Job
 from app.storage import get_store
-from tests.app.test_api import _finish, assert_error, client, post_zip
+from tests.app.helpers import assert_error, finish, post_zip
 from tests.conftest import SentTasks
 from tests.docx_factory import make_zip
-from tests.workers.test_sweeper import age
+from tests.workers.helpers import age
 from workers import sweeper
 from workers.sweeper import expire
-
-__all__ = ["client"]
 
 
 def _failed_job(client: TestClient, sent: SentTasks) -> str:
     """A job that ended FAILED (its one file is not a DOCX): retry would take it."""
     job_id = str(post_zip(client, make_zip({"bad.docx": b"not a docx"})).json()["job_id"])
-    _finish(job_id, sent)
+    finish(job_id, sent)
     assert client.get(f"/api/v1/jobs/{job_id}").json()["status"] == "FAILED"
     return job_id
 

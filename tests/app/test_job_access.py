@@ -12,11 +12,9 @@ from sqlalchemy import func, select
 from app.db import session_scope
 from app.main import create_app
 from app.models import Job, JobStatus
-from tests.app.test_api import _finish, assert_error, client, stored_keys
+from tests.app.helpers import assert_error, finish, stored_keys
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
-
-__all__ = ["client"]
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
 
@@ -68,7 +66,7 @@ def test_api_keys_guard_every_route_and_scope_jobs(keyed: TestClient, sent: Sent
     assert client.get("/openapi.json").status_code == 200
 
     job_id = str(submit(client, ALICE)["job_id"])
-    _finish(job_id, sent)
+    finish(job_id, sent)
     assert client.get(f"/api/v1/jobs/{job_id}", headers=auth(ALICE)).status_code == 200
     for path in ("", "/events", "/download", "/files/x"):
         assert_error(client.get(f"/api/v1/jobs/{job_id}{path}", headers=auth(BOB)), 404, "No job")
@@ -83,7 +81,7 @@ def test_api_keys_guard_every_route_and_scope_jobs(keyed: TestClient, sent: Sent
 
 def test_jobs_list_pages_newest_first_and_filters(client: TestClient, sent: SentTasks) -> None:
     created = [str(submit(client)["job_id"]) for _ in range(5)]
-    _finish(created[1], sent)
+    finish(created[1], sent)
     seen: list[str] = []
     cursor = None
     while True:

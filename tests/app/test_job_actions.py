@@ -9,13 +9,12 @@ from __future__ import annotations
 import io
 import threading
 import zipfile
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app import queue, transitions
+from app import transitions
 from app.config import get_settings
 from app.db import session_scope
 from app.main import create_app
@@ -30,8 +29,7 @@ from app.models import (
     utcnow,
 )
 from app.storage import StoreError, get_store, job_prefixes, output_key, result_key
-from tests.app.test_api import assert_error, stored_keys, submit_documents
-from tests.app.test_transitions import make_job
+from tests.app.helpers import assert_error, make_job, stored_keys, submit_documents
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from workers.archive import build_archive
@@ -40,22 +38,6 @@ from workers.ingest import ingest_job
 from workers.libreoffice import FakeConverter
 
 NOT_A_JOB = "0c6a2f43-8d3c-4a4e-9a0e-5b7c7c1f0a11"
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def webhooks_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Webhook deliveries handed to the broker (the process boundary)."""
-    captured: list[str] = []
-    monkeypatch.setattr(
-        queue, "send_webhook", lambda delivery_id, countdown=None: captured.append(delivery_id)
-    )
-    return captured
 
 
 def run_tasks(sent: SentTasks) -> None:

@@ -22,7 +22,7 @@ from app.logs import JobIdMiddleware, bind_ids, clear_ids, configure_logging, ge
 from app.models import File, FileStatus, JobStatus
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
-from tests.workers.test_pipeline import submit
+from tests.workers.helpers import submit
 from workers.libreoffice import PLAIN_PDF, FakeConverter, PdfOptions
 
 log = get_logger("quire.test")

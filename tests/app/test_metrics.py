@@ -29,7 +29,7 @@ from app.storage import get_store
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from tests.services import free_port
-from tests.workers.test_pipeline import files_by_name, run_to_the_end, submit
+from tests.workers.helpers import files_by_name, run_to_the_end, submit
 from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice.uno import UnoConverter
@@ -43,7 +43,7 @@ def converter(module_converter: UnoConverter) -> UnoConverter:
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
+def metrics_client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
     # These tests follow the counts from one scrape to the next: no cache window between them
     # (test_two_scrapes_within_the_window_run_one_query covers it).
     monkeypatch.setattr(metrics, "DATABASE_CACHE_SECONDS", 0.0)
@@ -73,16 +73,16 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 
 def test_a_good_and_a_bad_document_move_the_counters_and_histograms(
-    backend: Backend, sent: SentTasks, converter: UnoConverter, client: TestClient
+    backend: Backend, sent: SentTasks, converter: UnoConverter, metrics_client: TestClient
 ) -> None:
-    before = scrape(client)
+    before = scrape(metrics_client)
     job_id = submit(make_zip({"good.docx": make_docx("Fine"), "bad.docx": b"plain text"}))
-    queued = scrape(client)
+    queued = scrape(metrics_client)
     assert value(queued, "quire_jobs", status="PENDING") == 1
     assert value(queued, "quire_files", status="PENDING") == 2
 
     run_to_the_end(job_id, sent, converter)
-    after = scrape(client)
+    after = scrape(metrics_client)
 
     assert moved(before, after, "quire_conversions_total", outcome="completed") == 1
     assert moved(before, after, "quire_conversions_total", outcome="failed") == 1
@@ -119,7 +119,7 @@ def test_a_forced_timeout_counts_timeouts_and_the_restart_after_it(
     backend: Backend,
     sent: SentTasks,
     converter: UnoConverter,
-    client: TestClient,
+    metrics_client: TestClient,
     tmp_path: Path,
 ) -> None:
     job_id = submit(make_zip({"slow.docx": make_docx(*(f"Page {n}" for n in range(40)))}))
@@ -128,9 +128,9 @@ def test_a_forced_timeout_counts_timeouts_and_the_restart_after_it(
     # A limit no conversion can meet (the setting itself refuses under 1 s, hence the copy):
     # LibreOffice is killed, the conversion retried once on a fresh instance and killed again.
     impatient = get_settings().model_copy(update={"conversion_timeout": 0.001})
-    before = scrape(client)
+    before = scrape(metrics_client)
     convert_file(file_id, get_store(), converter, impatient)
-    after = scrape(client)
+    after = scrape(metrics_client)
 
     assert files_by_name(job_id)["slow.docx"].error_message == (
         "LibreOffice did not finish within 0.001 seconds and was stopped."
@@ -142,11 +142,14 @@ def test_a_forced_timeout_counts_timeouts_and_the_restart_after_it(
     assert moved(before, after, "quire_libreoffice_restarts_total", reason="replaced") == 1
     (tmp_path / "next.docx").write_bytes(make_docx("Next"))
     converter.convert(tmp_path / "next.docx", tmp_path / "next.pdf", 60)
-    assert moved(after, scrape(client), "quire_libreoffice_restarts_total", reason="replaced") == 1
+    assert (
+        moved(after, scrape(metrics_client), "quire_libreoffice_restarts_total", reason="replaced")
+        == 1
+    )
 
 
 def test_recycling_counts_as_a_recycled_restart(
-    backend: Backend, client: TestClient, tmp_path: Path
+    backend: Backend, metrics_client: TestClient, tmp_path: Path
 ) -> None:
     source = tmp_path / "a.docx"
     source.write_bytes(make_docx("Recycled"))
@@ -154,23 +157,25 @@ def test_recycling_counts_as_a_recycled_restart(
         soffice="soffice", profile_root=tmp_path / "profiles", start_timeout=60, restart_after=1
     )
     try:
-        before = scrape(client)
+        before = scrape(metrics_client)
         recycling.convert(source, tmp_path / "1.pdf", 60)
         recycling.convert(source, tmp_path / "2.pdf", 60)
-        after = scrape(client)
+        after = scrape(metrics_client)
     finally:
         recycling.close()
     assert moved(before, after, "quire_libreoffice_restarts_total", reason="recycled") == 1
     assert moved(before, after, "quire_libreoffice_restarts_total", reason="replaced") == 0
 
 
-def test_queue_depths_are_read_from_the_broker(backend: Backend, client: TestClient) -> None:
+def test_queue_depths_are_read_from_the_broker(
+    backend: Backend, metrics_client: TestClient
+) -> None:
     broker = redis.Redis.from_url(get_settings().broker_url)
     try:
-        before = scrape(client)
+        before = scrape(metrics_client)
         queue.send_conversions(["f1", "f2", "f3"])  # the real send, into the real Redis
         queue.send_archive("j1")
-        after = scrape(client)
+        after = scrape(metrics_client)
     finally:
         broker.delete(queue.CONVERT_QUEUE, queue.CONTROL_QUEUE)
     assert moved(before, after, "quire_queue_messages", queue="quire-convert") == 3
@@ -178,8 +183,10 @@ def test_queue_depths_are_read_from_the_broker(backend: Backend, client: TestCli
     assert value(after, "quire_queue_unacked_messages") >= 0
 
 
-def test_the_exposition_is_valid_prometheus_text(backend: Backend, client: TestClient) -> None:
-    text = client.get("/metrics").text
+def test_the_exposition_is_valid_prometheus_text(
+    backend: Backend, metrics_client: TestClient
+) -> None:
+    text = metrics_client.get("/metrics").text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     expected = {
         "quire_jobs": "gauge",
@@ -252,9 +259,9 @@ def test_a_redis_that_never_answers_costs_one_short_timeout(
 
 
 def test_a_scrape_without_redis_still_answers_with_the_database_figures(
-    unreachable_redis: None, client: TestClient
+    unreachable_redis: None, metrics_client: TestClient
 ) -> None:
-    samples = scrape(client)
+    samples = scrape(metrics_client)
     assert value(samples, "quire_metrics_source_up", source="redis") == 0
     assert value(samples, "quire_metrics_source_up", source="database") == 1
     assert value(samples, "quire_jobs", status="PENDING") == 0

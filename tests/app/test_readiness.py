@@ -4,21 +4,12 @@ exception's text (hosts, ports, URLs with credentials) goes to the log."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app import queue
 from app.config import get_settings
-from app.main import create_app
-from tests.conftest import Backend, SentTasks
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def test_a_dependency_that_is_down_is_named_without_its_error(

@@ -9,11 +9,9 @@ from urllib.parse import unquote
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.test_api import ZIP, _finish, assert_error, client, post_zip
+from tests.app.helpers import ZIP, assert_error, finish, post_zip
 from tests.conftest import SentTasks
 from tests.docx_factory import make_docx, make_zip
-
-__all__ = ["client"]
 
 
 def test_file_id_with_a_nul_byte_is_404(client: TestClient) -> None:
@@ -48,7 +46,7 @@ def test_a_pdf_streamed_through_the_api_keeps_any_file_name(
     names = ["ελληνικά.docx", 'q"x.docx', "n\nl.docx"]
     response = post_zip(client, make_zip({name: make_docx(name) for name in names}))
     job = response.json()["job_id"]
-    _finish(job, sent)
+    finish(job, sent)
     for file in client.get(f"/api/v1/jobs/{job}").json()["files"]:
         response = client.get(f"/api/v1/jobs/{job}/files/{file['file_id']}?redirect=false")
         assert response.status_code == 200, response.text

@@ -9,28 +9,9 @@ from sqlalchemy import select
 
 from app import transitions
 from app.db import session_scope
-from app.jobs import JobSpec, create_job, new_job_id
 from app.models import File, FileStatus, Job, JobStatus
-from app.zipinput import DocxEntry
+from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks
-
-
-def make_job(count: int) -> tuple[str, list[str]]:
-    import zipfile
-
-    job_id = new_job_id()
-    entries = [
-        DocxEntry(index=i, name=f"{i}.docx", info=zipfile.ZipInfo(f"{i}.docx"))
-        for i in range(count)
-    ]
-    with session_scope() as session:
-        create_job(session, JobSpec(job_id, upload_bytes=1), entries)
-    with session_scope() as session:
-        transitions.start_job(session, job_id)
-        ids = list(
-            session.scalars(select(File.id).where(File.job_id == job_id).order_by(File.position))
-        )
-    return job_id, ids
 
 
 def test_a_file_finishes_once(backend: Backend) -> None:

@@ -17,14 +17,11 @@ from app.models import Job, Upload, utcnow
 from app.services import submission
 from app.storage import ObjectStore, get_store, upload_key
 from app.zipinput import DocxEntry
-from tests.app.test_api import ZIP, _finish, assert_error, client
-from tests.app.test_direct_uploads import offer, put
+from tests.app.helpers import ZIP, assert_error, finish, offer, put
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers import sweeper
 from workers.sweeper import expire_uploads
-
-__all__ = ["client"]
 
 
 def _uploaded(client: TestClient) -> str:
@@ -57,7 +54,7 @@ def test_upload_made_a_job_after_the_sweeper_listed_it_keeps_its_object(
     expire_uploads(get_settings(), get_store())
 
     assert get_store().exists(upload_key(upload_id))  # the job's upload is still there
-    _finish(upload_id, sent)
+    finish(upload_id, sent)
     status = client.get(f"/api/v1/jobs/{upload_id}").json()
     assert status["status"] == "COMPLETED", status
 
@@ -119,7 +116,7 @@ def test_a_put_after_the_upload_became_a_job_is_refused(
     assert_error(put(client, url, other, {"Content-Type": ZIP}), 409, "already")
     with get_store().open_reader(upload_key(upload_id)) as stored:
         assert stored.read() == data
-    _finish(upload_id, sent)
+    finish(upload_id, sent)
     status = client.get(f"/api/v1/jobs/{upload_id}").json()
     assert status["status"] == "COMPLETED" and [f["filename"] for f in status["files"]] == [
         "a.docx"

@@ -7,7 +7,6 @@ Nothing here connects anywhere, and no name is looked up in DNS: hosts are addre
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from ipaddress import ip_address
 from typing import Any
 
@@ -26,12 +25,6 @@ from tests.docx_factory import make_docx, make_zip
 from tests.hostile_inputs_webhooks import ssrf_callback_urls
 
 ZIP = "application/zip"
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 @pytest.fixture

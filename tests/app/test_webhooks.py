@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import logging
 import socket
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +19,6 @@ from sqlalchemy import event, select
 from app import callback_targets, queue, transitions, webhooks
 from app.config import Settings, get_settings
 from app.db import get_engine, session_scope
-from app.main import create_app
 from app.models import DeliveryStatus, Job, JobStatus, WebhookDelivery, utcnow
 from app.webhooks import (
     Outcome,
@@ -32,8 +30,8 @@ from app.webhooks import (
     verify_signature,
     webhook_secret,
 )
-from tests.app.test_api import post_zip
-from tests.conftest import Backend, SentTasks
+from tests.app.helpers import post_zip
+from tests.conftest import Backend
 from tests.docx_factory import make_docx, make_zip
 
 SECRET = "whsec-test"
@@ -211,12 +209,6 @@ def test_a_permanent_error_fails_at_once(backend: Backend) -> None:
 
 
 # -- the status document -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def queries_of(client: TestClient, url: str) -> tuple[dict[str, object], int]:

@@ -10,7 +10,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.models import Job, JobStatus
 from app.storage import ObjectWriter, get_store, result_key
-from tests.app.test_api import client, post_zip
+from tests.app.helpers import post_zip
 from tests.conftest import SentTasks
 from tests.docx_factory import make_docx, make_zip
 from workers import archive as archive_module
@@ -18,8 +18,6 @@ from workers.archive import build_archive
 from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice import FakeConverter
-
-__all__ = ["client"]
 
 
 def test_a_cancel_after_the_archive_was_stored_leaves_no_archive(

@@ -8,7 +8,6 @@ with a message, not take the worker down (and be sent again by the sweeper, and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -18,21 +17,14 @@ from sqlalchemy import update
 
 from app.config import get_settings
 from app.db import session_scope
-from app.main import create_app
 from app.models import File, Job, utcnow
 from app.storage import S3Store, get_store, upload_key
 from app.zipinput import DIRECTORY_CHUNK, EOCD_SEARCH
-from tests.conftest import Backend, SentTasks
+from tests.conftest import SentTasks
 from tests.docx_factory import make_docx, make_zip
 from tests.hostile_inputs import CENTRAL, ReadCounter, lying_zip
 from workers.ingest import ingest_job
 from workers.sweeper import sweep
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 def direct_job(client: TestClient) -> tuple[str, dict[str, str]]:

@@ -21,14 +21,13 @@ from sqlalchemy import select
 from app import transitions
 from app.config import get_settings
 from app.db import session_scope
-from app.main import create_app
 from app.models import File, FileStatus, Job, JobStatus
 from app.storage import get_store, job_prefixes, output_key, result_key
-from tests.app.test_api import stored_keys, submit_documents
-from tests.conftest import Backend, SentTasks
+from tests.app.helpers import stored_keys, submit_documents
+from tests.conftest import SentTasks
 from tests.docx_factory import make_docx
 from tests.pdf import pdf_pages
-from tests.workers.test_sweeper import age
+from tests.workers.helpers import age
 from workers import ingest
 from workers.archive import build_archive, queue_archive_after_commit
 from workers.file_conversion import convert_file
@@ -41,12 +40,6 @@ from workers.sweeper import sweep
 @pytest.fixture(scope="module")
 def converter(module_converter: UnoConverter) -> Converter:
     return module_converter
-
-
-@pytest.fixture
-def client(backend: Backend, sent: SentTasks) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
-        yield test_client
 
 
 class Interrupted:

@@ -28,7 +28,7 @@ from app.models import FileStatus, Job, PdfA
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import CONTENT_TYPES, W_NS, WORD_MAIN, make_docx, make_zip, root_rels
 from tests.pdf import pdf_pages
-from tests.workers.test_pipeline import files_by_name, result_members, run_to_the_end, submit
+from tests.workers.helpers import files_by_name, result_members, run_to_the_end, submit
 from workers.libreoffice import (
     PLAIN_PDF,
     CliConverter,

@@ -10,20 +10,19 @@ import io
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import JobSpec, create_job, get_job_view, new_job_id
+from app.jobs import get_job_view
 from app.models import File, FileStatus, Job, JobStatus
-from app.storage import get_store, result_key, upload_key
-from app.zipinput import list_docx_entries
+from app.storage import get_store, result_key
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import bad_documents, make_docx, make_zip
 from tests.pdf import pdf_pages
+from tests.workers.helpers import files_by_name, result_members, run_to_the_end, submit
 from workers.archive import build_archive
 from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
@@ -34,41 +33,6 @@ from workers.libreoffice.uno import UnoConverter
 @pytest.fixture(scope="module")
 def converter(module_converter: UnoConverter) -> Converter:
     return module_converter
-
-
-def submit(zip_bytes: bytes, **options: Any) -> str:
-    """What POST /api/v1/jobs does, minus HTTP: store the zip, list it, create the rows.
-
-    ``options`` are JobSpec fields (pdf_a, tagged_pdf, callback_url, owner...)."""
-    job_id = new_job_id()
-    store = get_store()
-    store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
-    with store.open_reader(upload_key(job_id)) as source:
-        entries = list_docx_entries(source, get_settings().max_files_per_job)
-    with session_scope() as session:
-        create_job(session, JobSpec(job_id, len(zip_bytes), **options), entries)
-    return job_id
-
-
-def run_to_the_end(job_id: str, sent: SentTasks, converter: Converter) -> None:
-    settings, store = get_settings(), get_store()
-    ingest_job(job_id, store, settings)
-    while sent.conversions:
-        convert_file(sent.conversions.pop(0), store, converter, settings)
-    while sent.archives:
-        build_archive(sent.archives.pop(0), store)
-
-
-def files_by_name(job_id: str) -> dict[str, File]:
-    with session_scope() as session:
-        return {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
-
-
-def result_members(job_id: str) -> dict[str, bytes]:
-    data = b"".join(get_store().iter_chunks(result_key(job_id)))
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert archive.testzip() is None
-        return {name: archive.read(name) for name in archive.namelist()}
 
 
 def test_mixed_job_gives_per_file_results_and_one_archive(

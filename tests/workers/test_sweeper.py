@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import update
 
 from app import transitions
 from app.config import get_settings
 from app.db import session_scope
-from app.models import File, Job, utcnow
-from tests.app.test_transitions import make_job
+from app.models import File, Job
+from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks
+from tests.workers.helpers import age
 from workers.sweeper import sweep
-
-
-def age(job_id: str, seconds: int) -> None:
-    """Pretend nothing touched the job and its files for ``seconds``."""
-    past = utcnow() - timedelta(seconds=seconds)
-    with session_scope() as session:
-        session.execute(update(File).where(File.job_id == job_id).values(touched_at=past))
-        session.execute(update(Job).where(Job.id == job_id).values(updated_at=past))
 
 
 def test_fresh_work_is_left_alone(backend: Backend, sent: SentTasks) -> None:

@@ -1,0 +1,66 @@
+"""Helpers shared by the tests of the pipeline, the sweeper and what drives them (the metrics,
+the logs): a test module imports them from here, never from another test module."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import JobSpec, create_job, new_job_id
+from app.models import File, Job, utcnow
+from app.storage import get_store, result_key, upload_key
+from app.zipinput import list_docx_entries
+from tests.conftest import SentTasks
+from workers.archive import build_archive
+from workers.file_conversion import convert_file
+from workers.ingest import ingest_job
+from workers.libreoffice import Converter
+
+
+def submit(zip_bytes: bytes, **options: Any) -> str:
+    """What POST /api/v1/jobs does, minus HTTP: store the zip, list it, create the rows.
+
+    ``options`` are JobSpec fields (pdf_a, tagged_pdf, callback_url, owner...)."""
+    job_id = new_job_id()
+    store = get_store()
+    store.put_bytes(upload_key(job_id), zip_bytes, "application/zip")
+    with store.open_reader(upload_key(job_id)) as source:
+        entries = list_docx_entries(source, get_settings().max_files_per_job)
+    with session_scope() as session:
+        create_job(session, JobSpec(job_id, len(zip_bytes), **options), entries)
+    return job_id
+
+
+def run_to_the_end(job_id: str, sent: SentTasks, converter: Converter) -> None:
+    settings, store = get_settings(), get_store()
+    ingest_job(job_id, store, settings)
+    while sent.conversions:
+        convert_file(sent.conversions.pop(0), store, converter, settings)
+    while sent.archives:
+        build_archive(sent.archives.pop(0), store)
+
+
+def files_by_name(job_id: str) -> dict[str, File]:
+    with session_scope() as session:
+        return {f.filename: f for f in session.scalars(select(File).where(File.job_id == job_id))}
+
+
+def result_members(job_id: str) -> dict[str, bytes]:
+    data = b"".join(get_store().iter_chunks(result_key(job_id)))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def age(job_id: str, seconds: int) -> None:
+    """Pretend nothing touched the job and its files for ``seconds``."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with session_scope() as session:
+        session.execute(update(File).where(File.job_id == job_id).values(touched_at=past))
+        session.execute(update(Job).where(Job.id == job_id).values(updated_at=past))
