@@ -11,18 +11,14 @@ from app.db import session_scope
 from app.models import DeliveryStatus
 from app.webhooks import claim_attempt, due_deliveries, lease_seconds
 from tests.conftest import Backend, SentTasks
-from tests.workers.test_webhooks import (
+from tests.workers.webhook_helpers import (
     Clock,
     Receiver,
     delivery,
     finished_job,
-    receiver,
     settings_with,
-    webhooks_sent,
 )
 from workers.webhooks import deliver
-
-__all__ = ["receiver", "webhooks_sent"]
 
 
 def test_attempts_whose_worker_died_count_toward_the_limit(

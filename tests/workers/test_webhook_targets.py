@@ -24,17 +24,13 @@ from app.models import DeliveryStatus, WebhookDelivery
 from tests.conftest import Backend, SentTasks
 from tests.hostile_inputs_webhooks import ssrf_callback_urls
 from tests.services import free_port
-from tests.workers.test_webhooks import (
+from tests.workers.webhook_helpers import (
     Receiver,
     delivery,
     finished_job,
-    receiver,
     settings_with,
-    webhooks_sent,
 )
 from workers.webhooks import NOT_PUBLIC, deliver, post
-
-__all__ = ["receiver", "webhooks_sent"]
 
 BODY = b'{"status": "COMPLETED"}'
 HEADERS = {"Content-Type": "application/json"}

@@ -10,101 +10,38 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
 from app import queue
-from app.config import Settings, get_settings
+from app.config import get_settings
 from app.db import session_scope
-from app.jobs import JobSpec, create_job, new_job_id
 from app.models import DeliveryStatus, Job, JobStatus, WebhookDelivery, utcnow
 from app.status import status_document_of
-from app.storage import get_store, upload_key
+from app.storage import get_store
 from app.webhooks import claim_attempt, lease_seconds, verify_signature, webhook_secret
-from app.zipinput import list_docx_entries
 from tests.conftest import Backend, SentTasks, reset_caches
 from tests.docx_factory import make_docx, make_zip
 from tests.services import free_port
-from workers.archive import build_archive
-from workers.file_conversion import convert_file
-from workers.ingest import ingest_job
-from workers.libreoffice import FakeConverter
+from tests.workers.webhook_helpers import (
+    Clock,
+    Receiver,
+    delivery,
+    finished_job,
+    run_job,
+    settings_with,
+    submit,
+)
 from workers.sweeper import sweep
 from workers.webhooks import base_url, deliver
 
-# -- a real receiver ---------------------------------------------------------------------------
-
 if TYPE_CHECKING:
     from tests.e2e.conftest import Service
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Records every request; answers the next of ``answers`` (then 200), after ``delay`` s."""
-
-    answers: list[int] = field(default_factory=list)
-    delay: float = 0.0
-    location: str = ""  # the Location header sent with a 3xx answer
-    requests: list[Received] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_port}/hooks/quire?token=abc"
-
-    def start(self) -> None:
-        receiver = self
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                with lock:
-                    receiver.requests.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
-                    code = receiver.answers.pop(0) if receiver.answers else 200
-                time.sleep(receiver.delay)
-                self.send_response(code)
-                if 300 <= code < 400:
-                    self.send_header("Location", receiver.location)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that gave up waiting (the timeout test) is expected
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -114,66 +51,7 @@ def allow_loopback_receivers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUIRE_WEBHOOK_ALLOW_PRIVATE", "true")
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=utcnow)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def webhooks_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Delivery ids the code under test sent to the broker."""
-    sent: list[str] = []
-    monkeypatch.setattr(
-        queue, "send_webhook", lambda delivery_id, countdown=None: sent.append(delivery_id)
-    )
-    return sent
-
-
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def submit(documents: dict[str, bytes], callback_url: str | None) -> str:
-    """What POST /api/v1/jobs does, minus HTTP."""
-    job_id = new_job_id()
-    data = make_zip(documents)
-    store = get_store()
-    store.put_bytes(upload_key(job_id), data, "application/zip")
-    with store.open_reader(upload_key(job_id)) as source:
-        entries = list_docx_entries(source, 100)
-    with session_scope() as session:
-        create_job(session, JobSpec(job_id, len(data), callback_url=callback_url), entries)
-    return job_id
-
-
-def run_job(job_id: str, sent: SentTasks) -> None:
-    """Ingest, convert (LibreOffice faked: it is not what these tests are about), archive."""
-    settings, store, converter = get_settings(), get_store(), FakeConverter()
-    ingest_job(job_id, store, settings)
-    while sent.conversions:
-        convert_file(sent.conversions.pop(0), store, converter, settings)
-    while sent.archives:
-        build_archive(sent.archives.pop(0), store)
-
-
-def delivery(delivery_id: str) -> WebhookDelivery:
-    with session_scope() as session:
-        row = session.get(WebhookDelivery, delivery_id)
-        assert row is not None
-        return row
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -181,24 +59,6 @@ def aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-def finished_job(receiver: Receiver, sent: SentTasks, webhooks_sent: list[str]) -> str:
-    """A job that ended COMPLETED with a callback to the receiver; returns its delivery id."""
-    job_id = submit({"a.docx": make_docx("Alpha"), "bad.docx": b"not a docx"}, receiver.url)
-    run_job(job_id, sent)
-    assert len(webhooks_sent) == 1
-    return webhooks_sent[0]
-
-
-def settings_with(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> Settings:
-    """The settings once ``name`` is set to ``value`` (for the rest of the test)."""
-    monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    return get_settings()
-
-
-# -- the tests ---------------------------------------------------------------------------------
 
 
 def test_a_finished_job_posts_its_signed_status_document(
