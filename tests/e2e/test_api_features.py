@@ -14,7 +14,7 @@ from pypdf import PdfReader
 
 from tests.docx_factory import make_docx, make_zip
 from tests.e2e.conftest import Service
-from tests.e2e.test_service import compose_like_env, embedded_env
+from tests.e2e.helpers import compose_like_env, embedded_env
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e

@@ -10,11 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import pytest
 from tests.conftest import CORPUS
 from tests.docx_factory import make_docx, make_zip
 from tests.e2e.conftest import Service
+from tests.e2e.helpers import ForwardingProxy, OldServerProxy, proxy_to
 from tests.pdf import pdf_pages
 from tests.services import free_port
 
@@ -278,71 +276,6 @@ def test_a_wrong_server_is_a_clean_error(tmp_path: Path, folder: Path) -> None:
     result = quire("status", "some-job", env={"QUIRE_SERVER": nowhere})
     assert result.returncode == 3
     assert result.stderr.startswith(f"quire: error: cannot reach the Quire server at {nowhere}")
-
-
-class ForwardingProxy(BaseHTTPRequestHandler):
-    """An HTTP proxy in front of the real service (the fake is at the network boundary only):
-    subclasses refuse some requests themselves, or lose some answers on the way back."""
-
-    upstream = ""
-
-    def refused(self) -> bool:
-        """Answer this request here instead of forwarding it; True if it was."""
-        return False
-
-    def answer_lost(self) -> bool:
-        """Drop the service's answer to this request and close the connection."""
-        return False
-
-    def _forward(self) -> None:
-        if self.refused():
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-        answer = httpx.request(
-            self.command, self.upstream + self.path, headers=headers, content=body, timeout=60
-        )
-        if self.answer_lost():
-            self.close_connection = True
-            return
-        self.send_response(answer.status_code)
-        for name, value in answer.headers.items():
-            if name.lower() not in ("transfer-encoding", "content-encoding", "connection"):
-                self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(answer.content)
-
-    do_GET = do_POST = do_PUT = _forward
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def proxy_to(upstream: str, kind: type[ForwardingProxy]) -> Iterator[str]:
-    """Run a proxy of ``kind`` in front of ``upstream``; yields its URL."""
-    handler = type("Handler", (kind,), {"upstream": upstream})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class OldServerProxy(ForwardingProxy):
-    """A server without direct uploads (404), behind a proxy that refuses event streams."""
-
-    def refused(self) -> bool:
-        if self.path == "/api/v1/uploads":
-            self.send_error(404, "Not Found")
-            return True
-        if self.path.endswith("/events"):
-            self.send_error(502, "no streams through this proxy")
-            return True
-        return False
 
 
 def test_without_direct_uploads_and_events_the_cli_sends_multipart_and_polls(

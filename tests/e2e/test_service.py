@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import CORPUS
 from tests.docx_factory import bad_documents, make_docx, make_zip
 from tests.e2e.conftest import FaultRecord, Service, soffice_processes_under
+from tests.e2e.helpers import compose_like_env, embedded_env
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e
@@ -48,26 +49,6 @@ def mixed_zip() -> bytes:
     entries |= {f"bad/{name}": data for name, data in bad_documents().items()}
     entries |= LITTER
     return make_zip(entries)
-
-
-def embedded_env() -> dict[str, str]:
-    return {"QUIRE_WORKER_CONCURRENCY": "2", "QUIRE_SECRET_KEY": "e2e-secret"}
-
-
-def compose_like_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """PostgreSQL, an S3 server and a shared Redis: the shape of the docker compose stack."""
-    from tests.conftest import _fresh_database
-
-    return {
-        **embedded_env(),
-        "QUIRE_DATABASE_URL": _fresh_database(request.getfixturevalue("postgres_url"), "e2e"),
-        "QUIRE_BROKER_URL": request.getfixturevalue("redis_url").replace("/0", "/5"),
-        "QUIRE_STORAGE_BACKEND": "s3",
-        "QUIRE_S3_ENDPOINT_URL": request.getfixturevalue("s3_endpoint"),
-        "QUIRE_S3_BUCKET": "quire-e2e",
-        "QUIRE_S3_ACCESS_KEY": "test",
-        "QUIRE_S3_SECRET_KEY": "test",
-    }
 
 
 @pytest.mark.parametrize("stack", ["embedded", "postgres-s3-redis"])

@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import CORPUS
 from tests.docx_factory import OLE2_HEADER, make_docx, make_zip
 from tests.e2e.conftest import REPO, Service
-from tests.e2e.test_cli import OldServerProxy, proxy_to
+from tests.e2e.helpers import OldServerProxy, proxy_to
 from tests.pdf import pdf_pages
 
 pytestmark = pytest.mark.e2e
