@@ -17,7 +17,7 @@ WEB_DIR = Path(__file__).resolve().parents[2] / "app" / "web"
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
+def bare_client() -> Iterator[TestClient]:
     # The pages and their assets need no database, store or broker: no lifespan.
     yield TestClient(create_app())
 
@@ -31,8 +31,10 @@ def csp_directives(header: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
-def test_the_documentation_pages_use_only_their_own_origin(client: TestClient, path: str) -> None:
-    response = client.get(path)
+def test_the_documentation_pages_use_only_their_own_origin(
+    bare_client: TestClient, path: str
+) -> None:
+    response = bare_client.get(path)
     assert response.status_code == 200
     html = response.text
     references = re.findall(r'(?:src|href|spec-url|data-openapi-url)="([^"]*)"', html)
@@ -47,7 +49,7 @@ def test_the_documentation_pages_use_only_their_own_origin(client: TestClient, p
     )
     for reference in references:
         if reference.startswith("/static/"):
-            asset = client.get(reference)
+            asset = bare_client.get(reference)
             assert asset.status_code == 200, reference
             assert asset.headers["x-content-type-options"] == "nosniff"
     policy = csp_directives(response.headers["content-security-policy"])
@@ -56,17 +58,17 @@ def test_the_documentation_pages_use_only_their_own_origin(client: TestClient, p
     assert policy["frame-ancestors"] == ["'none'"]
 
 
-def test_swagger_ui_is_served_from_the_package(client: TestClient) -> None:
-    bundle = client.get("/static/docs/swagger-ui-bundle.js")
+def test_swagger_ui_is_served_from_the_package(bare_client: TestClient) -> None:
+    bundle = bare_client.get("/static/docs/swagger-ui-bundle.js")
     assert bundle.headers["content-type"].startswith("text/javascript")
     assert b"SwaggerUIBundle" in bundle.content
-    assert client.get("/static/docs/../config.py").status_code == 404
-    assert client.get("/static/docs/index.html").status_code == 404
-    assert "/docs" not in client.get("/openapi.json").json()["paths"]
+    assert bare_client.get("/static/docs/../config.py").status_code == 404
+    assert bare_client.get("/static/docs/index.html").status_code == 404
+    assert "/docs" not in bare_client.get("/openapi.json").json()["paths"]
 
 
-def test_the_web_page_allows_only_its_own_scripts(client: TestClient) -> None:
-    response = client.get("/")
+def test_the_web_page_allows_only_its_own_scripts(bare_client: TestClient) -> None:
+    response = bare_client.get("/")
     policy = csp_directives(response.headers["content-security-policy"])
     assert policy["script-src"] == ["'self'"]
     assert "<script>" not in response.text

@@ -50,7 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 @pytest.fixture
-def client(service: Service) -> Iterator[Client]:
+def quire(service: Service) -> Iterator[Client]:
     with Client(service.url) as quire:
         yield quire
 
@@ -69,21 +69,21 @@ def pdf_name(docx: str) -> str:
     return docx.removesuffix(".docx") + ".pdf"
 
 
-def test_submit_follow_and_download_a_folder(client: Client, folder: Path, tmp_path: Path) -> None:
+def test_submit_follow_and_download_a_folder(quire: Client, folder: Path, tmp_path: Path) -> None:
     sent: list[int] = []
-    submitted = client.submit(folder, JobOptions(tagged_pdf=True), sent=sent.append)
+    submitted = quire.submit(folder, JobOptions(tagged_pdf=True), sent=sent.append)
     assert submitted.file_count == len(GOOD) + len(BAD)
     assert submitted.direct_upload and submitted.status is JobStatus.PENDING
     assert sum(sent) > 0
 
-    events = list(client.events(submitted.job_id))
+    events = list(quire.events(submitted.job_id))
     assert events[-1].name == "job"
     assert {event.name for event in events} <= {"file", "progress", "job"}
     final = events[-1].progress
     assert final is not None and final.finished == submitted.file_count
 
     seen: list[Progress] = []
-    job = client.wait(submitted.job_id, on_progress=seen.append)  # ended: one job event
+    job = quire.wait(submitted.job_id, on_progress=seen.append)  # ended: one job event
     assert job.status is JobStatus.COMPLETED and seen[-1].completed == len(GOOD)
     assert job.progress.failed == len(BAD)
     assert [file.filename for file in job.failed_files] == ["notes.docx"]
@@ -91,12 +91,12 @@ def test_submit_follow_and_download_a_folder(client: Client, folder: Path, tmp_p
 
     archive = tmp_path / "result.zip"
     received: list[int] = []
-    assert client.download(job.job_id, archive, received=received.append) == sum(received)
+    assert quire.download(job.job_id, archive, received=received.append) == sum(received)
     with zipfile.ZipFile(archive) as pdfs:
         assert set(pdfs.namelist()) == {pdf_name(name) for name in GOOD}
 
     out = tmp_path / "pdfs"
-    written = client.download_to_folder(job.job_id, out)
+    written = quire.download_to_folder(job.job_id, out)
     assert sorted(path.relative_to(out).as_posix() for path in written) == sorted(
         pdf_name(name) for name in GOOD
     )
@@ -106,49 +106,49 @@ def test_submit_follow_and_download_a_folder(client: Client, folder: Path, tmp_p
     annual = by_name["reports/2025/annual.docx"]
     assert annual.status is FileStatus.COMPLETED
     one = tmp_path / "annual.pdf"
-    client.download_file(job.job_id, annual.file_id, one)
+    quire.download_file(job.job_id, annual.file_id, one)
     assert "Annual report 2025" in pdf_pages(one.read_bytes())[0]
     with pytest.raises(Conflict, match="failed and has no PDF"):
-        client.download_file(job.job_id, by_name["notes.docx"].file_id, tmp_path / "n.pdf")
+        quire.download_file(job.job_id, by_name["notes.docx"].file_id, tmp_path / "n.pdf")
 
 
-def test_retry_cancel_list_and_delete(client: Client, folder: Path, tmp_path: Path) -> None:
-    job_id = client.submit(folder).job_id
-    client.wait(job_id)
+def test_retry_cancel_list_and_delete(quire: Client, folder: Path, tmp_path: Path) -> None:
+    job_id = quire.submit(folder).job_id
+    quire.wait(job_id)
     with pytest.raises(Conflict, match="already ended"):
-        client.cancel(job_id)
+        quire.cancel(job_id)
 
-    retried = client.retry(job_id)
+    retried = quire.retry(job_id)
     assert retried.retried_files == len(BAD) and retried.status is JobStatus.IN_PROGRESS
-    again = client.wait(job_id)
+    again = quire.wait(job_id)
     assert again.status is JobStatus.COMPLETED and again.progress.failed == len(BAD)
 
     batch = tmp_path / "batch"
     for index in range(30):
         (batch / f"d{index:02}.docx").parent.mkdir(exist_ok=True)
         (batch / f"d{index:02}.docx").write_bytes(make_docx(f"document {index}"))
-    running = client.submit(batch).job_id
-    cancelled = client.cancel(running)
+    running = quire.submit(batch).job_id
+    cancelled = quire.cancel(running)
     assert cancelled.status is JobStatus.CANCELLED and cancelled.cancelled_files > 0
-    assert client.wait(running).status is JobStatus.CANCELLED
+    assert quire.wait(running).status is JobStatus.CANCELLED
 
-    listed = {job.job_id: job for job in client.iter_jobs()}
+    listed = {job.job_id: job for job in quire.iter_jobs()}
     assert listed[job_id].status is JobStatus.COMPLETED
     assert listed[running].status is JobStatus.CANCELLED
-    assert running in {job.job_id for job in client.jobs(status=JobStatus.CANCELLED).jobs}
+    assert running in {job.job_id for job in quire.jobs(status=JobStatus.CANCELLED).jobs}
 
-    client.delete(running)
+    quire.delete(running)
     with pytest.raises(NotFound):
-        client.job(running)
+        quire.job(running)
 
 
-def test_the_api_refusals_arrive_as_their_errors(client: Client, tmp_path: Path) -> None:
+def test_the_api_refusals_arrive_as_their_errors(quire: Client, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="No job with id") as raised:
-        client.job("0f0f0f0f-0000-4000-8000-000000000000")
+        quire.job("0f0f0f0f-0000-4000-8000-000000000000")
     assert (raised.value.status, raised.value.code) == (404, "not_found")
 
     empty = tmp_path / "empty.zip"
     empty.write_bytes(make_zip({"readme.txt": b"no documents"}))
     with pytest.raises(BadRequest) as refused:
-        client.submit(empty)
+        quire.submit(empty)
     assert refused.value.status == 400 and refused.value.message
