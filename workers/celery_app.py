@@ -9,6 +9,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -16,7 +17,7 @@ from celery.signals import (
 from app.config import get_settings
 from app.logs import bind_task_ids, clear_ids, configure_logging
 from app.queue import make_celery
-from workers.runtime import close_converter
+from workers.runtime import announce_sandbox, close_converter
 
 celery = make_celery()
 celery.conf.include = ["workers.tasks"]
@@ -32,6 +33,13 @@ for _name in ("celery.app.trace", "celery.worker.strategy"):
 @setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level, get_settings().log_format)
+
+
+# Once per worker, before its pool starts: whether LibreOffice can be sandboxed here. The pool
+# processes fork after it and inherit a successful check.
+@worker_init.connect
+def _worker_init(**_: Any) -> None:
+    announce_sandbox(get_settings())
 
 
 @worker_process_init.connect

@@ -6,7 +6,10 @@ import atexit
 import os
 
 from app.config import Settings, get_settings
-from workers.libreoffice import CliConverter, Converter, FakeConverter
+from app.logs import get_logger
+from workers.libreoffice import CliConverter, Converter, FakeConverter, sandbox
+
+log = get_logger("quire.libreoffice")
 
 _converter: Converter | None = None
 _owner_pid: int | None = None
@@ -30,6 +33,31 @@ def build_converter(settings: Settings) -> Converter:
         except ImportError:
             pass  # python3-uno is missing: fall back to one soffice run per file
     return CliConverter(settings.soffice_path, settings.resolved_scratch_dir)
+
+
+def announce_sandbox(settings: Settings) -> None:
+    """Say at worker start whether LibreOffice can be sandboxed here (docs/security.md).
+
+    Every instance checks again when it starts and refuses to convert where the sandbox cannot
+    be set up, so this changes no outcome: it only lets an operator read the refusal, or the
+    warning that QUIRE_SANDBOX=off was chosen, in a worker's first lines rather than when its
+    first document fails. A container engine whose seccomp profile blocks Landlock is the
+    usual cause, and is best found before a batch is sent."""
+    if settings.converter == "fake":
+        return
+    if settings.sandbox == "off":
+        log.warning("libreoffice.sandbox_off", "QUIRE_SANDBOX=off: documents are not confined")
+        return
+    try:
+        sandbox.check()
+    except sandbox.SandboxError as error:
+        log.error(
+            "libreoffice.sandbox_unavailable",
+            "this worker converts nothing; QUIRE_SANDBOX=off turns the sandbox off",
+            reason=str(error),
+        )
+    else:
+        log.info("libreoffice.sandbox_ready")
 
 
 def get_converter() -> Converter:

@@ -64,3 +64,22 @@ def age(job_id: str, seconds: int) -> None:
     with session_scope() as session:
         session.execute(update(File).where(File.job_id == job_id).values(touched_at=past))
         session.execute(update(Job).where(Job.id == job_id).values(updated_at=past))
+
+
+# The start of a child process's program: a seccomp filter that answers ENOSYS to Landlock's
+# three system calls (444-446), as an older container engine's default profile does. What runs
+# after it sees a kernel without Landlock.
+BLOCK_LANDLOCK = """
+import ctypes
+from workers.libreoffice import sandbox as sb
+
+program = [sb._bpf(sb.BPF_LD_W_ABS, 0)]
+for number in (444, 445, 446):
+    program += [sb._bpf(sb.BPF_JEQ_K, number, jf=1),
+                sb._bpf(sb.BPF_RET_K, sb.SECCOMP_RET_ERRNO | sb.ERRNO_ENOSYS)]
+program.append(sb._bpf(sb.BPF_RET_K, sb.SECCOMP_RET_ALLOW))
+filters = (sb.SockFilter * len(program))(*program)
+sb._prctl(sb.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+sb._prctl(sb.PR_SET_SECCOMP, sb.SECCOMP_MODE_FILTER,
+          ctypes.byref(sb.SockFprog(len=len(program), filter=filters)), 0, 0)
+"""

@@ -25,6 +25,7 @@ import pytest
 from tests.docx_factory import CONTENT_TYPES, WORD_MAIN, make_docx, root_rels
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
+from tests.workers.helpers import BLOCK_LANDLOCK
 from workers.libreoffice import CliConverter, live_processes_in_group, sandbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -313,21 +314,11 @@ def test_a_sandboxed_process_reaches_only_its_folder_and_no_network(
 
 # Runs in a child process: installs a seccomp filter that answers ENOSYS to Landlock's system
 # calls, as a container engine's default profile may, then converts with the sandbox on and off.
-WITHOUT_LANDLOCK = """
-import ctypes, json, sys
+WITHOUT_LANDLOCK = (
+    BLOCK_LANDLOCK
+    + """
+import json, sys
 from pathlib import Path
-from workers.libreoffice import sandbox as sb
-
-program = [sb._bpf(sb.BPF_LD_W_ABS, 0)]
-for number in (444, 445, 446):
-    program += [sb._bpf(sb.BPF_JEQ_K, number, jf=1),
-                sb._bpf(sb.BPF_RET_K, sb.SECCOMP_RET_ERRNO | sb.ERRNO_ENOSYS)]
-program.append(sb._bpf(sb.BPF_RET_K, sb.SECCOMP_RET_ALLOW))
-filters = (sb.SockFilter * len(program))(*program)
-sb._prctl(sb.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-sb._prctl(sb.PR_SET_SECCOMP, sb.SECCOMP_MODE_FILTER,
-          ctypes.byref(sb.SockFprog(len=len(program), filter=filters)), 0, 0)
-
 from workers.libreoffice import ConverterMisconfigured, CliConverter
 from workers.libreoffice.uno import UnoConverter
 
@@ -351,6 +342,7 @@ for kind, build in converters.items():
             converter.close()
 print(json.dumps(outcome))
 """
+)
 
 
 @pytest.mark.timeout(300)
