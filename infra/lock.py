@@ -10,8 +10,9 @@ Each file starts with the requirements it was resolved from, one ``# requirement
 tests/infra/test_lock.py reads them back and fails when pyproject.toml says something else, so
 a dependency changed without ``make lock`` is caught offline.
 
-    runtime.txt   the build backend and [project] dependencies: what the image installs
-    dev.txt       runtime.txt's pins plus the [dependency-groups] dev tools: what tests need
+    dev.txt       the runtime set plus the [dependency-groups] dev tools: what tests need
+    runtime.txt   the build backend and [project] dependencies, at dev.txt's pins: what the
+                  image installs
 """
 
 from __future__ import annotations
@@ -87,9 +88,11 @@ def _compile(requirements: list[str], output: Path, constraints: Path | None = N
 def main() -> None:
     LOCK_DIR.mkdir(exist_ok=True)
     wanted = project_requirements()
-    _compile(wanted["runtime"], RUNTIME_LOCK)
-    # The dev set is resolved under the runtime pins, so both install the same runtime versions.
-    _compile(wanted["dev"], DEV_LOCK, constraints=RUNTIME_LOCK)
+    # The dev set is resolved first, as one whole, and the runtime set under its pins: both then
+    # install the same runtime versions, and a dev tool's bound on a shared package holds for the
+    # image too (openapi-python-client needs httpx below 0.29, so the service runs that httpx).
+    _compile(wanted["dev"], DEV_LOCK)
+    _compile(wanted["runtime"], RUNTIME_LOCK, constraints=DEV_LOCK)
     print(f"lock: wrote {RUNTIME_LOCK.relative_to(ROOT)} and {DEV_LOCK.relative_to(ROOT)}")
 
 
