@@ -134,6 +134,9 @@ class FaultRecord:
     files_lost: int = 0  # a good file without its PDF, or a file left unfinished
     duplicates: int = 0  # a PDF twice in an archive
     server_errors: int = 0  # 5xx answers seen by the test's client
+    # Seconds the fault added: the faulted job's time minus the same job's undisturbed time,
+    # both measured in the same test (None: the test has no undisturbed run to compare with).
+    added_seconds: float | None = None
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """A GET that counts every 5xx answer against the service."""
@@ -202,14 +205,15 @@ def _print_fault_ledger(terminalreporter: Any) -> None:
     terminalreporter.section("fault injection")
     header = (
         f"{'test':64} {'inputs':>6} {'faults':>6} {'jobs ok':>7} {'lost':>4} "
-        f"{'dupes':>5} {'5xx':>4}"
+        f"{'dupes':>5} {'5xx':>4} {'added s':>7}"
     )
     write(header)
     for r in LEDGER:
         write(
             f"{r.test[:64]:64} {r.inputs:>6} {len(r.faults):>6} "
             f"{r.jobs_completed:>3}/{r.jobs:<3} {r.files_lost:>4} {r.duplicates:>5} "
-            f"{r.server_errors:>4}"
+            f"{r.server_errors:>4} "
+            f"{'-' if r.added_seconds is None else f'{r.added_seconds:.1f}':>7}"
         )
     write(
         f"{'total':64} {sum(r.inputs for r in LEDGER):>6} "
