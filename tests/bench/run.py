@@ -5,7 +5,10 @@ Measured in one run, on the same generated documents (tests/bench/documents.py):
 1. the limit: K warm LibreOffice instances driven directly through UNO, K = worker concurrency;
 2. the naive baseline: a cold ``soffice --convert-to pdf`` per file, K at a time, on a sample;
 3. Quire end to end on the embedded default (``infra/run_embedded.py``): from the start of the
-   POST to the job being COMPLETED with its archive written.
+   POST to the job being COMPLETED with its archive written;
+4. the fairness scenario (issue #16, ``tests/bench/fairness.py``): small jobs beside a big
+   batch, two API keys side by side, on the embedded default and on PostgreSQL + S3
+   (``--no-fairness`` skips it, ``--fairness-only`` runs it alone).
 
 Also: the POST's time against an HTTP endpoint that only writes the same bytes to the store
 (both the best of ``--post-runs``, taken in turns against an API with no worker beside it; the
@@ -41,6 +44,7 @@ from typing import Any
 import httpx
 
 from app.config import Settings
+from tests.bench import fairness
 from tests.bench.documents import bench_docx, bench_zip
 from tests.services import cmdline, descendants, free_port
 
@@ -175,7 +179,9 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 class Service:
-    def __init__(self, workdir: Path, k: int) -> None:
+    def __init__(self, workdir: Path, k: int, env: dict[str, str] | None = None) -> None:
+        """``env``: settings beside the embedded default's (API keys, another database or
+        store), as the fairness scenario passes them."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -184,6 +190,7 @@ class Service:
             "QUIRE_DATA_DIR": str(workdir / "data"),
             "QUIRE_WORKER_CONCURRENCY": str(k),
             "QUIRE_LOG_LEVEL": "WARNING",
+            **(env or {}),
         }
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = open(workdir / "service.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -584,8 +591,11 @@ def main(argv: list[str] | None = None) -> int:
         help="POSTs of the zip (and store-only requests) timed against an idle API (0: skip)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "latest.json")
+    fairness.add_arguments(parser)
     args = parser.parse_args(argv)
     k, count = args.concurrency, args.documents
+    if args.fairness_only:
+        return _fairness_only(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="quire-bench-"))
     try:
@@ -619,16 +629,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  limit (again): {count / limit_runs[1]:.2f} docs/s", flush=True)
         limit = sum(limit_runs) / len(limit_runs)
         large = measure_large_job(args.large_job, k, workdir / "large") if args.large_job else None
+        fair = (
+            fairness.measure_fairness(fairness.options_from(args), k, workdir / "fairness", Service)
+            if args.fairness
+            else None
+        )
     finally:
         if not os.environ.get("QUIRE_BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
 
     report: dict[str, Any] = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "documents": count,
         "pages": args.pages,
         "concurrency": k,
@@ -664,9 +675,41 @@ def main(argv: list[str] | None = None) -> int:
             )
     if large is not None:
         report["large_job"] = large
+    if fair is not None:
+        report["fairness"] = fair
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _fairness_only(args: argparse.Namespace) -> int:
+    """``--fairness-only``: the fairness scenario alone, reported the same way."""
+    workdir = Path(tempfile.mkdtemp(prefix="quire-bench-"))
+    try:
+        fair = fairness.measure_fairness(
+            fairness.options_from(args), args.concurrency, workdir / "fairness", Service
+        )
+    finally:
+        if not os.environ.get("QUIRE_BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "machine": _machine(),
+        "pages": args.pages,
+        "concurrency": args.concurrency,
+        "fairness": fair,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(fairness.render_fairness(fair)))
     return 0
 
 
@@ -743,6 +786,8 @@ def render(report: dict[str, Any]) -> str:
             f"{large['seconds']:.0f} s ({large['docs_per_second']:.1f} docs/s); its status "
             f"document answers in {large['status_get_seconds'] * 1000:.0f} ms"
         )
+    if "fairness" in report:
+        lines += ["", *fairness.render_fairness(report["fairness"])]
     return "\n".join(lines)
 
 
