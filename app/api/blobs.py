@@ -19,6 +19,10 @@ from app.services.uploads import accepts_put
 from app.upload_stream import WRITE_BATCH, drain, write_pieces
 from app.zipinput import UploadRejected
 
+# Out of the OpenAPI document: a client never builds these URLs, it follows the ones the API
+# hands out (createUpload's url, a download_url, a 307's Location), whose query is a signature.
+# They exist on the local store only (S3 serves its own), so a generated client offering them
+# as operations would offer calls that fail on every S3 deployment.
 router = APIRouter(prefix="/api/v1/blobs", include_in_schema=False)
 
 

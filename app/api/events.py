@@ -27,7 +27,7 @@ from app.api.errors import ApiError, responses
 from app.services.job_events import JobWatch
 from app.services.jobs import visible_job_id
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
+router = APIRouter(prefix="/api/v1/jobs", tags=["events"], dependencies=[Depends(caller)])
 POLL_SECONDS = 0.5  # how often the database is asked for changes, per open stream
 HEARTBEAT_SECONDS = 15.0  # a comment line keeps proxies from closing a quiet stream
 # A refused stream may be asked for again this much later (the Retry-After of the 429).
@@ -107,8 +107,12 @@ class _HeldStream(StreamingResponse):
     response_class=StreamingResponse,
     responses={
         **responses(401, 403, 404, 429),
-        200: {"content": {"text/event-stream": {}}, "description": "file, progress, job events"},
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "file, progress, job events",
+        },
     },
+    operation_id="jobEvents",
     summary="Live progress of a job as server-sent events",
 )
 async def job_events(

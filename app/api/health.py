@@ -28,7 +28,7 @@ def _store() -> None:
     get_store().check()
 
 
-@router.get("/healthz", response_model=Health, summary="The process is up")
+@router.get("/healthz", response_model=Health, operation_id="healthz", summary="The process is up")
 def healthz() -> Health:
     return Health(status="ok")
 
@@ -36,6 +36,7 @@ def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Health,
+    operation_id="readyz",
     responses=responses(503),
     summary="Database, broker and object store are reachable",
 )

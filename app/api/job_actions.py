@@ -11,6 +11,7 @@ from pydantic.config import JsonDict
 from app.api.deps import BaseUrlDep, OwnerDep, SettingsDep, StoreDep, caller
 from app.api.errors import responses
 from app.models import JobStatus
+from app.openapi import URI
 from app.services import job_actions
 from app.services.job_actions import CANCELLED_FILE_MESSAGE
 from app.status import status_url
@@ -63,8 +64,12 @@ def _example(description: str, example: JsonDict) -> dict[str, object]:
     "/{job_id}/retry",
     status_code=202,
     response_model=RetryStarted,
+    operation_id="retryJob",
     responses={
-        202: _example("The failed files are queued again", RETRY_EXAMPLE),
+        202: {
+            **_example("The failed files are queued again", RETRY_EXAMPLE),
+            "headers": {"Location": {"description": "The job's status URL", "schema": URI}},
+        },
         **responses(401, 403, 404, 409, 503),
     },
     summary="Convert a finished job's failed files again",
@@ -97,6 +102,7 @@ def retry_job(
 @router.post(
     "/{job_id}/cancel",
     response_model=JobCancelled,
+    operation_id="cancelJob",
     responses={
         200: _example("The job is CANCELLED", CANCEL_EXAMPLE),
         **responses(401, 403, 404, 409, 503),
@@ -125,6 +131,7 @@ def cancel_job(job_id: str, owner: OwnerDep, base: BaseUrlDep) -> JobCancelled:
     "/{job_id}",
     status_code=204,
     response_class=Response,
+    operation_id="deleteJob",
     responses={
         204: {"description": "Deleted: the job, its rows and every object it had are gone"},
         **responses(401, 403, 404, 503),

@@ -56,9 +56,13 @@ registry.register(QuireCollector())
 @router.get(
     "/metrics",
     summary="Prometheus metrics of the whole deployment",
+    operation_id="metrics",
     response_class=Response,
     responses={
-        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "Prometheus text",
+        },
         **responses(401),
     },
 )

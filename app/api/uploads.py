@@ -28,6 +28,7 @@ router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
     "",
     status_code=201,
     response_model=UploadOffer,
+    operation_id="createUpload",
     dependencies=[Depends(caller)],
     responses=responses(400, 401, 403, 413, 422),
     summary="Get a presigned URL to upload a zip straight to the object store",
