@@ -6,6 +6,7 @@ Keys are made only from ids that Quire generated, never from names found inside 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
@@ -101,6 +102,16 @@ class ObjectStore(Protocol):
     def size(self, key: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> None: ...
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every finished object under ``prefix``: its key and when it was written (UTC)."""
+        ...
+
+    def abort_unfinished_writes(self, prefix: str, idle_since: datetime) -> int:
+        """End the writes under ``prefix`` that never finished and have written nothing since
+        ``idle_since`` (UTC): what a writer that died left (a local partial file, an S3
+        multipart upload and its parts). Returns how many it ended."""
+        ...
+
     def presigned_get_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int
     ) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -9,6 +10,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -28,6 +30,11 @@ def sign_put(secret: str, key: str, expires: int, max_bytes: int) -> str:
     # A leading "PUT" keeps a download signature from ever passing as an upload one.
     message = "\n".join(("PUT", key, str(expires), str(max_bytes))).encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _is_partial(path: Path) -> bool:
+    """A LocalWriter's file before its commit (``.{name}.{hex}.part``)."""
+    return path.name.startswith(".") and path.name.endswith(".part")
 
 
 class LocalWriter:
@@ -131,6 +138,25 @@ class LocalStore:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        # Prefixes are folders here too (``uploads/``); partial files are not objects yet.
+        for path in sorted(self.path(prefix.rstrip("/")).rglob("*")):
+            with contextlib.suppress(FileNotFoundError):  # removed while listed
+                if path.is_file() and not _is_partial(path):
+                    written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                    yield path.relative_to(self.root).as_posix(), written
+
+    def abort_unfinished_writes(self, prefix: str, idle_since: datetime) -> int:
+        aborted = 0
+        for path in self.path(prefix.rstrip("/")).rglob(".*.part"):
+            # A live writer appends to its file as bytes arrive: the time it was last written
+            # tells a dead one from a slow one.
+            with contextlib.suppress(FileNotFoundError):
+                if datetime.fromtimestamp(path.stat().st_mtime, UTC) < idle_since:
+                    path.unlink()
+                    aborted += 1
+        return aborted
 
     def presigned_get_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int

@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
@@ -245,6 +246,37 @@ class S3Store:
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if keys:
                     self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})  # type: ignore[typeddict-item]
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        with _errors(prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], item["LastModified"]
+
+    def abort_unfinished_writes(self, prefix: str, idle_since: datetime) -> int:
+        aborted = 0
+        with _errors(prefix):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    # A slow client's upload started long ago but still adds parts: the last
+                    # part's time tells it from one whose writer died.
+                    last_written = upload["Initiated"]
+                    for parts in self.client.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    ):
+                        for part in parts.get("Parts", []):
+                            last_written = max(last_written, part["LastModified"])
+                    if last_written >= idle_since:
+                        continue
+                    with contextlib.suppress(ClientError):  # ended meanwhile: nothing to do
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=key, UploadId=upload_id
+                        )
+                        aborted += 1
+        return aborted
 
     def presigned_get_url(
         self, key: str, *, filename: str, content_type: str, expires_in: int

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from app.storage import ObjectNotFound, WriterScope, get_store
+from app.storage import ObjectNotFound, StoreError, WriterScope, get_store
 from app.storage.s3 import PART_SIZE
 from tests.conftest import Backend
 
@@ -115,3 +116,37 @@ def test_local_keys_cannot_escape_the_store(backend: Backend) -> None:
     for key in ("../outside", "/etc/passwd", "jobs/../../x"):
         with pytest.raises(StoreError):
             store.path(key)
+
+
+def test_list_objects_names_finished_objects_only_with_when_they_were_written(
+    backend: Backend,
+) -> None:
+    store = get_store()
+    before = datetime.now(UTC) - timedelta(seconds=5)  # S3 times have whole seconds
+    store.put_bytes("uploads/a/source.zip", b"a", "application/zip")
+    store.put_bytes("uploads/b/source.zip", b"b", "application/zip")
+    store.put_bytes("jobs/a/result.zip", b"r", "application/zip")
+    unfinished = store.open_writer("uploads/c/source.zip", "application/zip")
+    unfinished.write(os.urandom(PART_SIZE + 1))  # on S3, a multipart upload with one part
+    listed = dict(store.list_objects("uploads/"))
+    assert sorted(listed) == ["uploads/a/source.zip", "uploads/b/source.zip"]
+    for written in listed.values():
+        assert written.tzinfo is not None and written > before
+    unfinished.abort()
+    assert list(store.list_objects("nothing-here/")) == []
+
+
+def test_unfinished_writes_are_ended_once_idle_since_the_given_time(backend: Backend) -> None:
+    store = get_store()
+    store.put_bytes("uploads/done/source.zip", b"done", "application/zip")
+    dead = store.open_writer("uploads/dead/source.zip", "application/zip")
+    dead.write(os.urandom(PART_SIZE + 1))  # its writer dies here, as the API under SIGKILL
+    # Written to a moment ago: it may be a slow client's, so it is left alone.
+    assert store.abort_unfinished_writes("uploads/", datetime.now(UTC) - timedelta(hours=1)) == 0
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert store.abort_unfinished_writes("uploads/", later) == 1
+    assert store.abort_unfinished_writes("uploads/", later) == 0  # nothing of it is left
+    with pytest.raises((StoreError, OSError)):
+        dead.commit()  # the write cannot be finished any more
+    assert not store.exists("uploads/dead/source.zip")
+    assert store.exists("uploads/done/source.zip")
