@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     # API process: each holds a connection and polls the database. Counted per API key, or per
     # client address when no keys are set; 429 past it.
     max_event_streams_per_key: int = Field(default=8, ge=1)
+    # Quotas per API key (per jobs.owner; without keys, all clients count together). Active jobs:
+    # those PENDING or IN_PROGRESS; queued files: their files not yet COMPLETED or FAILED. None:
+    # no limit. Past either, POST /api/v1/jobs answers 429 with Retry-After
+    # (app/services/quotas.py).
+    max_active_jobs_per_key: int | None = Field(default=None, ge=1)
+    max_queued_files_per_key: int | None = Field(default=None, ge=1)
     # What GET /metrics needs ("Authorization: Bearer <token>") while API keys are set: the
     # figures describe every client's work. With API keys and no token, /metrics answers 401.
     # Without API keys /metrics is open like the rest of the API (a trusted network).

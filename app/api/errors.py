@@ -16,7 +16,14 @@ from starlette.routing import BaseRoute, Match
 from app.jobs import IdempotencyConflict
 from app.logs import get_logger
 from app.schemas import ErrorResponse
-from app.services.errors import Conflict, InvalidRequest, NotFound, OutOfSpace, ServiceError
+from app.services.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    OutOfSpace,
+    QuotaExceeded,
+    ServiceError,
+)
 from app.storage import StoreError
 from app.zipinput import UploadRejected
 
@@ -52,12 +59,23 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# What a 429 says besides its body: when asking again may succeed.
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (an estimate)",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route documents."""
-    return {
-        status: {"model": ErrorResponse, "description": HTTPStatus(status).phrase}
-        for status in statuses
-    }
+    entries: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entries[status] = {"model": ErrorResponse, "description": HTTPStatus(status).phrase}
+        if status == 429:
+            entries[status]["headers"] = RETRY_AFTER_HEADER
+    return entries
 
 
 def _allowed_methods(request: Request) -> str:
@@ -76,6 +94,7 @@ SERVICE_STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     InvalidRequest: 422,
     OutOfSpace: 507,
+    QuotaExceeded: 429,
 }
 
 
@@ -98,6 +117,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         return error_response(service_status(exc), exc.message)
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(429, exc.message, "quota_exceeded", headers)
 
     @app.exception_handler(IdempotencyConflict)
     async def _idempotency(_: Request, exc: IdempotencyConflict) -> JSONResponse:

@@ -18,10 +18,11 @@ from app.jobs import Cursor, list_jobs, new_job_id
 from app.models import JobStatus
 from app.schemas import JobCreated, JobList, JobStatusResponse, JobSubmission
 from app.services import jobs as job_service
-from app.services.submission import Submission, check_room, invalid_request, submit
+from app.services.errors import ServiceError
+from app.services.submission import Submission, check_before_upload, invalid_request, submit
 from app.status import absolute, file_download_url, job_summary, status_document, status_url
 from app.storage import ObjectStore, output_key, upload_key
-from app.upload_stream import receive_upload
+from app.upload_stream import drain, receive_upload
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
 
@@ -106,7 +107,7 @@ async def _read_submission(request: Request) -> JobSubmission:
     status_code=202,
     response_model=JobCreated,
     openapi_extra=SUBMIT_BODY,
-    responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 503, 507),
+    responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 507),
     summary="Submit DOCX files for conversion",
 )
 async def submit_job(
@@ -123,6 +124,7 @@ async def submit_job(
     The multipart body is streamed into the object store as it arrives. Answers at once with
     202; conversion happens in the background. With an `Idempotency-Key`, sending the same
     request again answers with the job the first one created (header `Idempotent-Replayed`).
+    Past the caller's quotas (active jobs, queued files) it answers 429 with `Retry-After`.
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
@@ -135,7 +137,13 @@ async def submit_job(
             idempotency_key=idempotency_key,
         )
     else:
-        check_room(store, settings)
+        try:
+            await run_in_threadpool(check_before_upload, owner, idempotency_key, store, settings)
+        except ServiceError:
+            # Refused before the body: it is read and dropped, never stored, so the client
+            # reads the answer instead of a reset connection.
+            await drain(request.stream())
+            raise
         job_id = new_job_id()
         received = await receive_upload(
             request,

@@ -1,15 +1,16 @@
 """The errors the services raise, by what went wrong rather than by status code.
 
 ``app.api.errors`` answers each kind with one status: NotFound 404, Conflict 409,
-InvalidRequest 422, OutOfSpace 507 (and IdempotencyConflict, from ``app.jobs``, 422). The
-message is written for the client, as the API sends it unchanged.
+InvalidRequest 422, OutOfSpace 507, QuotaExceeded 429 with Retry-After (and IdempotencyConflict,
+from ``app.jobs``, 422). The message is written for the client, as the API sends it unchanged.
 
     ServiceError
     ├── NotFound            JobNotFound, FileNotFound, UploadNotFound, ArchiveGone
     ├── Conflict            UploadAlreadyUsed, NothingUploaded, UploadClosed,
     │                       JobNotRetryable, JobNotCancellable, NotReady
     ├── InvalidRequest      a submission's options (the callback URL's host)
-    └── OutOfSpace          the server's disk is too full to take an upload
+    ├── OutOfSpace          the server's disk is too full to take an upload
+    └── QuotaExceeded       a submission past the caller's quota (app.services.quotas)
 """
 
 from __future__ import annotations
@@ -36,6 +37,21 @@ class InvalidRequest(ServiceError):
 
 class OutOfSpace(ServiceError):
     """The server cannot store what it would have to; trying later may work."""
+
+
+class QuotaExceeded(ServiceError):
+    """A submission past one of the caller's quotas: trying again in ``retry_after`` seconds
+    (an estimate) may work. ``quota`` names it ("active_jobs" or "queued_files"), ``limit``
+    is its setting and ``current`` what the caller holds now."""
+
+    def __init__(
+        self, message: str, *, quota: str, limit: int, current: int, retry_after: int
+    ) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.current = current
+        self.retry_after = retry_after
 
 
 class JobNotFound(NotFound):

@@ -23,6 +23,7 @@ from app.jobs import JobSpec, UploadGone, create_job, find_idempotent_job
 from app.logs import get_logger
 from app.models import Job, Upload
 from app.schemas import SubmissionOptions
+from app.services import quotas
 from app.services.errors import (
     InvalidRequest,
     NothingUploaded,
@@ -81,13 +82,24 @@ def check_room(store: ObjectStore, settings: Settings) -> None:
         )
 
 
+def check_before_upload(
+    owner: str, idempotency_key: str | None, store: ObjectStore, settings: Settings
+) -> None:
+    """What refuses a multipart upload before its body is received, so that nothing is stored
+    for it: a nearly full disk (OutOfSpace), or a quota that no job could pass now
+    (QuotaExceeded). It blocks (the database), so the API runs it in a worker thread."""
+    check_room(store, settings)
+    quotas.check_before_upload(owner, settings, idempotency_key)
+
+
 def submit(submission: Submission, store: ObjectStore, settings: Settings) -> Accepted:
     """Create the job (or find the one an earlier request with its key made); it blocks, so
     the API runs it in a worker thread.
 
     Raises InvalidRequest (options, callback URL), UploadRejected (the zip), IdempotencyConflict,
-    and for a direct upload UploadNotFound, UploadAlreadyUsed or NothingUploaded. A multipart
-    upload that made no new job is removed from the store."""
+    QuotaExceeded (app.services.quotas), and for a direct upload UploadNotFound,
+    UploadAlreadyUsed or NothingUploaded. A multipart upload that made no new job is removed
+    from the store; a direct upload stays, so a refused one can be submitted again."""
     try:
         accepted = _accept(submission, store, settings)
     except BaseException:
@@ -154,6 +166,8 @@ def _create(
         else:
             upload_bytes = submission.upload_bytes
         entries = _list_entries(store, upload_key(submission.job_id), settings.max_files_per_job)
+        # Last, just before the job is made: the quota lock it takes is held until the commit.
+        quotas.admit(session, submission.owner, settings, len(entries))
         spec = JobSpec(
             job_id=submission.job_id,
             owner=submission.owner,
