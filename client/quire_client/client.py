@@ -33,6 +33,7 @@ from quire_client.errors import (
     EventStreamBroken,
     InputError,
     Timeout,
+    TooManyRequests,
     TransportError,
     UnexpectedResponse,
     UploadError,
@@ -57,8 +58,13 @@ CHUNK = 1024 * 1024
 # upload, and the event stream is quiet for up to 15 s between heartbeats.
 TIMEOUT = httpx.Timeout(30.0, connect=10.0, read=300.0)
 RETRY_AFTER_CAP = 30.0  # seconds: a 503's Retry-After is followed up to this
+# A submission refused by a quota (429) without a usable Retry-After waits this long.
+QUOTA_WAIT = 15.0
 
 Transferred = Callable[[int], None]  # called with the count of bytes just sent or received
+# Called before each wait for a quota: the refusal (its message, retry_after) and the seconds
+# about to be waited.
+QuotaWaiting = Callable[[TooManyRequests, float], None]
 T = TypeVar("T")
 StrPath = str | os.PathLike[str]
 
@@ -126,6 +132,8 @@ class Client:
     replaces the network (``httpx.MockTransport`` in tests); ``retries`` is how many times in
     all a request that is safe to repeat is sent on a 503 or a dropped connection, waiting
     ``retry_delay`` seconds times the attempt (or the server's Retry-After) in between.
+    ``sleep`` is how it waits (between those attempts, for a quota, between polls): tests pass
+    one that returns at once.
 
     Use it as a context manager, or call ``close()``.
     """
@@ -140,10 +148,12 @@ class Client:
         retries: int = 3,
         retry_delay: float = 1.0,
         user_agent: str = "quire-client",
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.server = server.rstrip("/")
         self.retries = max(1, retries)
         self.retry_delay = retry_delay
+        self.sleep = sleep
         headers = {"User-Agent": user_agent}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -186,7 +196,7 @@ class Client:
         with contextlib.suppress(ValueError):
             if response is not None:
                 delay = min(float(response.headers.get("retry-after", "")), RETRY_AFTER_CAP)
-        time.sleep(delay)
+        self.sleep(delay)
 
     def _request(
         self,
@@ -260,16 +270,20 @@ class Client:
         options: JobOptions | None = None,
         *,
         sent: Transferred | None = None,
+        quota_wait: float = 0.0,
+        on_quota_wait: QuotaWaiting | None = None,
     ) -> Submitted:
         """Create a job from a folder (its .docx files, with their relative paths), a zip, one
         .docx, or a list of .docx files. Returns once the server has accepted it (202); the
         conversion runs in the background: follow it with ``wait`` or ``events``.
 
         ``sent`` is called with each count of bytes uploaded. Raises ``InputError`` if there
-        is nothing to send.
+        is nothing to send. ``quota_wait`` and ``on_quota_wait``: see ``submit_zip``.
         """
         with upload_source(source) as (archive, _):
-            return self.submit_zip(archive, options, sent=sent)
+            return self.submit_zip(
+                archive, options, sent=sent, quota_wait=quota_wait, on_quota_wait=on_quota_wait
+            )
 
     def submit_zip(
         self,
@@ -277,16 +291,28 @@ class Client:
         options: JobOptions | None = None,
         *,
         sent: Transferred | None = None,
+        quota_wait: float = 0.0,
+        on_quota_wait: QuotaWaiting | None = None,
     ) -> Submitted:
         """Upload the zip ``archive`` and create its job: by direct upload to the object store
-        when the server offers it, else as one multipart request through the API."""
+        when the server offers it, else as one multipart request through the API.
+
+        A server whose quota for this key is full answers 429 (``TooManyRequests``). With
+        ``quota_wait`` seconds, the submission is sent again after each refusal's Retry-After
+        (``QUOTA_WAIT`` without one), until it is accepted or that many seconds were waited in
+        all; ``on_quota_wait(refusal, seconds)`` is called before each wait (to show it). A
+        direct upload is PUT once: only the job's creation is sent again."""
         archive = Path(archive)
         options = options or JobOptions()
         sent = sent or _ignore
         size = archive.stat().st_size
         offer = self._upload_offer(size)
         if offer is None:
-            return self._submit_multipart(archive, size, options, sent)
+            return self._until_quota_allows(
+                lambda: self._submit_multipart(archive, size, options, sent),
+                quota_wait,
+                on_quota_wait,
+            )
         self._put(offer, archive, size, sent)
         body = {
             "upload_id": offer["upload_id"],
@@ -298,8 +324,36 @@ class Client:
         # to send again, and its Idempotency-Key makes the server answer a repeat with the same
         # job instead of a second one. So any transport error is worth another attempt here.
         headers = {"Idempotency-Key": str(uuid.uuid4())}
-        response = self._request("POST", "/api/v1/jobs", json=body, headers=headers, retry_on=_ANY)
-        return self._read(lambda document: Submitted.parse(document, direct_upload=True), response)
+
+        def create() -> Submitted:
+            response = self._request(
+                "POST", "/api/v1/jobs", json=body, headers=headers, retry_on=_ANY
+            )
+            return self._read(
+                lambda document: Submitted.parse(document, direct_upload=True), response
+            )
+
+        return self._until_quota_allows(create, quota_wait, on_quota_wait)
+
+    def _until_quota_allows(
+        self, send: Callable[[], T], quota_wait: float, on_quota_wait: QuotaWaiting | None
+    ) -> T:
+        """``send()``, sent again after each 429 while less than ``quota_wait`` seconds were
+        waited; the last refusal is raised once the budget is spent."""
+        waited = 0.0
+        while True:
+            try:
+                return send()
+            except TooManyRequests as refusal:
+                suggested = refusal.retry_after
+                delay = suggested if suggested is not None and suggested > 0 else QUOTA_WAIT
+                delay = min(delay, quota_wait - waited)
+                if delay <= 0:
+                    raise
+                if on_quota_wait is not None:
+                    on_quota_wait(refusal, delay)
+                self.sleep(delay)
+                waited += delay
 
     def _upload_offer(self, size: int) -> dict[str, Any] | None:
         request = self._api.build_request("POST", "/api/v1/uploads", json={"size": size})
@@ -451,7 +505,7 @@ class Client:
                 report(job.progress)
                 if job.status.finished:
                     return job
-                time.sleep(poll_interval)
+                self.sleep(poll_interval)
         return self.job(job_id)
 
     # -- results -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@
     │   │   ├── NotFound          404: no such job or file (or it has expired)
     │   │   ├── Conflict          409: not in this state (not finished, already ended, ...)
     │   │   ├── ContentTooLarge   413
-    │   │   └── TooManyRequests   429: ``retry_after`` seconds, when the server says
+    │   │   └── TooManyRequests   429: a quota of the key is full, or too many event streams;
+    │   │                         ``retry_after`` seconds, when the server says
     │   └── ServerError           5xx
     │       └── ServiceUnavailable  503: the database, store or broker is out of reach
     ├── EventStreamBroken         the job's event stream is missing or ended before the job did;
@@ -131,7 +132,9 @@ class ContentTooLarge(ClientError):
 
 
 class TooManyRequests(ClientError):
-    """429: too many event streams open at once; ``retry_after`` seconds, if the server said."""
+    """429: a quota of the API key is full (``code`` ``quota_exceeded``: its active jobs or its
+    queued files; ``Client.submit`` can wait it out) or too many event streams are open at
+    once. ``retry_after``: the seconds the server suggests waiting, if it said."""
 
     def __init__(
         self, status: int, code: str, message: str, response: httpx.Response | None = None

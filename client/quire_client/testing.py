@@ -12,7 +12,9 @@ memory and converts nothing: a ``.docx`` that is a zip package "converts" to a s
 file, anything else FAILS as the server would say. Jobs end as soon as they are submitted,
 unless ``FakeQuire(hold=True)``: then they stay IN_PROGRESS until ``finish(job_id)``.
 ``refuse_next(status, message)`` makes the next API request answer with that error, as a
-server having trouble would.
+server having trouble would. ``FakeQuire(max_active_jobs=N)`` refuses a submission while N jobs
+are unfinished, with 429 ``quota_exceeded`` and ``Retry-After: retry_after``, as a server
+with ``QUIRE_MAX_ACTIVE_JOBS_PER_KEY`` does (held jobs stay unfinished until ``finish``).
 
 It is a stand-in for tests, not a specification: the real API is the reference (docs/).
 """
@@ -80,15 +82,20 @@ class _Job:
         return {"total": total, **counts, "percent": percent}
 
 
-def _error(status: int, message: str) -> httpx.Response:
-    code = HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+def _error(
+    status: int, message: str, code: str | None = None, retry_after: float | None = None
+) -> httpx.Response:
+    code = code or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     body = {"error": {"status": status, "code": code, "message": message}}
-    return httpx.Response(status, json=body)
+    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+    return httpx.Response(status, json=body, headers=headers)
 
 
 class FakeQuire:
     """The Quire API in memory. ``api_keys``: the keys it accepts (none: it asks for none).
-    ``direct_uploads=False`` answers ``POST /api/v1/uploads`` with 404, as an older server."""
+    ``direct_uploads=False`` answers ``POST /api/v1/uploads`` with 404, as an older server.
+    ``max_active_jobs``: the quota of unfinished jobs (all keys together), past which a
+    submission is 429 with ``Retry-After: retry_after`` (None: without the header)."""
 
     base = "http://quire.test"
 
@@ -98,23 +105,33 @@ class FakeQuire:
         api_keys: tuple[str, ...] = (),
         direct_uploads: bool = True,
         hold: bool = False,
+        max_active_jobs: int | None = None,
+        retry_after: float | None = 5.0,
     ) -> None:
         self.api_keys = api_keys
         self.direct_uploads = direct_uploads
         self.hold = hold
+        self.max_active_jobs = max_active_jobs
+        self.retry_after = retry_after
         self.jobs: dict[str, _Job] = {}
         self.uploads: dict[str, bytes | None] = {}
         self.requests: list[httpx.Request] = []
-        self._refusals: list[tuple[int, str]] = []
+        self._refusals: list[tuple[int, str, float | None]] = []
 
     def transport(self) -> httpx.MockTransport:
         """The transport to give ``Client(..., transport=...)``."""
         return httpx.MockTransport(self)
 
-    def refuse_next(self, status: int, message: str = "Refused by FakeQuire.") -> None:
+    def refuse_next(
+        self,
+        status: int,
+        message: str = "Refused by FakeQuire.",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         """The next API request (after any already waiting) answers ``status`` with this
-        message in the API's error body."""
-        self._refusals.append((status, message))
+        message in the API's error body, and a ``Retry-After`` header if given."""
+        self._refusals.append((status, message, retry_after))
 
     def finish(self, job_id: str) -> None:
         """End a held job: each of its files not cancelled converts (or fails)."""
@@ -132,7 +149,8 @@ class FakeQuire:
         if path.startswith(STORE):
             return self._store(request, path[len(STORE) :])
         if self._refusals:
-            return _error(*self._refusals.pop(0))
+            status, message, retry_after = self._refusals.pop(0)
+            return _error(status, message, retry_after=retry_after)
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
@@ -203,7 +221,24 @@ class FakeQuire:
         self.uploads[upload_id] = request.read()
         return httpx.Response(200)
 
+    def _quota_refusal(self) -> httpx.Response | None:
+        if self.max_active_jobs is None:
+            return None
+        active = sum(job.status in ("PENDING", "IN_PROGRESS") for job in self.jobs.values())
+        if active < self.max_active_jobs:
+            return None
+        when = f"; try again in about {self.retry_after:g} s" if self.retry_after else ""
+        message = (
+            f"Quota reached: {active} active job{'s' if active != 1 else ''} of "
+            f"{self.max_active_jobs} allowed per API key. A new job is accepted once one of "
+            f"them ends{when}."
+        )
+        return _error(429, message, "quota_exceeded", self.retry_after)
+
     def _submit(self, request: httpx.Request) -> httpx.Response:
+        refused = self._quota_refusal()
+        if refused is not None:
+            return refused  # a direct upload stays, to be submitted again
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("application/json"):
             body = json.loads(request.read())

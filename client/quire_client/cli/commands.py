@@ -26,11 +26,12 @@ from quire_client.cli.render import (
     print_status,
 )
 from quire_client.client import DEFAULT_SERVER, Client, JobOptions
-from quire_client.errors import Forbidden, QuireError, Unauthorized
+from quire_client.errors import Forbidden, QuireError, TooManyRequests, Unauthorized
 from quire_client.models import Job, JobStatus
 from quire_client.sources import upload_source
 
 POLL_SECONDS = 1.0
+QUOTA_WAIT = 600.0  # seconds `convert` waits in all for a full quota, unless --quota-wait says
 
 EPILOG = """\
 global options (--server, --api-key) go before or after the command.
@@ -102,6 +103,14 @@ def parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--pdf-a", choices=["1b", "2b", "3b"], help="produce PDF/A")
     convert.add_argument("--tagged-pdf", action="store_true", help="produce tagged PDF")
+    convert.add_argument(
+        "--quota-wait",
+        metavar="SECONDS",
+        type=float,
+        default=QUOTA_WAIT,
+        help="when the server's quota for your key is full (429), wait as it says and try "
+        f"again, for at most this long in all (default {QUOTA_WAIT:g}; 0: give up at once)",
+    )
 
     status = command("status", "a job's status, progress and failed files")
     status.add_argument("job_id", metavar="JOB")
@@ -168,6 +177,13 @@ def save(client: Client, job: Job, output: Output, display: Display) -> None:
     display.note(saved)
 
 
+def quota_note(refusal: TooManyRequests, seconds: float) -> str:
+    """What `convert` shows while a quota keeps it waiting: the server's reason (its first
+    sentence, e.g. "Quota reached: 2 active jobs of 2 allowed per API key") and the wait."""
+    reason = refusal.message.split(". ")[0].rstrip(".") or str(refusal)
+    return f"{reason}; retrying in {seconds:.0f} s…"
+
+
 def convert(args: argparse.Namespace, client: Client) -> int:
     display = display_for()
     options = JobOptions(pdf_a=args.pdf_a, tagged_pdf=args.tagged_pdf)
@@ -177,7 +193,13 @@ def convert(args: argparse.Namespace, client: Client) -> int:
             display.note(f"Zipped {counted} .docx files from {args.source}")
         size = archive.stat().st_size
         with display.transfer("Uploading", size) as advance:
-            created = client.submit_zip(archive, options, sent=advance)
+            created = client.submit_zip(
+                archive,
+                options,
+                sent=advance,
+                quota_wait=max(0.0, args.quota_wait),
+                on_quota_wait=lambda refusal, seconds: display.note(quota_note(refusal, seconds)),
+            )
     if not created.direct_upload:
         display.note("(the server offers no direct upload: the zip went through the API)")
     job_id = created.job_id
@@ -267,6 +289,8 @@ def message(error: QuireError) -> str:
     text = str(error)
     if isinstance(error, Unauthorized | Forbidden):
         text += " (give the key with --api-key or QUIRE_API_KEY)"
+    elif isinstance(error, TooManyRequests) and error.code == "quota_exceeded":
+        text += " (quire convert waits for a quota up to --quota-wait seconds)"
     return text
 
 
