@@ -8,7 +8,8 @@ Measured on one service per backend (the embedded default, and PostgreSQL + S3),
    batch converts; beside it the issue's deadline, max(3 s, 3 x the idle median);
 2. the big batch's rate alone, and with those small jobs sent beside it;
 3. per-key shares: two API keys each send a batch of the same size at the same moment; of the
-   conversions that finished while both jobs were running, the share of each key.
+   conversions that finished while both jobs were running, the share of each key. Then again
+   with key b sending a few seconds after key a (``--fairness-stagger``).
 
 The status document has no per-file finish time, so the shares are counted from each file's
 ``finished_at`` in the service's database, read after the run by this module run as a script
@@ -245,6 +246,10 @@ class FairnessOptions:
     # Share of the batch's time alone over which the small jobs are sent beside it: they all
     # go out while it still has work left, as a person's would.
     spread: float = 0.6
+    # Seconds key b sends after key a in the second two-key run (0: no second run). At the
+    # same moment, both jobs' ingests queue their conversions in turns, 50 at a time, so first
+    # in, first out shares them; a batch that arrives once another is queued waits for it.
+    stagger: float = 5.0
 
 
 def _idle_latencies(
@@ -276,7 +281,9 @@ def _beside_batch(
         time.sleep(offset)
         client = KeyClient(url, small_key)
         try:
-            seconds, _ = client.run(small_zips[size], interval=0.1)
+            # The latency is the server's completed_at, so polling slowly loses nothing, and
+            # a dozen clients polling fast would take API CPU from the batch being measured.
+            seconds, _ = client.run(small_zips[size], interval=0.5)
             with lock:
                 latencies[size].append(seconds)
         except BaseException as error:  # noqa: BLE001 - reported after the join
@@ -303,44 +310,63 @@ def _beside_batch(
     return _timestamp(job["completed_at"]) - started, latencies
 
 
+POLL_INTERVAL = 1.0  # seconds between two polls of both keys' progress
+
+
 def _two_keys(
-    url: str, keys: Sequence[str], zip_bytes: bytes, poll_interval: float
-) -> tuple[dict[str, str], dict[str, float], list[ProgressSample]]:
-    """Both keys' jobs sent at the same moment; their ids, creation times and the progress
-    polled until both finished."""
-    clients = {key: KeyClient(url, key) for key in keys}
+    url: str, keys: Mapping[str, str], zip_bytes: bytes, stagger: float, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Key a sends its batch and key b the same ``stagger`` seconds later (0: at the same
+    moment); each key's share of the conversions that finished while both jobs ran."""
+    clients = {name: KeyClient(url, key) for name, key in keys.items()}
+    delays = {name: stagger if index else 0.0 for index, name in enumerate(keys)}
     job_ids: dict[str, str] = {}
     barrier = threading.Barrier(len(keys))
 
-    def send(key: str) -> None:
+    def send(name: str) -> None:
         barrier.wait()
-        job_ids[key] = clients[key].submit(zip_bytes)[0]
+        time.sleep(delays[name])
+        job_ids[name] = clients[name].submit(zip_bytes)[0]
 
+    samples: list[ProgressSample] = []
+    created: dict[str, float] = {}
     try:
-        threads = [threading.Thread(target=send, args=(key,)) for key in keys]
+        threads = [threading.Thread(target=send, args=(name,)) for name in keys]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        samples: list[ProgressSample] = []
-        created: dict[str, float] = {}
         while True:
             at = time.time()
-            jobs = {key: clients[key].summary(job_ids[key]) for key in keys}
-            created = {key: _timestamp(job["created_at"]) for key, job in jobs.items()}
+            jobs = {name: clients[name].summary(job_ids[name]) for name in keys}
+            created = {name: _timestamp(job["created_at"]) for name, job in jobs.items()}
             samples.append(
                 ProgressSample(
                     at,
-                    {key: int(job["finished_files"]) for key, job in jobs.items()},
-                    {key: int(job["file_count"]) for key, job in jobs.items()},
+                    {name: int(job["finished_files"]) for name, job in jobs.items()},
+                    {name: int(job["file_count"]) for name, job in jobs.items()},
                 )
             )
             if all(job["status"] in ("COMPLETED", "FAILED") for job in jobs.values()):
-                return job_ids, created, samples
-            time.sleep(poll_interval)
+                break
+            time.sleep(POLL_INTERVAL)
     finally:
         for client in clients.values():
             client.close()
+    times = read_finish_times(env, list(job_ids.values()))
+    by_database = shares_while_all_run(
+        {name: times[job_id] for name, job_id in job_ids.items()}, created
+    )
+    by_polling = polled_shares(samples)
+    return {
+        "stagger_seconds": stagger,
+        "from_finished_at": {**asdict(by_database), "holds": by_database.holds()},
+        "from_polled_progress": (
+            {**asdict(by_polling), "interval_seconds": POLL_INTERVAL, "polls": len(samples)}
+            if by_polling is not None
+            else None
+        ),
+    }
 
 
 def measure_backend(
@@ -357,55 +383,42 @@ def measure_backend(
     }
     batch_zip = bench_zip(options.batch, options.pages, folder="batch")
     key_zip = bench_zip(options.key_batch, options.pages, folder="key-batch")
+    two_keys = {"a": keys["a"], "b": keys["b"]}
     with backend_settings(backend) as settings:
         service = start_service(workdir, k, {**settings, "QUIRE_API_KEYS": ",".join(keys.values())})
         try:
-            warm = KeyClient(service.url, keys["a"])
-            try:  # every worker's LibreOffice starts here, not in the first timed job
-                warm.run(bench_zip(2 * k, options.pages, folder="warmup"), interval=0.25)
-            finally:
-                warm.close()
+            batch = KeyClient(service.url, keys["a"])
             small = KeyClient(service.url, keys["small"])
             try:
+                # Every worker's LibreOffice starts here, not in the first timed job.
+                batch.run(bench_zip(2 * k, options.pages, folder="warmup"), interval=0.25)
                 idle = _idle_latencies(small, small_zips, options.small_jobs)
+                # The batch alone runs before and after the one with small jobs beside it, and
+                # the two are averaged: this machine's speed drifts over minutes.
+                alone_runs = [batch.run(batch_zip, interval=1.0)[0]]
+                beside_seconds, beside = _beside_batch(
+                    service.url,
+                    keys["a"],
+                    keys["small"],
+                    batch_zip,
+                    small_zips,
+                    options.small_jobs,
+                    options.spread * alone_runs[0],
+                )
+                alone_runs.append(batch.run(batch_zip, interval=1.0)[0])
             finally:
+                batch.close()
                 small.close()
-            alone = KeyClient(service.url, keys["a"])
-            try:
-                alone_seconds, _ = alone.run(batch_zip, interval=1.0)
-            finally:
-                alone.close()
-            beside_seconds, beside = _beside_batch(
-                service.url,
-                keys["a"],
-                keys["small"],
-                batch_zip,
-                small_zips,
-                options.small_jobs,
-                options.spread * alone_seconds,
+            same_moment = _two_keys(service.url, two_keys, key_zip, 0.0, service.env)
+            staggered = (
+                _two_keys(service.url, two_keys, key_zip, options.stagger, service.env)
+                if options.stagger > 0
+                else None
             )
-            poll_interval = 1.0
-            job_ids, created, samples = _two_keys(
-                service.url, [keys["a"], keys["b"]], key_zip, poll_interval
-            )
-            times = read_finish_times(service.env, list(job_ids.values()))
         finally:
             service.stop()
 
-    names = {keys["a"]: "a", keys["b"]: "b"}
-    by_database = shares_while_all_run(
-        {names[key]: times[job_id] for key, job_id in job_ids.items()},
-        {names[key]: at for key, at in created.items()},
-    )
-    renamed = [
-        ProgressSample(
-            sample.at,
-            {names[key]: value for key, value in sample.finished.items()},
-            {names[key]: value for key, value in sample.total.items()},
-        )
-        for sample in samples
-    ]
-    by_polling = polled_shares(renamed)
+    alone_seconds = statistics.mean(alone_runs)
     small_figures = []
     for size in options.small_sizes:
         idle_summary = latency_summary(idle[size])
@@ -426,17 +439,14 @@ def measure_backend(
         "batch": {
             "documents": options.batch,
             "alone_docs_per_second": options.batch / alone_seconds,
+            "alone_runs_docs_per_second": [options.batch / seconds for seconds in alone_runs],
             "beside_small_jobs_docs_per_second": options.batch / beside_seconds,
             "beside_over_alone": alone_seconds / beside_seconds,
         },
         "two_keys": {
             "documents_each": options.key_batch,
-            "from_finished_at": {**asdict(by_database), "holds": by_database.holds()},
-            "from_polled_progress": (
-                {**asdict(by_polling), "interval_seconds": poll_interval, "polls": len(samples)}
-                if by_polling is not None
-                else None
-            ),
+            "same_moment": same_moment,
+            "staggered": staggered,
         },
     }
 
@@ -490,6 +500,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="files per small job, comma-separated (the issue's small job: 10 files or fewer)",
     )
     group.add_argument(
+        "--fairness-stagger",
+        type=float,
+        default=5.0,
+        help="seconds key b sends after key a in a second two-key run (0: skip that run)",
+    )
+    group.add_argument(
         "--fairness-backends",
         default=",".join(BACKENDS),
         help=f"comma-separated, of: {', '.join(BACKENDS)}",
@@ -508,6 +524,7 @@ def options_from(args: argparse.Namespace) -> FairnessOptions:
         small_sizes=tuple(int(size) for size in args.fairness_small_sizes.split(",")),
         pages=args.pages,
         backends=backends,
+        stagger=args.fairness_stagger,
     )
 
 
@@ -523,6 +540,25 @@ def _shares_line(shares: Mapping[str, Any]) -> str:
         f"{100 * abs(shares['shares']['a'] - 0.5):.1f} points from 50% "
         f"({100 * shares['deviation']:.0f}% of a half)"
     )
+
+
+def _two_keys_lines(two: Mapping[str, Any], run: Mapping[str, Any] | None) -> list[str]:
+    if run is None:
+        return []
+    when = f"b {run['stagger_seconds']:.0f} s after a" if run["stagger_seconds"] else "same moment"
+    database = run["from_finished_at"]
+    lines = [
+        f"  two keys, {two['documents_each']} files each, {when}; while both ran (target: "
+        f"each 50% within 10% of it: {'holds' if database['holds'] else 'no'}):",
+        f"    from the files' finished_at: {_shares_line(database)}",
+    ]
+    polled = run["from_polled_progress"]
+    if polled is not None:
+        lines.append(
+            f"    from progress polled every {polled['interval_seconds']:.0f} s: "
+            + _shares_line(polled)
+        )
+    return lines
 
 
 def render_fairness(fairness: Mapping[str, Any]) -> list[str]:
@@ -544,23 +580,14 @@ def render_fairness(fairness: Mapping[str, Any]) -> list[str]:
                 f" {beside['median_seconds']:>7.2f}s {beside['worst_seconds']:>7.2f}s"
                 f" {small['deadline_seconds']:>8.2f}s  {'yes' if small['holds'] else 'no'}",
             ]
+        runs = " and ".join(f"{rate:.2f}" for rate in batch["alone_runs_docs_per_second"])
         lines.append(
             f"  the {batch['documents']}-file batch: {batch['alone_docs_per_second']:.2f} docs/s "
-            f"alone, {batch['beside_small_jobs_docs_per_second']:.2f} with the small jobs "
-            f"beside it (ratio {batch['beside_over_alone']:.2f})"
+            f"alone ({runs}), {batch['beside_small_jobs_docs_per_second']:.2f} with the small "
+            f"jobs beside it (ratio {batch['beside_over_alone']:.2f})"
         )
-        database = two["from_finished_at"]
-        lines += [
-            f"  two keys, {two['documents_each']} files each at the same moment, while both ran "
-            f"(target: each 50% within 10% of it: {'holds' if database['holds'] else 'no'}):",
-            f"    from the files' finished_at: {_shares_line(database)}",
-        ]
-        polled = two["from_polled_progress"]
-        if polled is not None:
-            lines.append(
-                f"    from progress polled every {polled['interval_seconds']:.0f} s: "
-                + _shares_line(polled)
-            )
+        lines += _two_keys_lines(two, two["same_moment"])
+        lines += _two_keys_lines(two, two["staggered"])
     return lines
 
 
