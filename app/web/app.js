@@ -8,6 +8,8 @@
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const KEY_STORAGE = "quire.apiKey";
 const POLL_MS = 1000;
+// A 429 without a usable Retry-After waits this long before the page submits again.
+const QUOTA_WAIT_S = 15;
 
 const $ = (id) => document.getElementById(id);
 // Relative to the page, so the page also works behind a proxy that serves Quire under a path.
@@ -33,15 +35,18 @@ function humanBytes(count) {
   return unit === 0 ? `${count} B` : `${count.toFixed(1)} ${units[unit]}`;
 }
 
-// The message of the standard error body {"error": {"status", "code", "message"}}.
-function errorMessage(status, text) {
+// The message of the standard error body {"error": {"status", "code", "message"}}, or "".
+function serverMessage(text) {
   try {
-    const message = JSON.parse(text).error.message;
-    if (message) return `${status}: ${message}`;
+    return JSON.parse(text).error.message || "";
   } catch (_) {
-    // not the standard body: fall through
+    return ""; // not the standard body
   }
-  return `The server answered ${status}.`;
+}
+
+function errorMessage(status, text) {
+  const message = serverMessage(text);
+  return message ? `${status}: ${message}` : `The server answered ${status}.`;
 }
 
 function showError(message) {
@@ -100,12 +105,68 @@ function upload(form, onProgress) {
       if (event.lengthComputable) onProgress(event.loaded, event.total);
     };
     request.onload = () => {
-      if (request.status === 202) resolve(JSON.parse(request.responseText));
-      else reject(new Error(errorMessage(request.status, request.responseText)));
+      if (request.status === 202) {
+        resolve(JSON.parse(request.responseText));
+        return;
+      }
+      const error = new Error(errorMessage(request.status, request.responseText));
+      error.status = request.status;
+      if (request.status === 429) {
+        // A quota of this key (or of the server, without keys) is full: say why, and when.
+        error.reason = serverMessage(request.responseText) || error.message;
+        const seconds = Number.parseInt(request.getResponseHeader("Retry-After") || "", 10);
+        error.retryAfter = Number.isFinite(seconds) && seconds > 0 ? seconds : QUOTA_WAIT_S;
+      }
+      reject(error);
     };
     request.onerror = () => reject(new Error("The upload failed: the server could not be reached."));
     request.send(form);
   });
+}
+
+// Shows why the upload waits and counts down; resolves true to submit again (the countdown
+// ended, or "Try now"), false when the person gives up ("Cancel").
+function waitForQuota(reason, seconds) {
+  const box = $("quota-wait");
+  $("quota-message").textContent = reason;
+  box.hidden = false;
+  document.body.dataset.quotaRefusals = String(Number(document.body.dataset.quotaRefusals || 0) + 1);
+  return new Promise((resolve) => {
+    let left = seconds;
+    const show = () => {
+      $("quota-countdown").textContent = `Trying again in ${left} s…`;
+    };
+    const done = (again) => {
+      clearInterval(timer);
+      $("quota-now").onclick = null;
+      $("quota-stop").onclick = null;
+      box.hidden = true;
+      resolve(again);
+    };
+    const timer = setInterval(() => {
+      left -= 1;
+      if (left <= 0) done(true);
+      else show();
+    }, 1000);
+    show();
+    $("quota-now").onclick = () => done(true);
+    $("quota-stop").onclick = () => done(false);
+  });
+}
+
+// Submits the form; while a quota refuses it (429), waits as the server says and submits again.
+// Resolves to the created job, or null when the person stopped waiting.
+async function submitWhenAllowed(form, onProgress) {
+  for (;;) {
+    try {
+      return await upload(form, onProgress);
+    } catch (error) {
+      if (error.status !== 429) throw error;
+      $("upload-verb").textContent = "Waiting to upload";
+      if (!(await waitForQuota(error.reason, error.retryAfter))) return null;
+      $("upload-verb").textContent = "Uploading";
+    }
+  }
 }
 
 async function start(chosen) {
@@ -125,11 +186,15 @@ async function start(chosen) {
   const started = performance.now();
   let total = 0;
   try {
-    const created = await upload(built.form, (loaded, size) => {
+    const created = await submitWhenAllowed(built.form, (loaded, size) => {
       total = size;
       setBar($("upload-bar"), (100 * loaded) / size);
       $("upload-text").textContent = `${humanBytes(loaded)} of ${humanBytes(size)}`;
     });
+    if (!created) {
+      reset();
+      return;
+    }
     const seconds = (performance.now() - started) / 1000;
     setBar($("upload-bar"), 100);
     $("upload-verb").textContent = "Uploaded";

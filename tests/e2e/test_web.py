@@ -21,7 +21,11 @@ from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy.orm import Session
 
+from app.db import make_engine
+from app.jobs import JobSpec, create_job, new_job_id
+from app.zipinput import DocxEntry
 from tests.conftest import CORPUS
 from tests.docx_factory import OLE2_HEADER, make_docx, make_zip
 from tests.e2e.conftest import REPO, Service
@@ -299,3 +303,57 @@ def test_without_the_event_stream_the_page_polls(
         assert rows["b.docx"][0] == "FAILED" and "not a zip package" in rows["b.docx"][1]
         assert driver.find_element(By.ID, "overall-bar").get_attribute("aria-valuenow") == "100"
         assert driver.find_element(By.ID, "download").is_displayed()
+
+
+def test_at_a_full_quota_the_page_says_why_and_submits_when_a_slot_frees(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+    tmp_path: Path,
+) -> None:
+    service = make_service(
+        {
+            "QUIRE_WORKER_CONCURRENCY": "1",
+            "QUIRE_SECRET_KEY": "web",
+            "QUIRE_MAX_ACTIVE_JOBS_PER_KEY": "1",
+        }
+    )
+    service.start()
+    driver, _ = browser
+    # The one slot is taken by a job that no worker is told about, so it stays PENDING until
+    # the test cancels it: made in the service's own database, as a submission makes it.
+    held = new_job_id()
+    engine = make_engine(f"sqlite:///{service.data_dir / 'quire.db'}")
+    with Session(engine) as session, session.begin():
+        entry = DocxEntry(index=0, name="held.docx", info=zipfile.ZipInfo("held.docx"))
+        create_job(session, JobSpec(held, upload_bytes=1), [entry])
+    engine.dispose()
+    document = tmp_path / "memo.docx"
+    document.write_bytes(make_docx("Memo"))
+
+    driver.get(f"{service.url}/")
+    driver.find_element(By.ID, "file-input").send_keys(str(document))
+    notice = driver.find_element(By.ID, "quota-wait")
+    wait_for(driver, lambda _: notice.is_displayed(), 60)
+    # Why it cannot submit yet, in the server's words, and when it tries again.
+    reason = driver.find_element(By.ID, "quota-message").text
+    assert reason.startswith("Quota reached: 1 active job of 1 allowed on this server")
+    assert "Trying again in" in driver.find_element(By.ID, "quota-countdown").text
+    assert driver.find_element(By.ID, "upload-verb").text == "Waiting to upload"
+    assert not driver.find_element(By.ID, "error").is_displayed()
+    body = driver.find_element(By.TAG_NAME, "body")
+    assert body.get_attribute("data-quota-refusals") == "1"
+
+    # "Try now" while the slot is still taken: refused again, and still said so.
+    driver.find_element(By.ID, "quota-now").click()
+    wait_for(driver, lambda _: body.get_attribute("data-quota-refusals") == "2", 60)
+    assert notice.is_displayed() and not driver.find_element(By.ID, "job").is_displayed()
+
+    # The held job ends: the page's next attempt (its countdown) gets the job through.
+    cancelled = httpx.post(f"{service.url}/api/v1/jobs/{held}/cancel", timeout=30)
+    assert cancelled.status_code == 200, cancelled.text
+    status = driver.find_element(By.ID, "job-status")
+    wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
+    assert status.text == "COMPLETED"
+    assert not notice.is_displayed()
+    assert body.get_attribute("data-quota-refusals") == "2"
+    assert rows_by_name(driver) == {"memo.docx": ("COMPLETED", "")}
