@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     stale_after: int = Field(default=900, ge=10)
     # Finished jobs (their objects and rows) are removed this long after they ended.
     job_ttl: int = Field(default=7 * 24 * 3600, ge=1)
+    # What an upload left when the API died receiving it (a partial object, or one no job row
+    # names) is removed once nothing wrote to it for this long (workers/orphans.py, in a sweep).
+    # Longer than any live upload may pause between two writes, and any job's creation takes.
+    orphan_upload_grace: int = Field(default=3600, ge=1)
     # The API refuses uploads (507) when the local store's disk has less free space than this.
     min_free_bytes: int = Field(default=512 * MiB, ge=0)
     sweep_interval: int = Field(default=30, ge=1)
