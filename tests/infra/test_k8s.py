@@ -13,8 +13,10 @@
   app has; every pod is non-root on a read-only root with its writable paths on volumes.
   Each of these checks returns the problems it found, and is shown to find one in a mutated
   copy of the manifests.
-- Two mechanisms run for real: the wait-for-schema init container against a database before
-  and after ``app.migrate``, and the worker's preStop against a real Celery worker and Redis.
+- What runs for real: the wait-for-schema init container against a database before and
+  after ``app.migrate``; the worker's preStop against a real Celery worker and Redis; the
+  autoscaling query's selector against the API's real ``/metrics``.
+- docs/kubernetes.md and the README quote the manifests' settings as they are.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from celery import Celery
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Match
 
 from app import webhooks
@@ -784,9 +788,58 @@ def test_a_scaling_mistake_is_found() -> None:
     ]
 
 
-def test_the_gauge_the_query_reads_is_quire_s() -> None:
-    source = (ROOT / "app" / "metrics.py").read_text()
-    assert '_by_status("quire_files"' in source
+def test_the_query_selects_series_quire_publishes(client: TestClient) -> None:
+    """The trigger's selector, run on the real /metrics: it picks the waiting and running
+    files' series (PromQL's =~ is anchored, as re.fullmatch)."""
+    trigger = base().find("ScaledObject", "quire-worker")["spec"]["triggers"][0]
+    selector = re.search(r'(\w+)\{[^}]*status=~"([^"]+)"', trigger["metadata"]["query"])
+    assert selector is not None
+    name, statuses = selector.groups()
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    published = {
+        sample.labels["status"]
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name
+    }
+    assert {str(status) for status in FileStatus} <= published
+    assert {status for status in published if re.fullmatch(statuses, status)} == {
+        FileStatus.PENDING,
+        FileStatus.IN_PROGRESS,
+    }
+
+
+def test_the_worker_runs_one_process_more_than_its_cores() -> None:
+    """QUIRE_WORKER_CONCURRENCY is set (a container's os.cpu_count() is the node's) to the
+    pod's CPU plus one, the best measured (docs/benchmarks.md)."""
+    (worker,) = base().find("Deployment", "quire-worker")["spec"]["template"]["spec"]["containers"]
+    cores = int(worker["resources"]["limits"]["cpu"])
+    assert int(config_data(base())["QUIRE_WORKER_CONCURRENCY"]) == cores + 1
+
+
+def test_the_docs_quote_the_manifests() -> None:
+    """docs/kubernetes.md's settings table and figures, and the README's, are the manifests'."""
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    scaled = base().find("ScaledObject", "quire-worker")["spec"]
+    trigger = scaled["triggers"][0]["metadata"]
+    (image,) = base().spec["images"]
+    worker = base().find("Deployment", "quire-worker")["spec"]["template"]["spec"]
+    rows = {
+        "`minReplicaCount`": f"`{scaled['minReplicaCount']}`",
+        "`maxReplicaCount`": f"`{scaled['maxReplicaCount']}`",
+        "`threshold`": f"`{trigger['threshold']}`",
+        "`serverAddress`": f"`{trigger['serverAddress']}`",
+        "`images[quire]`": f"`{image['newName']}:{image['newTag']}`",
+        "`QUIRE_WORKER_CONCURRENCY`": f"`{config_data(base())['QUIRE_WORKER_CONCURRENCY']}`",
+    }
+    for setting, value in rows.items():
+        (row,) = [line for line in docs.splitlines() if line.startswith("| `") and setting in line]
+        assert value in row, (setting, value, row)
+    assert trigger["query"] in docs
+    assert f"The grace, {worker['terminationGracePeriodSeconds']} s" in docs
+    assert f"about {trigger['threshold']} per worker pod" in readme
 
 
 def test_beat_is_one_replica_replaced_not_rolled() -> None:
