@@ -15,7 +15,8 @@
   copy of the manifests.
 - What runs for real: the wait-for-schema init container against a database before and
   after ``app.migrate``; the worker's preStop against a real Celery worker and Redis; the
-  autoscaling query's selector against the API's real ``/metrics``.
+  autoscaling query's selector against the API's real ``/metrics``; one conversion by the
+  real, sandboxed LibreOffice under the worker pod's user, capabilities and read-only root.
 - docs/kubernetes.md and the README quote the manifests' settings as they are.
 """
 
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -696,14 +698,15 @@ def test_a_weakened_pod_is_found() -> None:
 
 def writable_paths(settings: Settings, container: dict[str, Any]) -> list[Path]:
     """Where a Quire container writes, as the code computes it: a worker its scratch space
-    and LibreOffice's profiles (app/config.py) and /tmp, where LibreOffice makes its UNO pipes
-    (workers/libreoffice/process.py); beat its schedule file. The API (with S3 and the secret
-    key given) and the migrate Job write nothing."""
+    and LibreOffice's profiles (app/config.py), and /tmp and /var/tmp, where LibreOffice makes
+    its UNO pipes and the converter removes them (workers/libreoffice/process.py); beat its
+    schedule file. The API (with S3 and the secret key given) and the migrate Job write
+    nothing."""
     from workers.libreoffice.process import PIPE_DIRS
 
     command = container["command"]
     if container["name"] == "worker":
-        return [settings.resolved_scratch_dir, settings.libreoffice_profiles_dir, PIPE_DIRS[0]]
+        return [settings.resolved_scratch_dir, settings.libreoffice_profiles_dir, *PIPE_DIRS]
     if "--schedule" in command:
         return [Path(command[command.index("--schedule") + 1]).parent]
     return []
@@ -904,7 +907,7 @@ def test_the_minio_setup_is_compose_s_createbuckets() -> None:
 
 def quire_environment(tmp_path: Path, **values: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("QUIRE_")}
-    env.update(PYTHONPATH=str(ROOT), QUIRE_DATA_DIR=str(tmp_path / "data"), **values)
+    env.update({"PYTHONPATH": str(ROOT), "QUIRE_DATA_DIR": str(tmp_path / "data"), **values})
     return env
 
 
@@ -937,6 +940,96 @@ def test_wait_for_schema_waits_for_the_migration(tmp_path: Path) -> None:
         waiting.wait()
         if waiting.stderr is not None:
             waiting.stderr.close()
+
+
+# Run as the worker pod runs: its user, no capability, no_new_privs, the root read-only, and
+# a tmpfs at each of its emptyDir mounts. Prints what it saw, then converts one document with
+# the real (sandboxed) LibreOffice.
+AS_THE_POD = """
+import os, sys
+from pathlib import Path
+from app.config import get_settings
+from workers.libreoffice import sandbox
+from workers.runtime import build_converter
+
+status = Path("/proc/self/status").read_text()
+field = lambda name: status.split(name + ":")[1].split()[0]
+print("uid", os.getuid(), "gid", os.getgid(), end=" ")
+print("CapBnd", field("CapBnd"), "NoNewPrivs", field("NoNewPrivs"))
+try:
+    open("/opt/quire-root-is-writable", "w")
+except OSError as error:
+    print("root", error.strerror)
+sandbox.check()
+print("sandbox ready")
+settings = get_settings()
+converter = build_converter(settings)
+work = settings.resolved_scratch_dir / "one"
+work.mkdir(parents=True)
+converter.convert(Path(sys.argv[1]), work / "out.pdf", timeout=120)
+converter.close()
+print("pdf", (work / "out.pdf").read_bytes()[:5].decode())
+"""
+
+
+def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path) -> None:
+    """The worker's pod, approximated on this machine: a private mount namespace whose root
+    is remounted read-only, with a tmpfs at each emptyDir mount of the worker container, and
+    the process under the pod's user with every capability gone and no_new_privs set
+    (allowPrivilegeEscalation: false). The data directory is a setting, so its tmpfs stands
+    at /srv here (nothing is created on this machine's root); /tmp and /var/tmp, which
+    LibreOffice chooses itself, are the real paths. RuntimeDefault seccomp is not reproduced."""
+    tools = [shutil.which(tool) for tool in ("unshare", "setpriv", "soffice")]
+    if os.geteuid() != 0 or None in tools:
+        pytest.skip("needs root, unshare, setpriv and LibreOffice")
+    worker_pod = base().find("Deployment", "quire-worker")["spec"]["template"]["spec"]
+    (container,) = worker_pod["containers"]
+    user, group = (
+        worker_pod["securityContext"]["runAsUser"],
+        worker_pod["securityContext"]["runAsGroup"],
+    )
+    scratch = {volume["name"] for volume in worker_pod["volumes"] if "emptyDir" in volume}
+    data = config_data(base())
+    stand_in = Path("/srv")
+    mounts = []
+    for mount in container["volumeMounts"]:
+        if mount["name"] in scratch:
+            path = Path(mount["mountPath"])
+            mounts.append(stand_in if path == Path(data["QUIRE_DATA_DIR"]) else path)
+    assert stand_in in mounts and Path("/tmp") in mounts
+    document = sorted((ROOT.parent / "shared" / "corpus" / "pandoc").glob("*.docx"))[0]
+    script = "\n".join(
+        [
+            "set -e",
+            f"mount -t tmpfs -o mode=0777 tmpfs {stand_in}",
+            f"cp {shlex.quote(str(document))} {stand_in}/in.docx && chmod 0644 {stand_in}/in.docx",
+            "mount -o remount,bind,ro /",
+            *(f"mount -t tmpfs -o mode=1777 tmpfs {path}" for path in mounts if path != stand_in),
+            shlex.join(
+                [
+                    *("setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups"),
+                    *("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"),
+                    *(sys.executable, "-c", AS_THE_POD, f"{stand_in}/in.docx"),
+                ]
+            ),
+        ]
+    )
+    env = quire_environment(tmp_path, **{**data, "QUIRE_DATA_DIR": str(stand_in)})
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [
+        f"uid {user} gid {group} CapBnd 0000000000000000 NoNewPrivs 1",
+        "root Read-only file system",
+        "sandbox ready",
+        "pdf %PDF-",
+    ]
 
 
 @pytest.fixture
