@@ -31,13 +31,14 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.db import session_scope
 from app.logs import get_logger
-from app.models import File, Job, JobStatus, utcnow
+from app.models import File, FileStatus, Job, JobStatus, utcnow
 from app.services.errors import QuotaExceeded
 from app.zipinput import UploadRejected
 
 log = get_logger("quire.api")
 
 ACTIVE = (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+FINISHED = (FileStatus.COMPLETED, FileStatus.FAILED)
 # Retry-After: the files to wait for divided by the owner's recent rate (files of its active
 # jobs that finished in the last RATE_WINDOW), within these bounds; UNKNOWN_WAIT when none
 # finished lately (its jobs wait behind others', or have just started).
@@ -93,9 +94,15 @@ def lock_owner(session: Session, owner: str) -> None:
 def _recent_rate(session: Session, owner: str) -> float:
     """Files per second the owner's active jobs finished lately."""
     active_jobs = select(Job.id).where(Job.owner == owner, Job.status.in_(ACTIVE))
+    # A finished file's touched_at is when it finished (the same UPDATE sets both), and
+    # (status, touched_at) is indexed: the scan covers the files that finished in the window,
+    # whatever the table's size. On finished_at, PostgreSQL scanned every file (57 ms for
+    # 105,000 rows).
     finished = session.scalar(
         select(func.count()).where(
-            File.job_id.in_(active_jobs), File.finished_at >= utcnow() - RATE_WINDOW
+            File.status.in_(FINISHED),
+            File.touched_at >= utcnow() - RATE_WINDOW,
+            File.job_id.in_(active_jobs),
         )
     )
     return (finished or 0) / RATE_WINDOW.total_seconds()

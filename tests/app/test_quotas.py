@@ -190,12 +190,13 @@ def test_retry_after_comes_from_the_keys_recent_rate(
     limit(jobs=1)
     job_id = accepted(send(client, "zip", count=40))
     # 30 of its files finished within the last minute: 0.5 files/s, so the 10 left take 20 s.
+    finished = utcnow() - timedelta(seconds=5)
     with session_scope() as session:
         ids = session.scalars(select(File.id).where(File.job_id == job_id).limit(30)).all()
         session.execute(
             update(File)
             .where(File.id.in_(ids))
-            .values(status=FileStatus.COMPLETED, finished_at=utcnow() - timedelta(seconds=5))
+            .values(status=FileStatus.COMPLETED, finished_at=finished, touched_at=finished)
         )
         session.execute(
             update(Job)
@@ -205,7 +206,8 @@ def test_retry_after_comes_from_the_keys_recent_rate(
     assert assert_quota_refusal(send(client, "zip"), "1 active job of 1") == 20
     # Files finished before the window say nothing about now.
     with session_scope() as session:
-        session.execute(update(File).values(finished_at=utcnow() - timedelta(minutes=5)))
+        earlier = utcnow() - timedelta(minutes=5)
+        session.execute(update(File).values(finished_at=earlier, touched_at=earlier))
     assert assert_quota_refusal(send(client, "zip"), "1 active job of 1") == quotas.UNKNOWN_WAIT
 
 
