@@ -60,8 +60,8 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-# The oldest Kubernetes still given patches when these were written, and the newest that
-# kubernetes-validate has schemas for.
+# The oldest Kubernetes docs/kubernetes.md says the manifests run on (every field they use
+# exists there), and the newest kubernetes-validate has schemas for.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 KEDA_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject-v1alpha1.yaml",
