@@ -102,8 +102,9 @@ def kill_stray_soffice(profiles_dir: Path) -> None:
 
 
 def kill_process_group(group: int) -> None:
-    """End what is left of a dead process's group: a SIGKILLed Celery main process leaves its
-    busy pool children running their tasks to the end (idle ones notice and exit)."""
+    """End what is left of a dead process's group, and wait until it is gone. Celery's pool
+    processes die with their main process (billiard sets PR_SET_PDEATHSIG; here within 50 ms of
+    a SIGKILL, busy or not), but nothing else in the group would, nor a child forked then."""
     kill_and_wait(lambda: live_processes(lambda pgid, _: pgid == group))
 
 
@@ -178,7 +179,7 @@ class Runner:
 
     def clean_up_after_worker(self, worker: Supervised) -> None:
         """Before a new worker starts: nothing of the dead one may keep running, so two
-        LibreOffice instances never share a profile and no orphaned task finishes late."""
+        LibreOffice instances never share a profile and no orphaned conversion goes on."""
         assert worker.process is not None
         kill_process_group(worker.process.pid)  # its session's id, and its group's
         kill_stray_soffice(self.profiles_dir)
