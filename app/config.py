@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     # shippers, and is what the image runs with; text is for reading in a terminal.
     log_format: Literal["json", "text"] = "json"
 
+    # OpenTelemetry traces (app/tracing.py): the OTLP/HTTP base URL of a collector, e.g.
+    # http://collector:4318 (spans go to its /v1/traces). Empty: no tracing, and none of
+    # OpenTelemetry's SDK loaded. The API exports as "<service name>-api", workers as "-worker".
+    otel_endpoint: str = Field(default="", max_length=2048, pattern=r"^(https?://\S+)?$")
+    otel_service_name: str = Field(default="quire", min_length=1, max_length=100)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self._refuse_published_secrets()

@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.logs import JobIdMiddleware, configure_logging, get_logger
 from app.memory import keep_freed_memory
 from app.storage import S3Store, get_store
+from app.tracing import instrument_api, shutdown_tracing
 
 log = get_logger("quire.api")
 
@@ -42,6 +43,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     if isinstance(store, S3Store):
         store.ensure_bucket()
     yield
+    shutdown_tracing()  # export the spans still queued before the process ends
 
 
 def create_app() -> FastAPI:
@@ -64,6 +66,7 @@ def create_app() -> FastAPI:
     app.include_router(metrics_api.router)  # /metrics: outside /api/v1 and its API keys
     app.include_router(web_page.router)  # / and /static/: the web page, outside /api/v1 too
     app.add_middleware(JobIdMiddleware)  # binds a request's job id to its log lines
+    instrument_api(app, get_settings())  # a span per request when QUIRE_OTEL_ENDPOINT is set
     return app
 
 

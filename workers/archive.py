@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
-from app import queue, transitions, webhooks
+from app import queue, tracing, transitions, webhooks
 from app.db import session_scope
 from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, JobStatus
@@ -108,6 +108,12 @@ def _touch(job_id: str, claimed_at: datetime) -> None:
 
 
 def build_archive(job_id: str, store: ObjectStore) -> None:
+    # The webhook is sent from inside this span, so its trace goes on from here.
+    with tracing.span("job.archive", job_id=job_id):
+        _build_archive(job_id, store)
+
+
+def _build_archive(job_id: str, store: ObjectStore) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status in TERMINAL_JOB_STATUSES or job.archive_enqueued_at is None:
@@ -164,4 +170,5 @@ def build_archive(job_id: str, store: ObjectStore) -> None:
         log.info("archive.dropped", job_id=job_id, reason="job_retried_or_completed")
         return
     metrics.archive_written(size, time.monotonic() - started)
+    tracing.annotate(outcome="completed", pdfs=len(files), bytes=size)
     log.info("job.completed", job_id=job_id, pdfs=len(files), bytes=size)

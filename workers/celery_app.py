@@ -17,6 +17,7 @@ from celery.signals import (
 from app.config import get_settings
 from app.logs import bind_task_ids, clear_ids, configure_logging
 from app.queue import make_celery
+from app.tracing import instrument_worker, shutdown_tracing
 from workers.runtime import announce_sandbox, close_converter
 
 celery = make_celery()
@@ -45,6 +46,8 @@ def _worker_init(**_: Any) -> None:
 @worker_process_init.connect
 def _process_init(**_: Any) -> None:
     configure_logging(get_settings().log_level, get_settings().log_format)
+    # After the fork: the span exporter's thread is started in the process that uses it.
+    instrument_worker(get_settings())
 
 
 # Every line logged while a task runs carries the job or file id it was given.
@@ -61,3 +64,4 @@ def _clear_ids(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _process_shutdown(**_: Any) -> None:
     close_converter()
+    shutdown_tracing()  # export the spans still queued before the process ends

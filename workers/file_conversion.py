@@ -14,7 +14,7 @@ from typing import cast
 
 from sqlalchemy import bindparam, select
 
-from app import transitions
+from app import tracing, transitions
 from app.config import Settings
 from app.db import session_scope
 from app.logs import bind_ids, get_logger
@@ -99,6 +99,8 @@ def fail_file(file_id: str, message: str, *, reason: str) -> None:
     with session_scope() as session:
         job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
         failed = transitions.fail_files(session, [file_id], message)
+        # On the file's span when its claim found the tries used up, else on the task's.
+        tracing.annotate(file_id=file_id, job_id=job_id, outcome="failed", reason=reason)
         if job_id is not None and transitions.record_finished(session, job_id, failed):
             queue_archive_after_commit(session, job_id)
     metrics.files_failed(reason, failed)
@@ -177,11 +179,20 @@ def _empty(work: Path) -> bool:
 def convert_file(
     file_id: str, store: ObjectStore, converter: Converter, settings: Settings
 ) -> None:
+    # The archive is sent from inside this span when this file is the job's last.
+    with tracing.span("file.convert", file_id=file_id):
+        _convert_file(file_id, store, converter, settings)
+
+
+def _convert_file(
+    file_id: str, store: ObjectStore, converter: Converter, settings: Settings
+) -> None:
     claimed = _claim(file_id, settings.max_attempts)
     if claimed is None:
         return
     job_id, options = claimed
     bind_ids(job_id=job_id)  # every line logged for this file carries its job's id too
+    tracing.annotate(job_id=job_id)
     started = time.monotonic()
     try:
         work = _work_dir(settings)
@@ -214,7 +225,10 @@ def convert_file(
             if failure.errno not in SCRATCH_ERRORS:
                 raise  # something else: the task retries it
             raise ScratchSpaceError(failure) from failure
-        if _record(file_id, job_id, store, target, error):
+        recorded = _record(file_id, job_id, store, target, error)
+        if recorded:
             metrics.conversion_finished(time.monotonic() - started, reason)
+        outcome = ("failed" if error else "completed") if recorded else "recorded_already"
+        tracing.annotate(outcome=outcome, reason=reason, error=error)
     finally:
         _empty(work)

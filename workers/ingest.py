@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from app import queue, transitions, webhooks
+from app import queue, tracing, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.logs import get_logger
@@ -161,12 +161,19 @@ def _pending_files(session: Session, job_id: str) -> list[tuple[str, int]]:
 
 
 def ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
+    # The conversions are sent from inside this span, so each one's trace goes on from here.
+    with tracing.span("job.ingest", job_id=job_id):
+        _ingest_job(job_id, store, settings)
+
+
+def _ingest_job(job_id: str, store: ObjectStore, settings: Settings) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status in TERMINAL_JOB_STATUSES:
             return
         transitions.start_job(session, job_id)
         todo = _pending_files(session, job_id)
+        tracing.annotate(file_count=len(todo))
         # A redelivered or repeated ingest goes on with what the first one left of the budget.
         used = session.scalar(
             select(func.coalesce(func.sum(File.input_bytes), 0)).where(File.job_id == job_id)

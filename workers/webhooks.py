@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from app import tracing
 from app.callback_targets import TargetRefused, literal_address, resolve_target
 from app.config import Settings
 from app.db import session_scope
@@ -160,11 +161,23 @@ def deliver(
 
     The claim commits before the POST, so the lease holds other workers off while the request
     is in flight and no transaction stays open across the network."""
+    with tracing.span("webhook.deliver", delivery_id=delivery_id):
+        return _deliver(delivery_id, settings, store, clock, transport)
+
+
+def _deliver(
+    delivery_id: str,
+    settings: Settings,
+    store: ObjectStore | None,
+    clock: Callable[[], datetime],
+    transport: httpx.BaseTransport | None,
+) -> Attempt:
     with session_scope() as session:
         number = claim_attempt(
             session, delivery_id, clock(), lease_seconds(settings), settings.webhook_max_attempts
         )
         if number is None:
+            tracing.annotate(outcome="not_due")
             return Attempt(delivery_id, None)
         row = session.execute(
             select(WebhookDelivery.job_id, WebhookDelivery.url, WebhookDelivery.event).where(
@@ -214,6 +227,14 @@ def deliver(
             session, delivery_id, number, outcome, clock(), settings.webhook_max_attempts
         )
     retry_in = retry_delay(number) if status == DeliveryStatus.PENDING else None
+    tracing.annotate(
+        job_id=row.job_id,
+        attempt=number,
+        # delivered, pending (a retry is due) or failed; superseded: another worker took over
+        outcome=status.value.lower() if status is not None else "superseded",
+        status_code=outcome.status_code,
+        error=outcome.error,
+    )
     _log(status, delivery_id, row.job_id, number, outcome, retry_in)
     return Attempt(delivery_id, number, status, outcome, retry_in)
 

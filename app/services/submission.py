@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import queue
+from app import queue, tracing
 from app.callback_targets import TargetRefused, check_callback_url
 from app.config import Settings
 from app.db import session_scope
@@ -156,10 +156,12 @@ def _create(
     submission: Submission, options: SubmissionOptions, store: ObjectStore, settings: Settings
 ) -> Accepted:
     key = submission.idempotency_key
-    with session_scope() as session:
+    # The ingest is sent when the session commits, inside this span: its trace goes on from here.
+    with tracing.span("job.create", job_id=submission.job_id) as span, session_scope() as session:
         if key is not None:
             earlier = find_idempotent_job(session, submission.owner, key, submission.digest)
             if earlier is not None:
+                span.set_attribute("replayed", True)
                 return Accepted(earlier.id, earlier.file_count, replayed=True)
         if submission.upload_bytes is None:
             upload_bytes = _take_upload(session, store, submission.job_id, submission.owner)
@@ -179,6 +181,7 @@ def _create(
             request_digest=submission.digest if key is not None else None,
         )
         create_job(session, spec, entries, consume_upload=submission.direct)
+        span.set_attribute("file_count", len(entries))
         queue.queue_after_commit(session, queue.INGEST_TASK, submission.job_id)
     return Accepted(submission.job_id, len(entries))
 

@@ -301,6 +301,11 @@ def test_worker_outlives_the_hard_time_limit_on_stop(
     assert grace > hard_limit, f"stop_grace_period {grace}s <= hard time limit {hard_limit}s"
 
 
+# The `tracing` profile's third-party services: their images are built FROM scratch, with no
+# shell or HTTP client inside to run a healthcheck with, and nothing waits for them.
+TRACING_SERVICES = {"otel-collector", "jaeger"}
+
+
 def test_long_running_services_have_healthchecks_and_restart(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -310,7 +315,8 @@ def test_long_running_services_have_healthchecks_and_restart(
         if name in one_shots:
             assert service.get("restart", "no") == "no", f"one-shot {name} must not restart"
             continue
-        assert healthcheck_test(service), f"{name} has no healthcheck"
+        if name not in TRACING_SERVICES:
+            assert healthcheck_test(service), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", name
 
 
@@ -458,7 +464,7 @@ def test_app_services_do_not_need_the_monitoring_profile(
     services: dict[str, dict[str, Any]],
 ) -> None:
     for name, service in services.items():
-        if name != "flower":
+        if name != "flower" and name not in TRACING_SERVICES:
             assert not service.get("profiles"), f"{name} would not start by default"
         for dependency in service.get("depends_on") or {}:
             assert not services[dependency].get("profiles"), f"{name} needs {dependency}"
@@ -573,3 +579,33 @@ def test_dockerfile_runs_the_api_and_checks_its_health() -> None:
         "PYTHONUNBUFFERED=1",
     ):
         assert setting in env, setting
+
+
+def test_the_tracing_profile_sends_spans_through_a_collector_to_jaeger(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # docs/tracing.md: `docker compose --profile tracing up` with this in .env.
+    endpoint = "http://otel-collector:4318"
+    for name in TRACING_SERVICES:
+        assert services[name].get("profiles") == ["tracing"], name
+        for other in services.values():  # nothing that starts by default waits for them
+            assert name not in (other.get("depends_on") or {})
+    for name in ("api", "worker", "beat"):
+        assert environment(services[name])["QUIRE_OTEL_ENDPOINT"] == "", "off by default"
+    assert "QUIRE_OTEL_ENDPOINT=" in ENV_EXAMPLE.read_text()
+    assert endpoint in (ROOT / "docs" / "tracing.md").read_text()
+
+    collector = services["otel-collector"]
+    assert str(collector["image"]).startswith("otel/opentelemetry-collector:")
+    assert "infra/compose/otel-collector.yaml" in " ".join(volume_sources(collector))
+    assert "--config=/etc/otelcol/config.yaml" in command_text(collector)
+    config = yaml.safe_load((ROOT / "infra" / "compose" / "otel-collector.yaml").read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    [pipeline] = config["service"]["pipelines"].values()
+    for kind in ("receivers", "processors", "exporters"):
+        assert pipeline[kind] and set(pipeline[kind]) <= set(config[kind]), kind
+    assert [config["exporters"][e]["endpoint"] for e in pipeline["exporters"]] == ["jaeger:4317"]
+
+    jaeger = services["jaeger"]
+    assert str(jaeger["image"]).startswith("jaegertracing/")
+    assert published_ports(jaeger) == [16686]  # the UI, on QUIRE_BIND_ADDRESS (loopback)
