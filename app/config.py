@@ -106,7 +106,12 @@ class Settings(BaseSettings):
     orphan_upload_grace: int = Field(default=3600, ge=1)
     # The API refuses uploads (507) when the local store's disk has less free space than this.
     min_free_bytes: int = Field(default=512 * MiB, ge=0)
-    sweep_interval: int = Field(default=30, ge=1)
+    # How often beat starts a sweep. With QUIRE_LEASE_SECONDS it bounds how long a dead worker's
+    # files wait: lease + sweep interval (docs/reliability.md, "A dead worker's files").
+    sweep_interval: int = Field(default=10, ge=1)
+    # A worker holds a lease on each file whose message it holds, renewed every third of this;
+    # a lease that runs out means its worker died, and the sweeper re-sends the file.
+    lease_seconds: int = Field(default=20, ge=5, le=600)
 
     # Comma-separated API keys. When set, every /api/v1 call needs "Authorization: Bearer <key>"
     # and sees only the jobs its own key created. Empty: no authentication (a trusted network).
@@ -156,6 +161,12 @@ class Settings(BaseSettings):
         self._refuse_published_secrets()
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("QUIRE_S3_BUCKET is required when QUIRE_STORAGE_BACKEND=s3")
+        if self.lease_seconds + self.sweep_interval >= self.stale_after:
+            raise ValueError(
+                f"QUIRE_LEASE_SECONDS + QUIRE_SWEEP_INTERVAL ({self.lease_seconds} + "
+                f"{self.sweep_interval}) must stay below QUIRE_STALE_AFTER ({self.stale_after}): "
+                "the lease is how a dead worker's files are found before the last resort"
+            )
         if self.stale_after <= self.task_hard_time_limit:
             raise ValueError(
                 f"QUIRE_STALE_AFTER ({self.stale_after}) must exceed the conversion task's hard "

@@ -164,6 +164,13 @@ class File(Base):
     # Last time a worker or the sweeper touched the file; the sweeper re-sends stale ones.
     touched_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # While a worker holds the file's message, its heartbeat keeps this in the future
+    # (workers/leases.py); past it, the worker is presumed dead and the sweeper re-sends the file.
+    # None: no worker holds it, or it finished.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The fencing token of the conversion that claimed the file last: only that conversion may
+    # record its result, so a worker that was only slow cannot overwrite its successor's.
+    lease_token: Mapped[str | None] = mapped_column(String(36))
 
     job: Mapped[Job] = relationship(back_populates="files")
 
@@ -171,7 +178,19 @@ class File(Base):
         Index("ix_files_job_position", "job_id", "position"),
         Index("ix_files_job_status", "job_id", "status"),
         Index("ix_files_status_touched", "status", "touched_at"),
+        Index("ix_files_lease_expires", "lease_expires_at"),
     )
+
+
+class Lock(Base):
+    """A named lock with an expiry, taken by a conditional UPDATE, so it works alike on SQLite
+    and PostgreSQL; one that expired (its holder died) can be taken by the next caller."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(36))
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class Upload(Base):

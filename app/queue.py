@@ -14,6 +14,8 @@ them to capture what would reach the broker.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -200,3 +202,54 @@ def queued_conversions() -> int:
             return int(channel.queue_declare(CONVERT_QUEUE, passive=True).message_count)
         except ChannelError:  # Redis drops an empty queue's key: nothing is waiting
             return 0
+
+
+def unacked_conversions(delivered_before: float, limit: int = 10_000) -> list[str]:
+    """The file ids of conversion messages delivered to a worker before ``delivered_before``
+    (a Unix time) and still not acknowledged.
+
+    This reads the layout of kombu's Redis transport (kombu/transport/redis.py, ``QoS.append``):
+    a message handed to a consumer goes into the hash ``unacked`` (delivery tag -> JSON
+    ``[payload, exchange, routing_key]``) and the sorted set ``unacked_index`` (delivery tag,
+    scored by the Unix time of the delivery), and leaves both when acknowledged. A consumer
+    that was killed leaves its messages there until the visibility timeout (hours); the
+    sweeper re-sends those whose file no live lease covers. The payload is Celery's message
+    protocol 2: the task name in ``headers["task"]``, the body ``[args, kwargs, embed]``,
+    JSON, base64-encoded when ``properties["body_encoding"]`` says so. Anything else found
+    there (another task, another layout) is skipped, never guessed at.
+    """
+    with get_sender().connection_for_write() as connection:
+        channel: Any = connection.default_channel  # a kombu Redis channel
+        client = channel.client
+        tags = client.zrangebyscore(
+            channel.unacked_index_key, "-inf", delivered_before, start=0, num=limit
+        )
+        if not tags:
+            return []
+        stored = client.hmget(channel.unacked_key, tags)
+    file_ids = []
+    for raw in stored:
+        file_id = _conversion_file_id(raw)
+        if file_id is not None:
+            file_ids.append(file_id)
+    return file_ids
+
+
+def _conversion_file_id(raw: bytes | str | None) -> str | None:
+    """The file id of one stored ``[payload, exchange, routing_key]``, if it is a conversion."""
+    if raw is None:
+        return None  # acknowledged between the two reads
+    try:
+        payload = json.loads(raw)[0]
+        if payload["headers"]["task"] != CONVERT_TASK:
+            return None
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        log.warning("queue.unacked_unreadable")
+        return None
+    if not args or not isinstance(args[0], str):
+        return None
+    return args[0]

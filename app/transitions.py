@@ -7,8 +7,9 @@ a file twice and how exactly one caller gets to start a job's archive.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -25,8 +26,10 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.models import (
     TERMINAL_FILE_STATUSES,
     TERMINAL_JOB_STATUSES,
@@ -35,6 +38,7 @@ from app.models import (
     FileStatus,
     Job,
     JobStatus,
+    Lock,
     Upload,
     WebhookDelivery,
     utcnow,
@@ -56,12 +60,19 @@ def _rowcount(result: Result[Any]) -> int:
 # passing it through the ORM cost about 0.2 ms of CPU each, more than SQLite takes to run it,
 # and a conversion ran five of them (#3). Values that change come in as parameters.
 FILES, JOBS = cast(Table, File.__table__), cast(Table, Job.__table__)
+LOCKS = cast(Table, Lock.__table__)
 _NOW = bindparam("now", type_=FILES.c.touched_at.type)
 
 _CLAIM_FILE = (
     update(FILES)
     .where(FILES.c.id == bindparam("file_id"), FILES.c.status.not_in(TERMINAL_FILE_STATUSES))
-    .values(status=FileStatus.IN_PROGRESS, attempts=FILES.c.attempts + 1, touched_at=_NOW)
+    .values(
+        status=FileStatus.IN_PROGRESS,
+        attempts=FILES.c.attempts + 1,
+        touched_at=_NOW,
+        lease_token=bindparam("token"),
+        lease_expires_at=bindparam("lease_until", type_=FILES.c.lease_expires_at.type),
+    )
 )
 _COMPLETE_FILE = (
     update(FILES)
@@ -73,8 +84,11 @@ _COMPLETE_FILE = (
         error_message=None,
         finished_at=_NOW,
         touched_at=_NOW,
+        lease_expires_at=None,
     )
 )
+# Only the conversion whose claim is the file's latest may record it (its fencing token).
+_COMPLETE_CLAIMED = _COMPLETE_FILE.where(FILES.c.lease_token == bindparam("token"))
 _COUNT_FINISHED = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("job_id"))
@@ -103,44 +117,117 @@ def start_job(session: Session, job_id: str) -> bool:
     return _rowcount(result) > 0
 
 
-def claim_file(session: Session, file_id: str) -> bool:
-    """Mark a file IN_PROGRESS unless it already finished; False means: nothing to do."""
-    result = session.execute(_CLAIM_FILE, {"file_id": file_id, "now": utcnow()})
-    return _rowcount(result) > 0
+def claim_file(session: Session, file_id: str, lease: timedelta | None = None) -> str | None:
+    """Mark a file IN_PROGRESS unless it already finished, under a new lease of ``lease``
+    (default QUIRE_LEASE_SECONDS): its fencing token, or None when there is nothing to do.
 
-
-def release_file(session: Session, file_id: str) -> None:
-    """Give a claimed file back (its task will be retried): the try does not count as one
-    whose worker died, which is what ``attempts`` limits."""
-    session.execute(
-        _update(File)
-        .where(File.id == file_id, File.status == FileStatus.IN_PROGRESS)
-        .values(status=FileStatus.PENDING, attempts=File.attempts - 1, touched_at=utcnow())
-    )
-
-
-def complete_file(session: Session, file_id: str, *, output_bytes: int, crc32: int) -> bool:
+    A claim always wins over an earlier one (whose worker is presumed dead or was only slow):
+    the new token fences the earlier conversion out of recording anything."""
+    if lease is None:
+        lease = timedelta(seconds=get_settings().lease_seconds)
+    now, token = utcnow(), str(uuid.uuid4())
     result = session.execute(
-        _COMPLETE_FILE,
-        {"file_id": file_id, "output_bytes": output_bytes, "crc32": crc32, "now": utcnow()},
+        _CLAIM_FILE, {"file_id": file_id, "now": now, "token": token, "lease_until": now + lease}
+    )
+    return token if _rowcount(result) > 0 else None
+
+
+def release_file(session: Session, file_id: str, token: str) -> bool:
+    """Give a claimed file back (its task will be retried): the try does not count as one
+    whose worker died, which is what ``attempts`` limits. Only the claim that holds ``token``
+    may; the file holds no lease until a worker holds its retried message."""
+    result = session.execute(
+        _update(File)
+        .where(File.id == file_id, File.status == FileStatus.IN_PROGRESS, File.lease_token == token)
+        .values(
+            status=FileStatus.PENDING,
+            attempts=File.attempts - 1,
+            touched_at=utcnow(),
+            lease_token=None,
+            lease_expires_at=None,
+        )
     )
     return _rowcount(result) > 0
 
 
-def fail_files(session: Session, file_ids: list[str], message: str) -> int:
+def complete_file(
+    session: Session, file_id: str, *, output_bytes: int, crc32: int, token: str | None = None
+) -> bool:
+    """COMPLETE a file; with ``token``, only if that claim is still the file's latest."""
+    values = {"file_id": file_id, "output_bytes": output_bytes, "crc32": crc32, "now": utcnow()}
+    if token is None:
+        result = session.execute(_COMPLETE_FILE, values)
+    else:
+        result = session.execute(_COMPLETE_CLAIMED, values | {"token": token})
+    return _rowcount(result) > 0
+
+
+def fail_files(
+    session: Session, file_ids: list[str], message: str, *, token: str | None = None
+) -> int:
+    """FAIL unfinished files; with ``token`` (one file), only if that claim is its latest."""
     if not file_ids:
         return 0
+    fenced = true() if token is None else File.lease_token == token
     result = session.execute(
         _update(File)
-        .where(File.id.in_(file_ids), File.status.not_in(TERMINAL_FILE_STATUSES))
+        .where(File.id.in_(file_ids), File.status.not_in(TERMINAL_FILE_STATUSES), fenced)
         .values(
             status=FileStatus.FAILED,
             error_message=message,
             finished_at=utcnow(),
             touched_at=utcnow(),
+            lease_expires_at=None,
         )
     )
     return _rowcount(result)
+
+
+# -- leases: a worker holds one on every file whose message it holds ---------------------------
+
+
+def renew_leases(session: Session, file_ids: list[str], until: datetime) -> int:
+    """Push the leases of unfinished ``file_ids`` to ``until`` (a heartbeat, or the sweeper
+    after a re-send); the token stays, so renewing never fences anyone."""
+    if not file_ids:
+        return 0
+    result = session.execute(
+        _update(File)
+        .where(File.id.in_(file_ids), File.status.not_in(TERMINAL_FILE_STATUSES))
+        .values(lease_expires_at=until)
+    )
+    return _rowcount(result)
+
+
+def _resendable() -> Any:
+    """Unfinished files with an input to convert, in a running job."""
+    return and_(
+        File.status.not_in(TERMINAL_FILE_STATUSES),
+        File.input_bytes.is_not(None),
+        File.job_id.in_(select(Job.id).where(Job.status == JobStatus.IN_PROGRESS)),
+    )
+
+
+def expired_leases(session: Session, now: datetime, limit: int = 1000) -> list[str]:
+    """Files whose lease ran out: the worker that held their message stopped renewing it."""
+    rows = session.execute(
+        select(File.id)
+        .where(File.lease_expires_at < now, _resendable())
+        .order_by(File.lease_expires_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+def unleased(session: Session, file_ids: list[str], now: datetime) -> list[str]:
+    """Those of ``file_ids`` that are unfinished and that no live lease covers."""
+    if not file_ids:
+        return []
+    no_live_lease = or_(File.lease_expires_at.is_(None), File.lease_expires_at < now)
+    rows = session.execute(
+        select(File.id).where(File.id.in_(file_ids), no_live_lease, _resendable())
+    )
+    return list(rows.scalars())
 
 
 def record_finished(session: Session, job_id: str, count: int) -> bool:
@@ -207,6 +294,37 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
     return _rowcount(result) > 0
 
 
+# -- named locks -------------------------------------------------------------------------------
+
+
+def take_lock(session: Session, name: str, holder: str, until: datetime) -> bool:
+    """Take (or renew, for the same ``holder``) the lock ``name`` until ``until``; False while
+    someone else holds it. One conditional UPDATE, or the first INSERT: either succeeds for
+    one caller only, on SQLite and PostgreSQL alike."""
+    now = utcnow()
+    result = session.execute(
+        _update(Lock)
+        .where(Lock.name == name, or_(Lock.expires_at < now, Lock.holder == holder))
+        .values(holder=holder, expires_at=until)
+    )
+    if _rowcount(result):
+        return True
+    # Never taken yet: the first INSERT wins; a concurrent one (or a live holder's row) makes
+    # this one insert nothing, without an error that would end the transaction on PostgreSQL.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    inserted = session.execute(
+        insert(LOCKS)
+        .values(name=name, holder=holder, expires_at=until)
+        .on_conflict_do_nothing(index_elements=[LOCKS.c.name])
+        .returning(LOCKS.c.name)
+    )
+    return inserted.first() is not None
+
+
+def release_lock(session: Session, name: str, holder: str) -> None:
+    session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))
+
+
 def touch_files(session: Session, file_ids: list[str]) -> None:
     if file_ids:
         session.execute(_update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
@@ -219,6 +337,7 @@ class StaleFile:
     ingested: bool  # its input object was written
     in_progress: bool  # a worker claimed it (and, being stale, presumably died)
     job_idle: bool  # nothing happened in its job for as long (no ingest batch, no file finished)
+    leased: bool = False  # a live worker holds its message (its lease has not run out)
 
 
 def stale_files(
@@ -244,6 +363,7 @@ def stale_files(
             File.input_bytes.is_not(None),
             File.status,
             Job.updated_at < cutoff,
+            File.lease_expires_at,
         )
         .join(Job, Job.id == File.job_id)
         .where(
@@ -253,10 +373,23 @@ def stale_files(
         )
         .limit(limit)
     )
+    now = utcnow()
     return [
-        StaleFile(file_id, job_id, bool(ingested), status == FileStatus.IN_PROGRESS, bool(idle))
-        for file_id, job_id, ingested, status, idle in rows
+        StaleFile(
+            file_id,
+            job_id,
+            bool(ingested),
+            status == FileStatus.IN_PROGRESS,
+            bool(idle),
+            leased=lease is not None and _aware(lease) >= now,
+        )
+        for file_id, job_id, ingested, status, idle, lease in rows
     ]
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def stale_pending_jobs(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:

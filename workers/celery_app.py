@@ -9,15 +9,19 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_received,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 
 from app.config import get_settings
 from app.logs import bind_task_ids, clear_ids, configure_logging
 from app.queue import make_celery
 from app.tracing import instrument_worker, shutdown_tracing
+from workers import leases
 from workers.runtime import announce_sandbox, close_converter
 
 celery = make_celery()
@@ -41,6 +45,23 @@ def _setup_logging(**_: Any) -> None:
 @worker_init.connect
 def _worker_init(**_: Any) -> None:
     announce_sandbox(get_settings())
+
+
+# The lease heartbeat runs in the main process, which holds the messages; worker_ready comes
+# after the pool forked, so no pool child inherits the thread or its database connection.
+@worker_ready.connect
+def _start_heartbeat(**_: Any) -> None:
+    leases.start(get_settings())
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    leases.stop()
+
+
+@task_received.connect
+def _lease_received(request: Any = None, **_: Any) -> None:
+    leases.received(request)
 
 
 @worker_process_init.connect

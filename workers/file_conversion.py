@@ -69,9 +69,9 @@ _CLAIM_ROW = (
 )
 
 
-def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
-    """The file's job id and its job's PDF options if this task should convert it, None when
-    there is nothing to do.
+def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions, str] | None:
+    """The file's job id, its job's PDF options and this claim's fencing token if this task
+    should convert it, None when there is nothing to do.
 
     A file whose conversion was already started ``max_attempts`` times and never finished (its
     worker or LibreOffice died each time) is FAILED here instead of being tried again.
@@ -81,9 +81,10 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
         if row is None or row.status in TERMINAL_JOB_STATUSES:
             return None
         if row.attempts < max_attempts:
-            if not transitions.claim_file(session, file_id):
+            token = transitions.claim_file(session, file_id)
+            if token is None:
                 return None
-            return row.job_id, PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf)
+            return row.job_id, PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf), token
     fail_file(
         file_id,
         f"The conversion of this document was started {row.attempts} times and never "
@@ -93,12 +94,13 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions] | None:
     return None
 
 
-def fail_file(file_id: str, message: str, *, reason: str) -> None:
+def fail_file(file_id: str, message: str, *, reason: str, token: str | None = None) -> None:
     """FAIL a file outside a conversion (its tries ran out), count it as finished in its job,
-    and start the job's archive if it was the last one."""
+    and start the job's archive if it was the last one. With ``token``, only while that claim
+    is the file's latest (a task giving up on its own claim)."""
     with session_scope() as session:
         job_id = session.execute(transitions.job_of_file(file_id)).scalar_one_or_none()
-        failed = transitions.fail_files(session, [file_id], message)
+        failed = transitions.fail_files(session, [file_id], message, token=token)
         # On the file's span when its claim found the tries used up, else on the task's.
         tracing.annotate(file_id=file_id, job_id=job_id, outcome="failed", reason=reason)
         if job_id is not None and transitions.record_finished(session, job_id, failed):
@@ -120,27 +122,47 @@ def _convert_with_one_retry(
 
 
 def _record(
-    file_id: str, job_id: str, store: ObjectStore, target: Path | None, error: str | None
+    file_id: str,
+    job_id: str,
+    store: ObjectStore,
+    target: Path | None,
+    error: str | None,
+    token: str,
 ) -> bool:
     """The file's outcome: its PDF stored and COMPLETED, or FAILED with ``error``; False when
-    another delivery of the same task had recorded it already."""
+    another delivery of the same task had recorded it already, or claimed it since (``token``
+    is no longer the file's: this worker was slow, and its successor records the file)."""
     with session_scope() as session:
         if target is not None and error is None:
             size, crc = target.stat().st_size, _crc32(target)
             # Upload inside the transaction whose conditional UPDATE won: the row stays locked
             # until commit, so a concurrent or redelivered conversion of the same file finds
             # it finished and never overwrites the PDF whose size and CRC were recorded.
-            finished = transitions.complete_file(session, file_id, output_bytes=size, crc32=crc)
+            finished = transitions.complete_file(
+                session, file_id, output_bytes=size, crc32=crc, token=token
+            )
             if finished:
                 store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
         else:
-            finished = transitions.fail_files(session, [file_id], error or "unknown") > 0
+            failed = transitions.fail_files(session, [file_id], error or "unknown", token=token)
+            finished = failed > 0
         if finished and transitions.record_finished(session, job_id, 1):
             queue_archive_after_commit(session, job_id)
     log.info(
         "file.failed" if error else "file.completed", job_id=job_id, file_id=file_id, error=error
     )
     return finished
+
+
+# The claim this thread's conversion holds: (file id, fencing token). The task's retry and
+# give-up paths run after convert_file raised, and act only on the claim it made.
+_claimed = threading.local()
+
+
+def held_claim(file_id: str) -> str | None:
+    """The fencing token of this thread's last claim of ``file_id``; None if it made none."""
+    claim: tuple[str, str] | None = getattr(_claimed, "claim", None)
+    return claim[1] if claim is not None and claim[0] == file_id else None
 
 
 # This thread's scratch folder and the folder it was made for. Made once and emptied after each
@@ -187,10 +209,12 @@ def convert_file(
 def _convert_file(
     file_id: str, store: ObjectStore, converter: Converter, settings: Settings
 ) -> None:
+    _claimed.claim = None
     claimed = _claim(file_id, settings.max_attempts)
     if claimed is None:
         return
-    job_id, options = claimed
+    job_id, options, token = claimed
+    _claimed.claim = (file_id, token)
     bind_ids(job_id=job_id)  # every line logged for this file carries its job's id too
     tracing.annotate(job_id=job_id)
     started = time.monotonic()
@@ -225,7 +249,7 @@ def _convert_file(
             if failure.errno not in SCRATCH_ERRORS:
                 raise  # something else: the task retries it
             raise ScratchSpaceError(failure) from failure
-        recorded = _record(file_id, job_id, store, target, error)
+        recorded = _record(file_id, job_id, store, target, error, token)
         if recorded:
             metrics.conversion_finished(time.monotonic() - started, reason)
         outcome = ("failed" if error else "completed") if recorded else "recorded_already"

@@ -3,10 +3,19 @@
 Every task is idempotent, so re-sending is always safe; at worst a file is converted twice and
 recorded once. Still, it re-sends only what is really lost: a PENDING file may simply be
 waiting behind a long queue, so those are re-sent only when the conversion queue is empty.
+
+A dead worker's files are found by their leases (``workers.leases``): a lease that ran out
+means the worker holding the file's message stopped renewing it. A message the worker had
+received but not leased yet is found in the broker's unacknowledged set. Untouched for
+QUIRE_STALE_AFTER stays the last resort, for what neither finds (an ingest, an archive, a
+message lost on its way).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from app import queue, transitions, webhooks
@@ -44,7 +53,9 @@ def expire_uploads(settings: Settings, store: ObjectStore) -> int:
     return removed
 
 
-def expire(settings: Settings, store: ObjectStore) -> int:
+def expire(
+    settings: Settings, store: ObjectStore, still_mine: Callable[[], bool] = lambda: True
+) -> int:
     """Remove the objects, then the rows, of jobs finished more than QUIRE_JOB_TTL ago.
 
     Objects first: if this stops half-way, the rows are still there and the next sweep
@@ -54,6 +65,8 @@ def expire(settings: Settings, store: ObjectStore) -> int:
         expired = transitions.expired_jobs(session, timedelta(seconds=settings.job_ttl))
     removed = 0
     for job_id in expired:
+        if not still_mine():
+            break  # the sweep lock was lost: another sweep is running, it takes the rest
         try:
             for prefix in job_prefixes(job_id):
                 store.delete_prefix(prefix)
@@ -79,10 +92,39 @@ def resend_webhooks() -> int:
     return len(due)
 
 
+def _held_by_dead_consumers(settings: Settings) -> list[str]:
+    """Files of conversion messages delivered more than a lease ago and not acknowledged. A
+    live worker leases what it holds well within that, so those without a live lease were
+    held by a consumer that died before its first renewal."""
+    try:
+        return sorted(set(queue.unacked_conversions(time.time() - settings.lease_seconds)))
+    except Exception as error:  # noqa: BLE001 - the broker may be away; the leases still work
+        log.warning("sweep.unacked_unreadable", error=str(error))
+        return []
+
+
+def resend_unleased(settings: Settings) -> list[str]:
+    """Re-send the files a dead worker held: their lease ran out, or their message sits
+    unacknowledged with no live lease. Each gets one more lease period, so it is re-sent once
+    per period until a worker holds it (and leases it) again."""
+    held_by_dead = _held_by_dead_consumers(settings)
+    now = utcnow()
+    with session_scope() as session:
+        expired = transitions.expired_leases(session, now)
+        orphaned = sorted(set(transitions.unleased(session, held_by_dead, now)) - set(expired))
+        resend = expired + orphaned
+        transitions.renew_leases(session, resend, now + timedelta(seconds=settings.lease_seconds))
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *resend)
+    if resend:
+        log.info("sweep.lease_expired", files=len(expired), unacked=len(orphaned))
+    return resend
+
+
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:
     """One pass; ``resume_in_progress`` also takes IN_PROGRESS files of any age, which is right
     only when no worker can be running (the embedded runner calls it before starting any)."""
     stale = timedelta(seconds=settings.stale_after)
+    leased_again = set(resend_unleased(settings))
     waiting = queue.queued_conversions()
     with session_scope() as session:
         pending_jobs = transitions.stale_pending_jobs(session, stale)
@@ -93,10 +135,15 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
             )
             # A claimed file went stale because its worker died. An unclaimed one may just be
             # queued: lost for sure only when nothing waits in the queue. One never ingested is
-            # lost only when its job's ingest stopped making progress.
-            if file.in_progress
-            or (file.ingested and waiting == 0)
-            or (not file.ingested and file.job_idle)
+            # lost only when its job's ingest stopped making progress. One a live worker holds
+            # (its lease runs) is not lost, however long it has taken.
+            if file.file_id not in leased_again
+            and (resume_in_progress or not file.leased)
+            and (
+                file.in_progress
+                or (file.ingested and waiting == 0)
+                or (not file.ingested and file.job_idle)
+            )
         ]
         lost_archives = transitions.stale_archives(session, stale)
         ready_jobs = transitions.jobs_ready_for_archive(session)
@@ -116,4 +163,29 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
     ingests, conversions, archives = len(reingest), len(reconvert), len(lost_archives) + started
     if ingests or conversions or archives:
         log.info("sweep.resent", ingests=ingests, conversions=conversions, archives=archives)
+    # The files re-sent for their lease are logged above (sweep.lease_expired), not counted here.
     return {"ingests": ingests, "conversions": conversions, "archives": archives}
+
+
+SWEEP_LOCK = "sweep"
+
+
+class SweepLock:
+    """The database lock one sweep holds while it runs, so two never run at once (beat
+    restarted, two beats). It expires after QUIRE_LEASE_SECONDS unless renewed, so a sweep
+    killed half-way holds up the next one by at most that; a long sweep renews it as it goes,
+    and stops when it finds the lock taken by another."""
+
+    def __init__(self, settings: Settings, name: str = SWEEP_LOCK) -> None:
+        self.name = name
+        self.holder = str(uuid.uuid4())
+        self.hold_for = timedelta(seconds=settings.lease_seconds)
+
+    def take(self) -> bool:
+        """Take it, or renew it while still held: False when another sweep holds it."""
+        with session_scope() as session:
+            return transitions.take_lock(session, self.name, self.holder, utcnow() + self.hold_for)
+
+    def release(self) -> None:
+        with session_scope() as session:
+            transitions.release_lock(session, self.name, self.holder)

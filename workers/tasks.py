@@ -24,11 +24,11 @@ from app.storage import StoreError, get_store
 from workers import metrics
 from workers.archive import build_archive
 from workers.celery_app import celery
-from workers.file_conversion import ScratchSpaceError, convert_file, fail_file
+from workers.file_conversion import ScratchSpaceError, convert_file, fail_file, held_claim
 from workers.ingest import ingest_job
 from workers.libreoffice import ConverterUnavailable
 from workers.runtime import close_converter, get_converter
-from workers.sweeper import expire, expire_uploads, sweep
+from workers.sweeper import SweepLock, expire, expire_uploads, sweep
 from workers.webhooks import deliver
 
 log = get_logger("quire.tasks")
@@ -109,12 +109,17 @@ def ingest(self: Task[Any, Any], job_id: str) -> None:
 def convert(self: Task[Any, Any], file_id: str) -> None:
     def give_up(message: str) -> None:
         close_converter()  # it may be wedged: the next conversion starts a fresh instance
-        fail_file(file_id, message, reason="gave_up")
+        # Fenced by this task's claim, if it made one: a worker that re-claimed the file since
+        # is converting it, and this give-up must not fail it under that worker.
+        fail_file(file_id, message, reason="gave_up", token=held_claim(file_id))
 
     def release() -> None:
+        token = held_claim(file_id)
+        if token is None:
+            return  # this try claimed nothing (the claim itself failed): nothing to give back
         try:
             with session_scope() as session:
-                transitions.release_file(session, file_id)
+                transitions.release_file(session, file_id, token)
         except Exception:  # noqa: BLE001 - the database may be the outage; then the try counts
             log.warning("task.release_failed", file_id=file_id)
 
@@ -174,7 +179,17 @@ def deliver_webhook(self: Task[Any, Any], delivery_id: str) -> None:
 
 @celery.task(name=queue.SWEEP_TASK)
 def sweeper(resume_in_progress: bool = False) -> dict[str, Any]:
-    summary: dict[str, Any] = sweep(get_settings(), resume_in_progress=resume_in_progress)
-    summary["expired"] = expire(get_settings(), get_store())
-    summary["expired_uploads"] = expire_uploads(get_settings(), get_store())
+    """One sweep, under the sweep lock: when another sweep holds it, this one skips."""
+    lock = SweepLock(get_settings())
+    if not lock.take():
+        log.info("sweep.skipped", reason="another sweep holds the lock")
+        return {"skipped": True}
+    try:
+        summary: dict[str, Any] = sweep(get_settings(), resume_in_progress=resume_in_progress)
+        if lock.take():  # renewed between the steps: a slow sweep keeps its lock
+            summary["expired"] = expire(get_settings(), get_store(), still_mine=lock.take)
+        if lock.take():
+            summary["expired_uploads"] = expire_uploads(get_settings(), get_store())
+    finally:
+        lock.release()
     return summary

@@ -1,0 +1,330 @@
+"""Leases: a claim fences the one before it, a live worker renews what it holds, the sweeper
+re-sends what a dead one held, and two sweeps never run at once (issue #15)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from app import queue, transitions
+from app.config import get_settings
+from app.db import session_scope
+from app.models import File, FileStatus, Job, Lock, utcnow
+from app.storage import get_store, output_key
+from tests.app.helpers import make_job
+from tests.conftest import Backend, SentTasks, reset_caches
+from workers import tasks
+from workers.file_conversion import _record
+from workers.sweeper import SweepLock, resend_unleased, sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ingested_job(count: int) -> tuple[str, list[str]]:
+    """A started job whose files' inputs are (said to be) in the store."""
+    job_id, file_ids = make_job(count)
+    with session_scope() as session:
+        session.execute(update(File).where(File.job_id == job_id).values(input_bytes=10))
+    return job_id, file_ids
+
+
+def file_row(file_id: str) -> File:
+    with session_scope() as session:
+        row = session.get(File, file_id)
+        assert row is not None
+        return row
+
+
+def set_lease(file_id: str, seconds_from_now: float | None) -> None:
+    until = None if seconds_from_now is None else utcnow() + timedelta(seconds=seconds_from_now)
+    with session_scope() as session:
+        session.execute(update(File).where(File.id == file_id).values(lease_expires_at=until))
+
+
+def lease_of(file_id: str) -> datetime:
+    lease = file_row(file_id).lease_expires_at
+    assert lease is not None
+    return lease
+
+
+def claim(file_id: str) -> str:
+    with session_scope() as session:
+        token = transitions.claim_file(session, file_id)
+    assert token is not None
+    return token
+
+
+# -- the claim and its fencing token -----------------------------------------------------------
+
+
+def test_a_claim_sets_a_token_and_a_lease(backend: Backend) -> None:
+    _, (file_id,) = ingested_job(1)
+    before = utcnow()
+    token = claim(file_id)
+    row = file_row(file_id)
+    assert row.lease_token == token and row.status == FileStatus.IN_PROGRESS
+    assert row.lease_expires_at is not None
+    lease = get_settings().lease_seconds
+    assert row.lease_expires_at.replace(tzinfo=before.tzinfo) >= before + timedelta(seconds=lease)
+    assert claim(file_id) != token  # every claim its own token
+
+
+def test_a_slow_worker_fenced_out_by_a_reclaim_records_nothing(
+    backend: Backend, tmp_path: Path
+) -> None:
+    job_id, (file_id,) = ingested_job(1)
+    store = get_store()
+    slow, fresh = tmp_path / "slow.pdf", tmp_path / "fresh.pdf"
+    slow.write_bytes(b"%PDF-1.4 slow worker's PDF")
+    fresh.write_bytes(b"%PDF-1.4 the successor's PDF")
+
+    slow_token = claim(file_id)
+    fresh_token = claim(file_id)  # its lease ran out and the sweeper re-sent it: a new claim
+    # The slow worker comes back with its result, then with a failure, then gives the file back.
+    assert not _record(file_id, job_id, store, slow, None, slow_token)
+    assert not store.exists(output_key(job_id, file_id))  # its PDF was never uploaded
+    assert not _record(file_id, job_id, store, None, "late failure", slow_token)
+    with session_scope() as session:
+        assert not transitions.release_file(session, file_id, slow_token)
+    assert file_row(file_id).status == FileStatus.IN_PROGRESS
+
+    assert _record(file_id, job_id, store, fresh, None, fresh_token)
+    assert _record(file_id, job_id, store, slow, None, slow_token) is False
+    assert b"".join(store.iter_chunks(output_key(job_id, file_id))) == fresh.read_bytes()
+    row = file_row(file_id)
+    assert row.status == FileStatus.COMPLETED and row.output_bytes == fresh.stat().st_size
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.finished_files == 1  # counted once
+
+
+def test_a_slow_worker_not_yet_replaced_records_and_the_resend_finds_it_done(
+    backend: Backend, tmp_path: Path
+) -> None:
+    job_id, (file_id,) = ingested_job(1)
+    pdf = tmp_path / "out.pdf"
+    pdf.write_bytes(b"%PDF-1.4 slow but first")
+    token = claim(file_id)
+    set_lease(file_id, -5)  # its lease ran out; the sweeper re-sent it, nobody took it yet
+    assert _record(file_id, job_id, get_store(), pdf, None, token)
+    with session_scope() as session:
+        assert transitions.claim_file(session, file_id) is None  # the re-sent delivery: done
+
+
+def test_a_retry_gives_the_file_back_only_under_its_own_claim(backend: Backend) -> None:
+    _, (file_id,) = ingested_job(1)
+    token = claim(file_id)
+    with session_scope() as session:
+        assert transitions.release_file(session, file_id, token)
+    row = file_row(file_id)
+    assert row.status == FileStatus.PENDING and row.attempts == 0
+    # Its retry waits in the queue: no lease, so no sweep takes it for a dead worker's.
+    assert row.lease_expires_at is None and row.lease_token is None
+
+
+# -- the lease sweep ---------------------------------------------------------------------------
+
+
+def test_the_lease_sweep_resends_an_expired_lease_and_not_a_live_one(
+    backend: Backend, sent: SentTasks
+) -> None:
+    _, (dead, alive, unheld) = ingested_job(3)
+    claim(dead)
+    claim(alive)
+    set_lease(dead, -1)  # its worker stopped renewing
+    assert resend_unleased(get_settings()) == [dead]
+    assert sent.conversions == [dead]
+    # Given one more lease period: not sent again until that runs out too.
+    assert resend_unleased(get_settings()) == []
+    lease = file_row(dead).lease_expires_at
+    assert lease is not None and lease.replace(tzinfo=None) > utcnow().replace(tzinfo=None)
+    set_lease(dead, -1)
+    assert resend_unleased(get_settings()) == [dead]
+    assert unheld not in sent.conversions and alive not in sent.conversions
+
+
+def test_the_stale_path_leaves_a_file_whose_lease_is_live(
+    backend: Backend, sent: SentTasks
+) -> None:
+    from tests.workers.helpers import age
+
+    job_id, (slow, dead) = ingested_job(2)
+    claim(slow)
+    claim(dead)
+    age(job_id, get_settings().stale_after + 5)  # both untouched for QUIRE_STALE_AFTER
+    set_lease(dead, None)  # claimed before leases existed (or by an old worker)
+    summary = sweep(get_settings())
+    # A live worker still renews the slow one's lease: long-running, not lost.
+    assert sent.conversions == [dead]
+    assert summary["conversions"] == 1
+
+
+# -- the heartbeat and the unacknowledged messages, with a real worker and a real Redis -------
+
+
+@pytest.fixture
+def private_broker(backend: Backend, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A Redis database of this test's own, emptied: the worker below consumes from it."""
+    url = redis_url.rsplit("/", 1)[0] + "/11"
+    monkeypatch.setenv("QUIRE_BROKER_URL", url)
+    monkeypatch.setenv("QUIRE_LEASE_SECONDS", "5")
+    reset_caches()
+    with queue.get_sender().connection_for_write() as connection:
+        channel: Any = connection.default_channel  # kombu's Redis channel
+        channel.client.flushdb()
+    return url
+
+
+@pytest.fixture
+def worker(
+    backend: Backend, private_broker: str, tmp_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (main process and one pool process) on the conversion queue."""
+    env = {
+        **os.environ,
+        **backend.env,
+        "QUIRE_BROKER_URL": private_broker,
+        "QUIRE_LEASE_SECONDS": "5",
+        "QUIRE_CONVERTER": "fake",
+        "QUIRE_LOG_FORMAT": "text",
+    }
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed after the process
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "celery", "-A", "workers.celery_app:celery", "worker"),
+            *("--concurrency", "1", "-Q", queue.CONVERT_QUEUE, "--without-mingle"),
+            *("--without-gossip", "--without-heartbeat", "-n", f"leases-{os.getpid()}@%h"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    log.close()
+
+
+def until(check: Callable[[], Any], what: str, log: Path, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"never: {what}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def pool_child(worker: subprocess.Popen[bytes]) -> int:
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return int(children[0]) if children else 0
+
+
+def test_a_live_worker_leases_what_it_holds_and_a_killed_ones_messages_are_found(
+    backend: Backend, sent: SentTasks, worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    _, (waiting_a, waiting_b, reserved, queued) = ingested_job(4)
+    sender = queue.get_sender()
+    # Two retries waiting for their countdown in the worker (scheduled, unacknowledged).
+    for file_id in (waiting_a, waiting_b):
+        sender.send_task(queue.CONVERT_TASK, args=[file_id], countdown=3600)
+    until(lambda: file_row(waiting_b).lease_expires_at, "the scheduled ones leased", log)
+    # One prefetched while the pool process cannot start it (stopped): reserved, not running.
+    child = until(lambda: pool_child(worker), "the worker's pool process", log)
+    os.kill(child, signal.SIGSTOP)
+    sender.send_task(queue.CONVERT_TASK, args=[reserved])
+    first = until(lambda: file_row(reserved).lease_expires_at, "the reserved one leased", log)
+    # Renewed again and again by the heartbeat (every third of the lease), not only on receipt.
+    until(lambda: lease_of(reserved) > first, "a second renewal", log)
+    renewed = lease_of(waiting_a)
+    until(lambda: lease_of(waiting_a) > renewed, "the scheduled one renewed", log)
+    assert file_row(reserved).status == FileStatus.PENDING  # held, never started
+
+    os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool: no one acknowledges
+    worker.wait(timeout=30)
+    sender.send_task(queue.CONVERT_TASK, args=[queued])  # waits in the queue: nobody holds it
+    set_lease(waiting_a, None)  # as if killed between the delivery and its first renewal
+
+    held = {waiting_a, waiting_b, reserved}
+    found = until(
+        lambda: set(queue.unacked_conversions(time.time() - 5)) >= held and True,
+        "the dead worker's messages, delivered more than a lease ago",
+        log,
+    )
+    assert found
+    assert queued not in queue.unacked_conversions(time.time() + 60)  # waiting is not held
+    # Once the leases ran out: the expired ones by their lease, the unleased one by its message.
+    until(lambda: {waiting_b, reserved} <= set(_expired()), "the dead worker's leases ran out", log)
+    assert sorted(resend_unleased(get_settings())) == sorted(held)
+    assert sorted(sent.conversions) == sorted(held)
+
+
+def _expired() -> list[str]:
+    with session_scope() as session:
+        return transitions.expired_leases(session, utcnow())
+
+
+# -- the sweep lock ----------------------------------------------------------------------------
+
+
+def test_two_sweeps_at_once_one_skips(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, finish = threading.Event(), threading.Event()
+    real_sweep = sweep
+
+    def slow_sweep(*args: Any, **kwargs: Any) -> dict[str, int]:
+        entered.set()  # the lock is held from here until ``finish``
+        assert finish.wait(60)
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "sweep", slow_sweep)
+    results: list[dict[str, Any]] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        # The task's body: Celery's own call path sets up per-task state lazily, not for two
+        # threads calling a task for the first time at once.
+        results.append(tasks.sweeper.run())
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    assert entered.wait(60)
+    deadline = time.monotonic() + 60
+    while not results and time.monotonic() < deadline:  # the other one, meanwhile
+        time.sleep(0.05)
+    finish.set()
+    for thread in threads:
+        thread.join(60)
+    assert results[0] == {"skipped": True}  # the second finished first: it did not wait
+    assert "conversions" in results[1] and "expired" in results[1]
+    with session_scope() as session:  # released at the end
+        assert session.scalars(select(Lock)).all() == []
+    assert "skipped" not in tasks.sweeper()  # the next one runs
+
+
+def test_a_sweep_lock_whose_holder_died_expires(backend: Backend) -> None:
+    dead, next_one = SweepLock(get_settings()), SweepLock(get_settings())
+    assert dead.take()
+    assert not next_one.take()
+    assert dead.take()  # its holder renews it
+    with session_scope() as session:
+        session.execute(update(Lock).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert next_one.take()  # the holder was killed half-way: its lock ran out
+    assert not dead.take()  # and it cannot take it back while the other holds it
+    next_one.release()
+    assert dead.take()

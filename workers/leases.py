@@ -1,0 +1,153 @@
+"""The worker's heartbeat: it keeps a lease on every file whose conversion message it holds.
+
+One thread in the worker's main process (the process that holds the broker connection and the
+unacknowledged messages; pool children come and go under it). Every third of
+QUIRE_LEASE_SECONDS it pushes the lease of each file it holds to now + QUIRE_LEASE_SECONDS, in
+one UPDATE: the message running in a pool process, the ones prefetched (reserved), and the
+ones waiting for their countdown (a retry). When the main process dies, its leases run out and
+the sweeper re-sends those files (workers/sweeper.py); a message it received but had not
+leased yet is found by the sweeper in the broker's unacknowledged set (``app.queue``).
+
+The thread has its own database engine: the cached one (``app.db``) would otherwise be built
+in the main process and inherited by every pool child forked after it, sockets and all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from celery.worker import state
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from app import transitions
+from app.config import Settings
+from app.db import make_engine
+from app.logs import get_logger
+from app.models import utcnow
+from app.queue import CONVERT_TASK
+
+log = get_logger("quire.leases")
+
+# A received message wakes the thread, but beats stay this far apart: a busy worker receives a
+# message per conversion, and one write each would cost every file a statement.
+MIN_BEAT_GAP = 1.0
+
+
+def _snapshot(requests: Any) -> list[Any]:
+    """The members of one of Celery's WeakSets, read from another thread: the consumer adds to
+    them while we iterate, which makes the iteration fail; it is simply read again."""
+    for _ in range(10):
+        try:
+            return list(requests)
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return []
+
+
+def _file_id(request: Any) -> str | None:
+    if getattr(request, "name", None) != CONVERT_TASK:
+        return None
+    args = getattr(request, "args", None)
+    return args[0] if args and isinstance(args[0], str) else None
+
+
+def held_file_ids() -> set[str]:
+    """The files of every conversion message this worker process holds: running, reserved
+    (prefetched) and scheduled (an ETA or countdown not reached yet)."""
+    held = set()
+    # scheduled_requests is newer than celery-types' stubs.
+    scheduled = state.scheduled_requests  # type: ignore[attr-defined]
+    for requests in (state.active_requests, state.reserved_requests, scheduled):
+        for request in _snapshot(requests):
+            if (file_id := _file_id(request)) is not None:
+                held.add(file_id)
+    return held
+
+
+class Heartbeat:
+    """Renews the leases of what ``held`` returns, every ``lease / 3`` seconds and soon after
+    ``received`` is called."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        lease_seconds: float,
+        held: Callable[[], Iterable[str]] = held_file_ids,
+    ) -> None:
+        self.engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
+        self.interval = lease_seconds / 3
+        self.held = held
+        self._received: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="quire-lease-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.engine.dispose()
+
+    def received(self, file_id: str) -> None:
+        """A message just arrived: lease it at the next beat (Celery signals ``task_received``
+        before it adds the request to the sets ``held`` reads)."""
+        with self._lock:
+            self._received.add(file_id)
+        self._wake.set()
+
+    def beat(self) -> int:
+        """One renewal: the number of leases pushed forward (finished files are left alone)."""
+        with self._lock:
+            file_ids, self._received = set(self.held()) | self._received, set()
+        if not file_ids:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            return transitions.renew_leases(session, sorted(file_ids), utcnow() + self.lease)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            started = time.monotonic()
+            try:
+                self.beat()
+            except Exception as error:  # noqa: BLE001 - the database may be away: keep beating
+                log.warning("lease.renew_failed", error=str(error))
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            # Woken by a received message: no sooner than MIN_BEAT_GAP after the last beat.
+            self._stopped.wait(max(0.0, started + MIN_BEAT_GAP - time.monotonic()))
+
+
+_heartbeat: Heartbeat | None = None
+
+
+def start(settings: Settings) -> None:
+    """Start this worker's heartbeat (its main process, once the pool is up)."""
+    global _heartbeat
+    if _heartbeat is None:
+        _heartbeat = Heartbeat(make_engine(settings.resolved_database_url), settings.lease_seconds)
+        _heartbeat.start()
+        log.info("lease.heartbeat_started", every=round(_heartbeat.interval, 2))
+
+
+def stop() -> None:
+    global _heartbeat
+    if _heartbeat is not None:
+        _heartbeat.stop()
+        _heartbeat = None
+
+
+def received(request: Any) -> None:
+    if _heartbeat is not None and (file_id := _file_id(request)) is not None:
+        _heartbeat.received(file_id)
