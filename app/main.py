@@ -14,6 +14,7 @@ from app.api.errors import install_error_handlers
 from app.config import get_settings
 from app.logs import JobIdMiddleware, configure_logging, get_logger
 from app.memory import keep_freed_memory
+from app.openapi import TAGS, install_openapi
 from app.storage import S3Store, get_store
 from app.tracing import instrument_api, shutdown_tracing
 
@@ -51,12 +52,14 @@ def create_app() -> FastAPI:
         title="Quire",
         version="0.1.0",
         description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
         # /docs and /redoc are served by app.api.web, from assets of Quire's own (no CDN).
         docs_url=None,
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_openapi(app)  # the request bodies FastAPI cannot see, Quire's 422 body
     app.include_router(jobs.router)
     app.include_router(job_actions.router)  # retry, cancel, delete
     app.include_router(uploads.router)

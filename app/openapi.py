@@ -72,6 +72,8 @@ SUBMIT_JOB_FORM: JsonDict = {
         "files": {
             "type": "array",
             "items": BINARY,
+            # A multipart body cannot send an empty list: a field without parts is absent.
+            "minItems": 1,
             "description": "Several .docx files, instead of a zip.",
         },
         "callback_url": {
@@ -101,6 +103,7 @@ def _register(schemas: dict[str, Any], name: str, schema: Any) -> None:
 
 
 def add_body_schemas(document: dict[str, Any]) -> None:
+    """The request bodies of BODY_MODELS and BODY_SCHEMAS join ``components/schemas``."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name, model in BODY_MODELS.items():
         schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
@@ -117,6 +120,8 @@ def document_error_bodies(document: dict[str, Any]) -> None:
     fastapi_shape = component_ref("HTTPValidationError")
     for path in document.get("paths", {}).values():
         for operation in path.values():
+            if not isinstance(operation, dict):
+                continue  # a path's shared "parameters" list
             answer = operation.get("responses", {}).get("422")
             if answer is None:
                 continue

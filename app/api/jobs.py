@@ -16,6 +16,7 @@ from app.api.deps import BaseUrlDep, OwnerDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import ApiError, responses
 from app.jobs import Cursor, list_jobs, new_job_id
 from app.models import JobStatus
+from app.openapi import BINARY, URI, component_ref
 from app.schemas import JobCreated, JobList, JobStatusResponse, JobSubmission
 from app.services import jobs as job_service
 from app.services.errors import ServiceError
@@ -24,47 +25,37 @@ from app.status import absolute, file_download_url, job_summary, status_document
 from app.storage import ObjectStore, output_key, upload_key
 from app.upload_stream import drain, receive_upload
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], dependencies=[Depends(caller)])
+# Tags per route: the downloads are a group of their own in the document, as in docs/api.md.
+router = APIRouter(prefix="/api/v1/jobs", dependencies=[Depends(caller)])
 
 MAX_JSON_BODY = 64 * 1024
-OPTION_PROPERTIES = {
-    "callback_url": {
-        "type": "string",
-        "format": "uri",
-        "description": "Called with the job's status document when the job ends (webhooks).",
-    },
-    "pdf_a": {"type": "string", "enum": ["1b", "2b", "3b"], "description": "PDF/A level."},
-    "tagged_pdf": {"type": "boolean", "description": "Write tagged PDF."},
-}
+# The route reads its body itself (streamed multipart, or size-checked JSON), so FastAPI sees no
+# model for it: the schemas are components that app/openapi.py adds to the document.
 SUBMIT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "A zip archive of .docx files (folders allowed).",
-                        },
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "Several .docx files, instead of a zip.",
-                        },
-                        **OPTION_PROPERTIES,
-                    },
-                },
+                "schema": component_ref("SubmitJobForm"),
                 "encoding": {"files": {"contentType": "application/octet-stream"}},
             },
             "application/json": {
-                "schema": JobSubmission.model_json_schema(),
+                "schema": component_ref("JobSubmission"),
                 "example": {"upload_id": "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a", "pdf_a": "2b"},
             },
         },
     }
+}
+STATUS_LOCATION = {"Location": {"description": "The job's status URL", "schema": URI}}
+ACCEPTED = {
+    "description": "The job is created; conversion happens in the background",
+    "headers": {
+        **STATUS_LOCATION,
+        "Idempotent-Replayed": {
+            "description": "true when an earlier request with this Idempotency-Key made the job",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
 }
 IdempotencyKey = Annotated[
     str | None,
@@ -107,7 +98,9 @@ async def _read_submission(request: Request) -> JobSubmission:
     status_code=202,
     response_model=JobCreated,
     openapi_extra=SUBMIT_BODY,
-    responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 507),
+    operation_id="submitJob",
+    tags=["jobs"],
+    responses={202: ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503, 507)},
     summary="Submit DOCX files for conversion",
 )
 async def submit_job(
@@ -168,6 +161,8 @@ async def submit_job(
 @router.get(
     "",
     response_model=JobList,
+    operation_id="listJobs",
+    tags=["jobs"],
     responses=responses(400, 401, 403),
     summary="List your jobs, newest first",
 )
@@ -196,6 +191,8 @@ def list_all_jobs(
 @router.get(
     "/{job_id}",
     response_model=JobStatusResponse,
+    operation_id="getJob",
+    tags=["jobs"],
     responses=responses(401, 403, 404),
     summary="A job's status, progress and per-file results",
 )
@@ -234,8 +231,14 @@ def _stream(store: ObjectStore, key: str, *, filename: str, content_type: str) -
 def _download_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
     return {
         **responses(401, 403, 404, 409),
-        200: {"content": {media_type: {}}, "description": f"{what}, streamed (redirect=false)"},
-        307: {"description": f"Redirect to a presigned, expiring URL of {what}"},
+        200: {
+            "content": {media_type: {"schema": BINARY}},
+            "description": f"{what}, streamed (redirect=false)",
+        },
+        307: {
+            "description": f"Redirect to a presigned, expiring URL of {what}",
+            "headers": {"Location": {"description": "The presigned URL", "schema": URI}},
+        },
     }
 
 
@@ -249,6 +252,8 @@ RedirectQuery = Annotated[
     status_code=307,
     response_class=RedirectResponse,
     response_model=None,
+    operation_id="downloadFile",
+    tags=["downloads"],
     responses=_download_responses("application/pdf", "the file's PDF"),
     summary="Download one file's PDF",
 )
@@ -281,6 +286,8 @@ def download_file(
     status_code=307,
     response_class=RedirectResponse,
     response_model=None,
+    operation_id="downloadJob",
+    tags=["downloads"],
     responses=_download_responses("application/zip", "the result zip"),
     summary="Download the zip of PDFs",
 )
