@@ -9,6 +9,7 @@ recorded in the ledger that pytest prints at the end as the "fault injection" ta
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -20,19 +21,34 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
+from pypdf import PdfReader
 
 from tests.docx_factory import make_docx, make_zip
 from tests.e2e.conftest import FaultRecord, Service, soffice_processes_under
-from tests.pdf import pdf_pages
+from tests.e2e.helpers import compose_like_env
 from tests.services import S3Server, cmdline, descendants, parent_of, postgres_server, redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 
-def numbered_zip(count: int, folder: str = "batch") -> tuple[bytes, dict[str, str]]:
-    """A zip of ``count`` documents, each with its own text: entry name -> that text."""
+FILLER = " ".join(["Filler text that only makes the document longer to lay out."] * 40)
+
+
+def numbered_zip(
+    count: int, folder: str = "batch", filler_pages: int = 0
+) -> tuple[bytes, dict[str, str]]:
+    """A zip of ``count`` documents, each with its own text on its first page: entry name ->
+    that text. ``filler_pages`` more pages make each one take longer to convert."""
     markers = {f"{folder}/doc-{i:03}.docx": f"Fault test document {i}" for i in range(count)}
-    return make_zip({name: make_docx(text) for name, text in markers.items()}), markers
+    documents = {
+        name: make_docx(text, *([FILLER] * filler_pages)) for name, text in markers.items()
+    }
+    return make_zip(documents), markers
+
+
+def first_page_text(pdf: bytes) -> str:
+    """The text of a PDF's first page, where each document has its own (the rest is filler)."""
+    return PdfReader(io.BytesIO(pdf)).pages[0].extract_text() or ""
 
 
 def submit(service: Service, ledger: FaultRecord, data: bytes, count: int) -> str:
@@ -58,8 +74,10 @@ def wait(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = ledger.get(f"{service.url}/api/v1/jobs/{job_id}")
-        if response.status_code == 200 and done(status := response.json()):
-            return status
+        if response.status_code == 200:
+            status: dict[str, Any] = response.json()
+            if done(status):
+                return status
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} did not get there:\n{service.log_tail()}")
 
@@ -85,7 +103,7 @@ def settle(
                 pdf = files[name]["output_name"]
                 if files[name]["status"] != "COMPLETED" or pdf not in names:
                     lost.append(name)
-                elif text not in pdf_pages(archive.read(pdf))[0]:
+                elif text not in first_page_text(archive.read(pdf)):
                     lost.append(name)  # a PDF, but not this document's
     else:
         lost += list(markers)
@@ -301,3 +319,93 @@ def test_finished_jobs_expire_with_their_objects(
     objects = service.data_dir / "objects"
     assert not list(objects.rglob(f"*{job_id}*"))
     service.stop()
+
+
+# -- a dead worker's files are handed on (issue #15) ------------------------------------------
+
+# Short leases and sweeps, so the test takes seconds; the mechanism is the same at 20 s and 10 s.
+LEASE_ENV = {**BASE_ENV, "QUIRE_LEASE_SECONDS": "6", "QUIRE_SWEEP_INTERVAL": "2"}
+# A few pages each, so a conversion is not over in an instant.
+FILLER_PAGES = 10
+
+
+def worker_main_process(service: Service) -> int:
+    """The Celery worker's main process, which holds the broker connection: its pool
+    processes' parent."""
+    main = parent_of(a_pool_child(service))
+    assert "celery" in cmdline(main), service.log_tail()
+    return main
+
+
+def handed_on(log_text: str) -> int:
+    """Files the sweeper re-sent for a lease that ran out or a message a dead worker held."""
+    count = 0
+    for line in log_text.splitlines():
+        if '"sweep.lease_expired"' in line:
+            event = json.loads(line[line.index("{") :])
+            count += int(event["files"]) + int(event["unacked"])
+    return count
+
+
+def undisturbed_seconds(
+    service: Service, ledger: FaultRecord, data: bytes, markers: dict[str, str]
+) -> float:
+    """The job run once without a fault: the seconds from its submission to its end."""
+    started = time.monotonic()
+    job_id = submit(service, ledger, data, len(markers))
+    wait(service, ledger, job_id)
+    seconds = time.monotonic() - started
+    settle(service, ledger, job_id, markers)
+    return seconds
+
+
+def postgres_s3_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {
+        **compose_like_env(request),
+        "QUIRE_BROKER_URL": request.getfixturevalue("redis_url").replace("/0", "/8"),
+    }
+
+
+@pytest.mark.parametrize("stack", ["embedded", "postgres-s3"])
+@pytest.mark.parametrize("victims", ["main", "every"])
+def test_a_killed_worker_hands_its_files_on(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+    request: pytest.FixtureRequest,
+    stack: str,
+    victims: str,
+) -> None:
+    env = LEASE_ENV if stack == "embedded" else {**LEASE_ENV, **postgres_s3_env(request)}
+    service = make_service(env)
+    service.start()
+    warm_up, warm_up_markers = numbered_zip(4, folder="warm-up")
+    settle(service, ledger, submit(service, ledger, warm_up, 4), warm_up_markers)
+    data, markers = numbered_zip(40, filler_pages=FILLER_PAGES)
+    # The same job undisturbed, on warm LibreOffice instances: what the fault is measured against.
+    undisturbed = undisturbed_seconds(service, ledger, data, markers)
+
+    started = time.monotonic()
+    job_id = submit(service, ledger, data, len(markers))
+    midway(service, ledger, job_id, 8)
+    main = worker_main_process(service)
+    log_before = service.log_path.stat().st_size
+    if victims == "main":
+        # What the OOM killer does to the biggest process. Its pool processes die with it
+        # (billiard sets PR_SET_PDEATHSIG), taking the files they were converting.
+        os.kill(main, signal.SIGKILL)
+        ledger.faults.append("kill -9 the Celery worker's main process")
+    else:
+        # The main process and its pool processes at once (one process group): no worker is
+        # left until the runner starts a new one.
+        os.killpg(os.getpgid(main), signal.SIGKILL)
+        ledger.faults.append("kill -9 every worker process at once")
+    wait(service, ledger, job_id)
+    ledger.added_seconds = round(time.monotonic() - started - undisturbed, 1)
+    settle(service, ledger, job_id, markers)
+    with open(service.log_path, "rb") as log:
+        log.seek(log_before)
+        after_the_kill = log.read().decode(errors="replace")
+    # The mechanism: the sweeper re-sent what the dead worker held, for its lease or its
+    # unacknowledged message (the job would otherwise wait QUIRE_STALE_AFTER, 15 minutes).
+    assert handed_on(after_the_kill) > 0, service.log_tail()
+    assert service.stop() == 0
