@@ -974,13 +974,17 @@ print("pdf", (work / "out.pdf").read_bytes()[:5].decode())
 """
 
 
-def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("var_tmp_volume", [True, False], ids=["as-deployed", "var-tmp-read-only"])
+def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path, var_tmp_volume: bool) -> None:
     """The worker's pod, approximated on this machine: a private mount namespace whose root
     is remounted read-only, with a tmpfs at each emptyDir mount of the worker container, and
     the process under the pod's user with every capability gone and no_new_privs set
     (allowPrivilegeEscalation: false). The data directory is a setting, so its tmpfs stands
     at /srv here (nothing is created on this machine's root); /tmp and /var/tmp, which
-    LibreOffice chooses itself, are the real paths. RuntimeDefault seccomp is not reproduced."""
+    LibreOffice chooses itself, are the real paths. RuntimeDefault seccomp is not reproduced.
+
+    Also without the /var/tmp volume: an image or runtime that leaves /var/tmp read-only must
+    not stop LibreOffice from starting (unlink() of a missing pipe there fails with EROFS)."""
     tools = [shutil.which(tool) for tool in ("unshare", "setpriv", "soffice")]
     if os.geteuid() != 0 or None in tools:
         pytest.skip("needs root, unshare, setpriv and LibreOffice")
@@ -999,6 +1003,8 @@ def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path) -> None:
             path = Path(mount["mountPath"])
             mounts.append(stand_in if path == Path(data["QUIRE_DATA_DIR"]) else path)
     assert stand_in in mounts and Path("/tmp") in mounts
+    if not var_tmp_volume:
+        mounts.remove(Path("/var/tmp"))
     document = sorted((ROOT.parent / "shared" / "corpus" / "pandoc").glob("*.docx"))[0]
     script = "\n".join(
         [
