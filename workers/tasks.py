@@ -27,6 +27,7 @@ from workers.celery_app import celery
 from workers.file_conversion import ScratchSpaceError, convert_file, fail_file, held_claim
 from workers.ingest import ingest_job
 from workers.libreoffice import ConverterUnavailable
+from workers.orphans import remove_orphan_uploads
 from workers.runtime import close_converter, get_converter
 from workers.sweeper import SweepLock, expire, expire_uploads, sweep
 from workers.webhooks import deliver
@@ -190,6 +191,8 @@ def sweeper(resume_in_progress: bool = False) -> dict[str, Any]:
             summary["expired"] = expire(get_settings(), get_store(), still_mine=lock.take)
         if lock.take():
             summary["expired_uploads"] = expire_uploads(get_settings(), get_store())
+        if lock.take():
+            summary["orphan_uploads"] = remove_orphan_uploads(get_settings(), get_store())
     finally:
         lock.release()
     return summary

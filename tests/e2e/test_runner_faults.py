@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +17,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.e2e.conftest import REPO, FaultRecord, Service, soffice_processes_under
+from tests.e2e.conftest import FaultRecord, Service, soffice_processes_under
 from tests.e2e.helpers import (
     compose_like_env,
     embedded_env,
@@ -208,22 +206,6 @@ def upload_leftovers(service: Service) -> set[str]:
     }
 
 
-def remove_orphan_uploads(service: Service) -> int:
-    """One run of workers.orphans.remove_orphan_uploads against the service's store and
-    database, in a process of its own configured as the service is (what a sweep runs)."""
-    code = (
-        "from app.config import get_settings; from app.storage import get_store; "
-        "from workers.orphans import remove_orphan_uploads; "
-        "print(remove_orphan_uploads(get_settings(), get_store()))"
-    )
-    env = {**os.environ, **service.env, "QUIRE_DATA_DIR": str(service.data_dir)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.split()[-1])
-
-
 def serving(service: Service) -> bool:
     try:
         return httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200
@@ -244,7 +226,8 @@ def test_the_api_killed_mid_upload_leaves_no_job(
     stack: str,
 ) -> None:
     env = embedded_env() if stack == "embedded" else compose_like_env(request)
-    service = make_service({**env, "QUIRE_ORPHAN_UPLOAD_GRACE": "2"})
+    # Sweeps every 2 s, and what a dead upload left is an orphan once idle for 2 s.
+    service = make_service({**env, "QUIRE_ORPHAN_UPLOAD_GRACE": "2", "QUIRE_SWEEP_INTERVAL": "2"})
     service.start()
     run_batch(service, ledger, text_batch(WARM_UP, "warm"))
     batch = text_batch(DOCUMENTS, "calm")
@@ -261,6 +244,9 @@ def test_the_api_killed_mid_upload_leaves_no_job(
         time.sleep(0.05)
     dead = kill_runner_process(service, "api")
     ledger.faults.append("kill -9 the API mid-upload")
+    # Read at once: a sweep removes it as soon as it has been idle for the grace.
+    leftovers = upload_leftovers(service)
+    assert any(key.startswith("unfinished:") for key in leftovers), leftovers
     upload.go_on.set()
     sender.join(timeout=120)
     assert upload.answer is None
@@ -272,8 +258,6 @@ def test_the_api_killed_mid_upload_leaves_no_job(
         assert time.monotonic() < deadline, service.log_tail()
         time.sleep(0.2)
     assert job_ids(service, ledger) == jobs_before  # no job from the broken upload
-    leftovers = upload_leftovers(service)
-    assert any(key.startswith("unfinished:") for key in leftovers), leftovers
 
     # The client sends the same job again: the fault's cost is the time until it is done.
     run_batch(service, ledger, batch)
@@ -282,8 +266,8 @@ def test_the_api_killed_mid_upload_leaves_no_job(
     jobs = job_ids(service, ledger)
     kept = {f"uploads/{job_id}/source.zip" for job_id in jobs}
     deadline = time.monotonic() + 120
-    while upload_leftovers(service) != kept:  # until what the dead upload left idled past the grace
-        assert time.monotonic() < deadline, upload_leftovers(service)
+    # The sweeper (beat's schedule, through the worker) removes what the dead upload left.
+    while upload_leftovers(service) != kept:
+        assert time.monotonic() < deadline, (upload_leftovers(service), service.log_tail())
         time.sleep(0.5)
-        remove_orphan_uploads(service)
     assert service.stop() == 0
