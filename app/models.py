@@ -131,6 +131,10 @@ class Job(Base):
     # alone enqueues the archive task. Reset only by a retry of a finished job, so the archive
     # is built once per round of conversions.
     archive_enqueued_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # While a worker holds the job's ingest or archive message, its heartbeat keeps this in the
+    # future (workers/leases.py); past it, the sweeper re-sends the ingest or the archive the job
+    # still needs. None: no worker has held it since its archive was claimed.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     result_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -138,6 +142,7 @@ class Job(Base):
 
     __table_args__ = (
         Index("ix_jobs_status_updated", "status", "updated_at"),
+        Index("ix_jobs_lease_expires", "lease_expires_at"),
         # The jobs list pages by (created_at, id) within one owner.
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ux_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),

@@ -204,17 +204,27 @@ def queued_conversions() -> int:
             return 0
 
 
+# The tasks a worker holds a lease for (``workers.leases``): each takes one id, a file's or a job's.
+LEASED_TASKS = (CONVERT_TASK, INGEST_TASK, ARCHIVE_TASK)
+
+
 def unacked_conversions(delivered_before: float, limit: int = 10_000) -> list[str]:
-    """The file ids of conversion messages delivered to a worker before ``delivered_before``
-    (a Unix time) and still not acknowledged.
+    """The file ids of conversion messages delivered before ``delivered_before`` and still not
+    acknowledged (``unacked_tasks``)."""
+    return [one for task, one in unacked_tasks(delivered_before, limit) if task == CONVERT_TASK]
+
+
+def unacked_tasks(delivered_before: float, limit: int = 10_000) -> list[tuple[str, str]]:
+    """(task name, id) of the conversion, ingest and archive messages delivered to a worker
+    before ``delivered_before`` (a Unix time) and still not acknowledged.
 
     This reads the layout of kombu's Redis transport (kombu/transport/redis.py, ``QoS.append``):
     a message handed to a consumer goes into the hash ``unacked`` (delivery tag -> JSON
     ``[payload, exchange, routing_key]``) and the sorted set ``unacked_index`` (delivery tag,
     scored by the Unix time of the delivery), and leaves both when acknowledged. A consumer
     that was killed leaves its messages there until the visibility timeout (hours); the
-    sweeper re-sends those whose file no live lease covers. The payload is Celery's message
-    protocol 2: the task name in ``headers["task"]``, the body ``[args, kwargs, embed]``,
+    sweeper re-sends those whose file or job no live lease covers. The payload is Celery's
+    message protocol 2: the task name in ``headers["task"]``, the body ``[args, kwargs, embed]``,
     JSON, base64-encoded when ``properties["body_encoding"]`` says so. Anything else found
     there (another task, another layout) is skipped, never guessed at.
     """
@@ -227,21 +237,23 @@ def unacked_conversions(delivered_before: float, limit: int = 10_000) -> list[st
         if not tags:
             return []
         stored = client.hmget(channel.unacked_key, tags)
-    file_ids = []
+    held = []
     for raw in stored:
-        file_id = _conversion_file_id(raw)
-        if file_id is not None:
-            file_ids.append(file_id)
-    return file_ids
+        task = _leased_task(raw)
+        if task is not None:
+            held.append(task)
+    return held
 
 
-def _conversion_file_id(raw: bytes | str | None) -> str | None:
-    """The file id of one stored ``[payload, exchange, routing_key]``, if it is a conversion."""
+def _leased_task(raw: bytes | str | None) -> tuple[str, str] | None:
+    """(task name, id) of one stored ``[payload, exchange, routing_key]``, if it is one of the
+    LEASED_TASKS."""
     if raw is None:
         return None  # acknowledged between the two reads
     try:
         payload = json.loads(raw)[0]
-        if payload["headers"]["task"] != CONVERT_TASK:
+        task = payload["headers"]["task"]
+        if task not in LEASED_TASKS:
             return None
         body = payload["body"]
         if payload.get("properties", {}).get("body_encoding") == "base64":
@@ -252,4 +264,4 @@ def _conversion_file_id(raw: bytes | str | None) -> str | None:
         return None
     if not args or not isinstance(args[0], str):
         return None
-    return args[0]
+    return task, args[0]

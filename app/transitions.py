@@ -103,7 +103,9 @@ _CLAIM_ARCHIVE = (
         JOBS.c.status.not_in(TERMINAL_JOB_STATUSES),
         JOBS.c.finished_files >= JOBS.c.file_count,
     )
-    .values(archive_enqueued_at=_NOW, updated_at=_NOW)
+    # The job's lease ends with its ingest's: until a worker holds the archive message, the
+    # lease sweep has no archive to look after (the stale path covers a lost send).
+    .values(archive_enqueued_at=_NOW, updated_at=_NOW, lease_expires_at=None)
     .returning(JOBS.c.id)
 )
 
@@ -230,6 +232,98 @@ def unleased(session: Session, file_ids: list[str], now: datetime) -> list[str]:
     return list(rows.scalars())
 
 
+# -- job leases: a worker holds one on every job whose ingest or archive message it holds ------
+
+
+def renew_job_leases(session: Session, job_ids: list[str], until: datetime) -> int:
+    """Push the leases of unfinished ``job_ids`` to ``until`` (a heartbeat holding their ingest
+    or archive, or the sweeper after a re-send)."""
+    if not job_ids:
+        return 0
+    result = session.execute(
+        _update(Job)
+        .where(Job.id.in_(job_ids), Job.status.not_in(TERMINAL_JOB_STATUSES))
+        .values(lease_expires_at=until)
+    )
+    return _rowcount(result)
+
+
+@dataclass(frozen=True)
+class JobResends:
+    """Jobs whose ingest or archive a dead worker held, and which still need it."""
+
+    ingest: list[str]
+    archive: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.ingest or self.archive)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return self.ingest + self.archive
+
+
+def _ingest_unfinished() -> Any:
+    """Never started, or files left that no ingest copied yet: what the stale path re-ingests
+    (``stale_pending_jobs``, and stale files not ingested)."""
+    not_copied = select(File.id).where(
+        File.job_id == Job.id, File.status == FileStatus.PENDING, File.input_bytes.is_(None)
+    )
+    return or_(Job.status == JobStatus.PENDING, not_copied.exists())
+
+
+def _archive_claimed() -> Any:
+    """The archive of this round was claimed and the job has not COMPLETED: what the stale path
+    re-archives (``stale_archives``). Only a running job has a claimed archive."""
+    return and_(Job.status == JobStatus.IN_PROGRESS, Job.archive_enqueued_at.is_not(None))
+
+
+def _no_live_job_lease(now: datetime) -> Any:
+    return or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+
+
+def expired_job_leases(session: Session, now: datetime, limit: int = 100) -> JobResends:
+    """Jobs whose lease ran out, with the task each still needs: the worker that held their
+    ingest or archive message stopped renewing it. A job whose ingest ended and whose archive
+    is not claimed needs neither, whatever its lease says."""
+    archive = _archive_claimed()
+    rows = session.execute(
+        select(Job.id, archive)
+        .where(
+            Job.lease_expires_at < now,
+            Job.status.not_in(TERMINAL_JOB_STATUSES),
+            or_(archive, _ingest_unfinished()),
+        )
+        .order_by(Job.lease_expires_at)
+        .limit(limit)
+    ).all()
+    return JobResends(
+        ingest=[job_id for job_id, archiving in rows if not archiving],
+        archive=[job_id for job_id, archiving in rows if archiving],
+    )
+
+
+def unleased_jobs(
+    session: Session, ingests: list[str], archives: list[str], now: datetime
+) -> JobResends:
+    """Of the jobs whose ingest (``ingests``) or archive (``archives``) message a dead consumer
+    left unacknowledged, those no live lease covers that still need that task: an old ingest
+    message never re-sends an archive that is only waiting in the queue."""
+
+    def still_needed(job_ids: list[str], needs: Any) -> list[str]:
+        if not job_ids:
+            return []
+        rows = session.execute(
+            select(Job.id).where(Job.id.in_(job_ids), _no_live_job_lease(now), needs)
+        )
+        return sorted(rows.scalars())
+
+    return JobResends(
+        ingest=still_needed(ingests, _ingest_unfinished()),
+        archive=still_needed(archives, _archive_claimed()),
+    )
+
+
 def record_finished(session: Session, job_id: str, count: int) -> bool:
     """Count ``count`` files of the job that just became terminal, in the caller's transaction.
 
@@ -268,6 +362,7 @@ def finish_job(
         .values(
             status=JobStatus.COMPLETED,
             result_bytes=result_bytes,
+            lease_expires_at=None,  # ended: the lease sweep never needs to look at it again
             completed_at=utcnow(),
             updated_at=utcnow(),
         )
@@ -287,6 +382,7 @@ def fail_job(session: Session, job_id: str, message: str) -> bool:
         .values(
             status=JobStatus.FAILED,
             error_message=message,
+            lease_expires_at=None,
             completed_at=utcnow(),
             updated_at=utcnow(),
         )
@@ -482,7 +578,7 @@ def cancel_job(session: Session, job_id: str, message: str) -> int | None:
     job = session.execute(
         _update(Job)
         .where(Job.id == job_id, Job.status.in_(ACTIVE_JOB_STATUSES))
-        .values(status=JobStatus.CANCELLED, completed_at=now, updated_at=now)
+        .values(status=JobStatus.CANCELLED, completed_at=now, updated_at=now, lease_expires_at=None)
     )
     return _rowcount(files) if _rowcount(job) else None
 
@@ -534,6 +630,7 @@ def retry_job(
         .values(
             status=JobStatus.IN_PROGRESS,
             archive_enqueued_at=None,
+            lease_expires_at=None,  # a new round: no worker holds its ingest or archive yet
             completed_at=None,
             result_bytes=None,
             error_message=None,

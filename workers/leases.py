@@ -1,12 +1,14 @@
-"""The worker's heartbeat: it keeps a lease on every file whose conversion message it holds.
+"""The worker's heartbeat: it keeps a lease on every file whose conversion message it holds,
+and on every job whose ingest or archive message it holds.
 
 One thread in the worker's main process (the process that holds the broker connection and the
 unacknowledged messages; pool children come and go under it). Every third of
 QUIRE_LEASE_SECONDS it pushes the lease of each file it holds to now + QUIRE_LEASE_SECONDS, in
-one UPDATE: the message running in a pool process, the ones prefetched (reserved), and the
-ones waiting for their countdown (a retry). When the main process dies, its leases run out and
-the sweeper re-sends those files (workers/sweeper.py); a message it received but had not
-leased yet is found by the sweeper in the broker's unacknowledged set (``app.queue``).
+one UPDATE, and of each job it holds in a second one when it holds any: the message running in
+a pool process, the ones prefetched (reserved), and the ones waiting for their countdown (a
+retry). When the main process dies, its leases run out and the sweeper re-sends those files,
+ingests and archives (workers/sweeper.py); a message it received but had not leased yet is
+found by the sweeper in the broker's unacknowledged set (``app.queue``).
 
 The thread has its own database engine: the cached one (``app.db``) would otherwise be built
 in the main process and inherited by every pool child forked after it, sockets and all.
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -29,7 +32,7 @@ from app.config import Settings
 from app.db import make_engine
 from app.logs import get_logger
 from app.models import utcnow
-from app.queue import CONVERT_TASK
+from app.queue import ARCHIVE_TASK, CONVERT_TASK, INGEST_TASK
 
 log = get_logger("quire.leases")
 
@@ -49,41 +52,60 @@ def _snapshot(requests: Any) -> list[Any]:
     return []
 
 
-def _file_id(request: Any) -> str | None:
-    if getattr(request, "name", None) != CONVERT_TASK:
-        return None
-    args = getattr(request, "args", None)
-    return args[0] if args and isinstance(args[0], str) else None
+@dataclass
+class Held:
+    """The ids of the messages a worker holds, by what their lease is on."""
+
+    files: set[str] = field(default_factory=set)  # conversions
+    jobs: set[str] = field(default_factory=set)  # ingests and archives
+
+    def add(self, request: Any) -> bool:
+        """Add the id of ``request`` if it is a leased task; False if it is not one."""
+        name = getattr(request, "name", None)
+        ids = self.files if name == CONVERT_TASK else self.jobs if name in _JOB_TASKS else None
+        args = getattr(request, "args", None)
+        if ids is None or not args or not isinstance(args[0], str):
+            return False
+        ids.add(args[0])
+        return True
+
+    def __or__(self, other: Held) -> Held:
+        return Held(self.files | other.files, self.jobs | other.jobs)
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.jobs)
 
 
-def held_file_ids() -> set[str]:
-    """The files of every conversion message this worker process holds: running, reserved
-    (prefetched) and scheduled (an ETA or countdown not reached yet)."""
-    held = set()
+_JOB_TASKS = (INGEST_TASK, ARCHIVE_TASK)
+
+
+def held_ids() -> Held:
+    """The files and jobs of every conversion, ingest and archive message this worker process
+    holds: running, reserved (prefetched) and scheduled (an ETA or countdown not reached yet)."""
+    held = Held()
     # scheduled_requests is newer than celery-types' stubs.
     scheduled = state.scheduled_requests  # type: ignore[attr-defined]
     for requests in (state.active_requests, state.reserved_requests, scheduled):
         for request in _snapshot(requests):
-            if (file_id := _file_id(request)) is not None:
-                held.add(file_id)
+            held.add(request)
     return held
 
 
 class Heartbeat:
-    """Renews the leases of what ``held`` returns, every ``lease / 3`` seconds and soon after
-    ``received`` is called."""
+    """Renews the leases of the files and jobs ``held`` returns, every ``lease / 3`` seconds and
+    soon after ``received`` is called."""
 
     def __init__(
         self,
         engine: Engine,
         lease_seconds: float,
-        held: Callable[[], Iterable[str]] = held_file_ids,
+        held: Callable[[], Held] = held_ids,
     ) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_seconds)
         self.interval = lease_seconds / 3
         self.held = held
-        self._received: set[str] = set()
+        self._received = Held()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -100,21 +122,25 @@ class Heartbeat:
             self._thread.join(timeout=10)
         self.engine.dispose()
 
-    def received(self, file_id: str) -> None:
+    def received(self, request: Any) -> None:
         """A message just arrived: lease it at the next beat (Celery signals ``task_received``
         before it adds the request to the sets ``held`` reads)."""
         with self._lock:
-            self._received.add(file_id)
-        self._wake.set()
+            leased = self._received.add(request)
+        if leased:
+            self._wake.set()
 
     def beat(self) -> int:
-        """One renewal: the number of leases pushed forward (finished files are left alone)."""
+        """One renewal: the number of leases pushed forward (finished files and jobs are left
+        alone). Files in one UPDATE, as ever; jobs in a second one only when it holds any."""
         with self._lock:
-            file_ids, self._received = set(self.held()) | self._received, set()
-        if not file_ids:
+            held, self._received = self.held() | self._received, Held()
+        if not held:
             return 0
+        until = utcnow() + self.lease
         with Session(self.engine) as session, session.begin():
-            return transitions.renew_leases(session, sorted(file_ids), utcnow() + self.lease)
+            renewed = transitions.renew_leases(session, sorted(held.files), until)
+            return renewed + transitions.renew_job_leases(session, sorted(held.jobs), until)
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -149,5 +175,5 @@ def stop() -> None:
 
 
 def received(request: Any) -> None:
-    if _heartbeat is not None and (file_id := _file_id(request)) is not None:
-        _heartbeat.received(file_id)
+    if _heartbeat is not None:
+        _heartbeat.received(request)

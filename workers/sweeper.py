@@ -4,11 +4,11 @@ Every task is idempotent, so re-sending is always safe; at worst a file is conve
 recorded once. Still, it re-sends only what is really lost: a PENDING file may simply be
 waiting behind a long queue, so those are re-sent only when the conversion queue is empty.
 
-A dead worker's files are found by their leases (``workers.leases``): a lease that ran out
-means the worker holding the file's message stopped renewing it. A message the worker had
-received but not leased yet is found in the broker's unacknowledged set. Untouched for
-QUIRE_STALE_AFTER stays the last resort, for what neither finds (an ingest, an archive, a
-message lost on its way).
+A dead worker's files, ingests and archives are found by their leases (``workers.leases``): a
+lease that ran out means the worker holding the file's or the job's message stopped renewing
+it. A message the worker had received but not leased yet is found in the broker's
+unacknowledged set. Untouched for QUIRE_STALE_AFTER stays the last resort, for what neither
+finds (a message lost on its way).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from app import queue, transitions, webhooks
@@ -92,39 +93,78 @@ def resend_webhooks() -> int:
     return len(due)
 
 
-def _held_by_dead_consumers(settings: Settings) -> list[str]:
-    """Files of conversion messages delivered more than a lease ago and not acknowledged. A
-    live worker leases what it holds well within that, so those without a live lease were
-    held by a consumer that died before its first renewal."""
+def _held_by_dead_consumers(settings: Settings) -> list[tuple[str, str]]:
+    """(task, id) of the conversion, ingest and archive messages delivered more than a lease
+    ago and not acknowledged. A live worker leases what it holds well within that, so those
+    without a live lease were held by a consumer that died before its first renewal."""
     try:
-        return sorted(set(queue.unacked_conversions(time.time() - settings.lease_seconds)))
+        return sorted(set(queue.unacked_tasks(time.time() - settings.lease_seconds)))
     except Exception as error:  # noqa: BLE001 - the broker may be away; the leases still work
         log.warning("sweep.unacked_unreadable", error=str(error))
         return []
 
 
-def resend_unleased(settings: Settings) -> list[str]:
-    """Re-send the files a dead worker held: their lease ran out, or their message sits
-    unacknowledged with no live lease. Each gets one more lease period, so it is re-sent once
-    per period until a worker holds it (and leases it) again."""
+@dataclass(frozen=True)
+class LeaseResends:
+    """What one lease sweep re-sent: files to convert, and jobs to ingest or to archive."""
+
+    files: list[str]
+    jobs: transitions.JobResends
+
+
+def resend_unleased(settings: Settings) -> LeaseResends:
+    """Re-send what a dead worker held: the files and jobs whose lease ran out, or whose message
+    sits unacknowledged with no live lease. Each gets one more lease period, so it is re-sent
+    once per period until a worker holds it (and leases it) again.
+
+    A job gets the task it still needs: its ingest while files are left to copy (or it never
+    started), its archive once claimed and until the job COMPLETED; both are idempotent, and a
+    late archive is fenced by its round (``archive_enqueued_at``)."""
     held_by_dead = _held_by_dead_consumers(settings)
     now = utcnow()
+    until = now + timedelta(seconds=settings.lease_seconds)
+
+    def held(task: str) -> list[str]:
+        return [one for name, one in held_by_dead if name == task]
+
     with session_scope() as session:
         expired = transitions.expired_leases(session, now)
-        orphaned = sorted(set(transitions.unleased(session, held_by_dead, now)) - set(expired))
-        resend = expired + orphaned
-        transitions.renew_leases(session, resend, now + timedelta(seconds=settings.lease_seconds))
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *resend)
-    if resend:
-        log.info("sweep.lease_expired", files=len(expired), unacked=len(orphaned))
-    return resend
+        orphaned = sorted(
+            set(transitions.unleased(session, held(queue.CONVERT_TASK), now)) - set(expired)
+        )
+        files = expired + orphaned
+        transitions.renew_leases(session, files, until)
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *files)
+
+        expired_jobs = transitions.expired_job_leases(session, now)
+        unacked_jobs = transitions.unleased_jobs(
+            session, held(queue.INGEST_TASK), held(queue.ARCHIVE_TASK), now
+        )
+        ingest = sorted(set(expired_jobs.ingest) | set(unacked_jobs.ingest))
+        archive = sorted(set(expired_jobs.archive) | set(unacked_jobs.archive))
+        jobs = transitions.JobResends(ingest=ingest, archive=archive)
+        transitions.renew_job_leases(session, jobs.job_ids, until)
+        queue.queue_after_commit(session, queue.INGEST_TASK, *ingest)
+        for job_id in archive:
+            queue_archive_after_commit(session, job_id)
+    if files or jobs:
+        log.info(
+            "sweep.lease_expired",
+            files=len(expired),
+            unacked=len(orphaned),
+            jobs=len(jobs.job_ids),
+            ingests=len(ingest),
+            archives=len(archive),
+        )
+    return LeaseResends(files, jobs)
 
 
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:
     """One pass; ``resume_in_progress`` also takes IN_PROGRESS files of any age, which is right
     only when no worker can be running (the embedded runner calls it before starting any)."""
     stale = timedelta(seconds=settings.stale_after)
-    leased_again = set(resend_unleased(settings))
+    resent = resend_unleased(settings)
+    leased_again = set(resent.files)
     waiting = queue.queued_conversions()
     with session_scope() as session:
         pending_jobs = transitions.stale_pending_jobs(session, stale)
@@ -145,14 +185,22 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
                 or (not file.ingested and file.job_idle)
             )
         ]
-        lost_archives = transitions.stale_archives(session, stale)
+        # A job the lease sweep just re-sent is not sent a second time for being stale too.
+        lost_archives = [
+            job_id
+            for job_id in transitions.stale_archives(session, stale)
+            if job_id not in resent.jobs.archive
+        ]
         ready_jobs = transitions.jobs_ready_for_archive(session)
         # Touching restarts their clocks, so one lost message is re-sent once per period.
         transitions.touch_files(session, [file.file_id for file in files])
         for job_id in pending_jobs + lost_archives:
             transitions.touch_job(session, job_id)
         # A file whose input was never written needs its job's ingest, not a conversion.
-        reingest = sorted({file.job_id for file in files if not file.ingested} | set(pending_jobs))
+        reingest = sorted(
+            ({file.job_id for file in files if not file.ingested} | set(pending_jobs))
+            - set(resent.jobs.ingest)
+        )
         reconvert = [file.file_id for file in files if file.ingested]
         queue.queue_after_commit(session, queue.INGEST_TASK, *reingest)
         queue.queue_after_commit(session, queue.CONVERT_TASK, *reconvert)

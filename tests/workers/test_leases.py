@@ -15,17 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from app import queue, transitions
 from app.config import get_settings
-from app.db import session_scope
-from app.models import File, FileStatus, Job, Lock, utcnow
-from app.storage import get_store, output_key
+from app.db import make_engine, session_scope
+from app.models import File, FileStatus, Job, JobStatus, Lock, utcnow
+from app.storage import get_store, input_key, output_key, result_key
 from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks, reset_caches
-from workers import tasks
-from workers.file_conversion import _record
+from tests.docx_factory import make_docx, make_zip
+from tests.workers.helpers import age, result_members, submit
+from workers import ingest, tasks
+from workers.archive import build_archive
+from workers.file_conversion import _record, convert_file
+from workers.ingest import ingest_job
+from workers.leases import Heartbeat, Held
+from workers.libreoffice.fake import FakeConverter
 from workers.sweeper import SweepLock, resend_unleased, sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +62,34 @@ def lease_of(file_id: str) -> datetime:
     lease = file_row(file_id).lease_expires_at
     assert lease is not None
     return lease
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        return row
+
+
+def set_job_lease(job_id: str, seconds_from_now: float | None) -> None:
+    until = None if seconds_from_now is None else utcnow() + timedelta(seconds=seconds_from_now)
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=until))
+
+
+def job_lease_of(job_id: str) -> datetime:
+    lease = job_row(job_id).lease_expires_at
+    assert lease is not None
+    return lease
+
+
+def archiving_job() -> str:
+    """A running job whose files all finished and whose archive was claimed."""
+    job_id, file_ids = ingested_job(1)
+    with session_scope() as session:
+        assert transitions.complete_file(session, file_ids[0], output_bytes=10, crc32=0)
+        assert transitions.record_finished(session, job_id, 1)  # claims the archive
+    return job_id
 
 
 def claim(file_id: str) -> str:
@@ -143,22 +177,88 @@ def test_the_lease_sweep_resends_an_expired_lease_and_not_a_live_one(
     claim(dead)
     claim(alive)
     set_lease(dead, -1)  # its worker stopped renewing
-    assert resend_unleased(get_settings()) == [dead]
+    assert resend_unleased(get_settings()).files == [dead]
     assert sent.conversions == [dead]
     # Given one more lease period: not sent again until that runs out too.
-    assert resend_unleased(get_settings()) == []
+    assert resend_unleased(get_settings()).files == []
     lease = file_row(dead).lease_expires_at
     assert lease is not None and lease.replace(tzinfo=None) > utcnow().replace(tzinfo=None)
     set_lease(dead, -1)
-    assert resend_unleased(get_settings()) == [dead]
+    assert resend_unleased(get_settings()).files == [dead]
     assert unheld not in sent.conversions and alive not in sent.conversions
+
+
+def test_the_lease_sweep_resends_an_expired_ingest_and_archive_and_not_live_ones(
+    backend: Backend, sent: SentTasks
+) -> None:
+    ingest_dead, _ = make_job(2)  # started, nothing copied yet
+    ingest_alive, _ = make_job(2)
+    ingest_never_held, _ = make_job(2)  # its message only waits in the queue: no lease
+    ingest_over, _ = ingested_job(2)  # every file copied: its ingest needs nothing
+    archive_dead, archive_alive = archiving_job(), archiving_job()
+    cancelled, _ = make_job(1)
+    with session_scope() as session:
+        assert transitions.cancel_job(session, cancelled, "stop") == 1
+    for job_id in (ingest_dead, ingest_over, archive_dead, cancelled):
+        set_job_lease(job_id, -1)  # their worker stopped renewing
+    for job_id in (ingest_alive, archive_alive):
+        set_job_lease(job_id, 60)
+
+    resent = resend_unleased(get_settings())
+    assert resent.jobs.ingest == [ingest_dead] and resent.jobs.archive == [archive_dead]
+    assert resent.files == []
+    assert sent.ingests == [ingest_dead] and sent.archives == [archive_dead]
+    # Given one more lease period: not sent again until that runs out too.
+    assert job_lease_of(ingest_dead).replace(tzinfo=None) > utcnow().replace(tzinfo=None)
+    assert not resend_unleased(get_settings()).jobs
+    set_job_lease(archive_dead, -1)
+    assert resend_unleased(get_settings()).jobs.archive == [archive_dead]
+    assert ingest_never_held not in sent.ingests
+    assert job_row(cancelled).status == JobStatus.CANCELLED and cancelled not in sent.ingests
+
+
+def test_claiming_the_archive_ends_the_ingests_lease(backend: Backend, sent: SentTasks) -> None:
+    job_id, (file_id,) = ingested_job(1)
+    set_job_lease(job_id, 60)  # held for its ingest, which then finished
+    with session_scope() as session:
+        assert transitions.complete_file(session, file_id, output_bytes=10, crc32=0)
+        assert transitions.record_finished(session, job_id, 1)
+    assert job_row(job_id).lease_expires_at is None
+    # The archive message only waits in the queue: no sweep takes the old lease for it.
+    assert not resend_unleased(get_settings()).jobs
+    assert sent.archives == []
+
+
+def test_an_old_message_resends_only_the_task_it_was(backend: Backend) -> None:
+    ingesting, _ = make_job(1)
+    archiving = archiving_job()
+    leased = archiving_job()
+    set_job_lease(leased, 60)
+    with session_scope() as session:
+        # A dead consumer's ingest of a job whose archive is claimed since, its archive of a job
+        # still being ingested, and an archive some live worker holds again.
+        found = transitions.unleased_jobs(
+            session, [ingesting, archiving], [ingesting, archiving, leased], utcnow()
+        )
+    assert found.ingest == [ingesting] and found.archive == [archiving]
+
+
+def test_the_stale_path_does_not_send_again_what_the_lease_sweep_resent(
+    backend: Backend, sent: SentTasks
+) -> None:
+    ingesting, _ = make_job(2)
+    archiving = archiving_job()
+    for job_id in (ingesting, archiving):
+        age(job_id, get_settings().stale_after + 5)  # stale as well as unleased
+        set_job_lease(job_id, -1)
+    summary = sweep(get_settings())
+    assert sent.ingests == [ingesting] and sent.archives == [archiving]
+    assert summary["ingests"] == 0 and summary["archives"] == 0  # counted as lease re-sends
 
 
 def test_the_stale_path_leaves_a_file_whose_lease_is_live(
     backend: Backend, sent: SentTasks
 ) -> None:
-    from tests.workers.helpers import age
-
     job_id, (slow, dead) = ingested_job(2)
     claim(slow)
     claim(dead)
@@ -170,7 +270,129 @@ def test_the_stale_path_leaves_a_file_whose_lease_is_live(
     assert summary["conversions"] == 1
 
 
+# -- ingest and archive run twice, or late ------------------------------------------------------
+
+
+class WorkerKilled(Exception):
+    """Stands in for the SIGKILL of the worker running an ingest."""
+
+
+def test_an_ingest_resent_after_its_worker_died_and_a_late_one_copy_each_file_once(
+    backend: Backend, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = {f"doc-{i}.docx": make_docx(f"Document {i}") for i in range(7)}
+    job_id = submit(make_zip(documents))
+    settings, store = get_settings(), get_store()
+    monkeypatch.setattr(ingest, "BATCH", 3)
+    real_flush = ingest._flush
+
+    def dies_after_the_first_batch(*args: Any) -> bool:
+        real_flush(*args)
+        raise WorkerKilled
+
+    monkeypatch.setattr(ingest, "_flush", dies_after_the_first_batch)
+    with pytest.raises(WorkerKilled):
+        ingest_job(job_id, store, settings)
+    first_batch = list(sent.conversions)
+    assert len(first_batch) == 3
+    monkeypatch.setattr(ingest, "_flush", real_flush)
+
+    set_job_lease(job_id, -1)  # the dead worker's lease ran out: the sweep re-sends the ingest
+    assert resend_unleased(settings).jobs.ingest == [job_id]
+    ingest_job(sent.ingests.pop(), store, settings)
+    ingest_job(job_id, store, settings)  # the original message, redelivered late: nothing left
+    with session_scope() as session:
+        rows = session.execute(select(File.id, File.input_bytes).where(File.job_id == job_id)).all()
+    assert len(rows) == len(documents)  # the file rows are the submission's, never made again
+    assert sorted(sent.conversions) == sorted(file_id for file_id, _ in rows)  # each sent once
+    assert sent.conversions[:3] == first_batch
+    for file_id, size in rows:
+        assert size is not None and store.exists(input_key(job_id, file_id))
+    # Every file copied: the lease sweep has no ingest left to send, whatever the lease says.
+    set_job_lease(job_id, -1)
+    assert not resend_unleased(settings).jobs
+
+
+def test_a_late_archive_cannot_overwrite_the_next_rounds_or_complete_the_job(
+    backend: Backend, sent: SentTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store, converter = get_settings(), get_store(), FakeConverter()
+    job_id = submit(make_zip({"a.docx": make_docx("Alpha"), "b.docx": make_docx("Beta")}))
+    ingest_job(job_id, store, settings)
+    a, b = sent.conversions
+    convert_file(a, store, converter, settings)
+    with session_scope() as session:  # b gave up (a passing outage): round one ends without it
+        assert transitions.fail_files(session, [b], "gave up") == 1
+        assert transitions.record_finished(session, job_id, 1)
+    round_one = job_row(job_id).archive_enqueued_at
+    slow_read = store.iter_chunks
+    paused: list[bool] = []
+
+    def meanwhile() -> None:
+        """While the slow worker's archive is paused half-way, the world moves on."""
+        set_job_lease(job_id, -1)  # its lease ran out: the sweep re-sends the archive
+        assert resend_unleased(settings).jobs.archive == [job_id]
+        build_archive(job_id, store)  # another worker writes round one's archive
+        assert job_row(job_id).status == JobStatus.COMPLETED
+        with session_scope() as session:  # the client retries b, which now converts
+            plan = transitions.retry_job(session, job_id)
+        assert plan is not None and plan.convert == [b]
+        sent.archives.clear()
+        convert_file(b, store, converter, settings)
+        assert sent.archives == [job_id]
+        build_archive(job_id, store)  # round two's archive
+
+    def iter_chunks(key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        if not paused:
+            paused.append(True)
+            meanwhile()
+        yield from slow_read(key, chunk_size)
+
+    monkeypatch.setattr(store, "iter_chunks", iter_chunks)
+    build_archive(job_id, store)  # the slow worker comes back and finishes writing round one's
+
+    job = job_row(job_id)
+    assert paused and job.status == JobStatus.COMPLETED
+    assert job.archive_enqueued_at is not None and job.archive_enqueued_at != round_one
+    assert sorted(result_members(job_id)) == ["a.pdf", "b.pdf"]  # round two's, not overwritten
+    assert job.result_bytes == store.size(result_key(job_id))
+
+
 # -- the heartbeat and the unacknowledged messages, with a real worker and a real Redis -------
+
+
+def test_a_beat_renews_held_jobs_in_a_second_update_only_when_it_holds_any(
+    backend: Backend,
+) -> None:
+    _, (file_id,) = ingested_job(1)
+    job_id, _ = make_job(1)
+    engine = make_engine(get_settings().resolved_database_url)
+    updates: list[str] = []
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: (
+            updates.append(statement.split()[1])
+            if statement.lstrip().upper().startswith("UPDATE")
+            else None
+        ),
+    )
+    held = Held(files={file_id})
+    heartbeat = Heartbeat(engine, 5, held=lambda: held)
+    try:
+        assert heartbeat.beat() == 1
+        assert updates == ["files"]  # the file path as before: one UPDATE
+        held.jobs.add(job_id)
+        updates.clear()
+        assert heartbeat.beat() == 2
+        assert updates == ["files", "jobs"]
+        assert job_lease_of(job_id).replace(tzinfo=None) > utcnow().replace(tzinfo=None)
+        held.files.clear()
+        updates.clear()
+        assert heartbeat.beat() == 1
+        assert updates == ["jobs"]  # renew_leases sends nothing for no files
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -190,7 +412,7 @@ def private_broker(backend: Backend, redis_url: str, monkeypatch: pytest.MonkeyP
 def worker(
     backend: Backend, private_broker: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (main process and one pool process) on the conversion queue."""
+    """A real Celery worker (main process and one pool process) on both queues."""
     env = {
         **os.environ,
         **backend.env,
@@ -203,7 +425,8 @@ def worker(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "celery", "-A", "workers.celery_app:celery", "worker"),
-            *("--concurrency", "1", "-Q", queue.CONVERT_QUEUE, "--without-mingle"),
+            *("--concurrency", "1", "-Q", f"{queue.CONVERT_QUEUE},{queue.CONTROL_QUEUE}"),
+            "--without-mingle",
             *("--without-gossip", "--without-heartbeat", "-n", f"leases-{os.getpid()}@%h"),
         ],
         cwd=REPO,
@@ -238,11 +461,18 @@ def test_a_live_worker_leases_what_it_holds_and_a_killed_ones_messages_are_found
 ) -> None:
     log = tmp_path / "worker.log"
     _, (waiting_a, waiting_b, reserved, queued) = ingested_job(4)
+    ingesting, _ = make_job(2)
+    archiving = archiving_job()
     sender = queue.get_sender()
-    # Two retries waiting for their countdown in the worker (scheduled, unacknowledged).
+    # Two retries waiting for their countdown in the worker (scheduled, unacknowledged), and an
+    # ingest's and an archive's retry too.
     for file_id in (waiting_a, waiting_b):
         sender.send_task(queue.CONVERT_TASK, args=[file_id], countdown=3600)
+    sender.send_task(queue.INGEST_TASK, args=[ingesting], countdown=3600)
+    sender.send_task(queue.ARCHIVE_TASK, args=[archiving], countdown=3600)
     until(lambda: file_row(waiting_b).lease_expires_at, "the scheduled ones leased", log)
+    until(lambda: job_row(archiving).lease_expires_at, "the scheduled archive leased", log)
+    ingest_leased = until(lambda: job_row(ingesting).lease_expires_at, "the ingest leased", log)
     # One prefetched while the pool process cannot start it (stopped): reserved, not running.
     child = until(lambda: pool_child(worker), "the worker's pool process", log)
     os.kill(child, signal.SIGSTOP)
@@ -252,12 +482,14 @@ def test_a_live_worker_leases_what_it_holds_and_a_killed_ones_messages_are_found
     until(lambda: lease_of(reserved) > first, "a second renewal", log)
     renewed = lease_of(waiting_a)
     until(lambda: lease_of(waiting_a) > renewed, "the scheduled one renewed", log)
+    until(lambda: job_lease_of(ingesting) > ingest_leased, "the ingest's lease renewed", log)
     assert file_row(reserved).status == FileStatus.PENDING  # held, never started
 
     os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool: no one acknowledges
     worker.wait(timeout=30)
     sender.send_task(queue.CONVERT_TASK, args=[queued])  # waits in the queue: nobody holds it
     set_lease(waiting_a, None)  # as if killed between the delivery and its first renewal
+    set_job_lease(archiving, None)
 
     held = {waiting_a, waiting_b, reserved}
     found = until(
@@ -267,15 +499,27 @@ def test_a_live_worker_leases_what_it_holds_and_a_killed_ones_messages_are_found
     )
     assert found
     assert queued not in queue.unacked_conversions(time.time() + 60)  # waiting is not held
+    jobs_held = {(queue.INGEST_TASK, ingesting), (queue.ARCHIVE_TASK, archiving)}
+    assert jobs_held <= set(queue.unacked_tasks(time.time() - 5))
     # Once the leases ran out: the expired ones by their lease, the unleased one by its message.
     until(lambda: {waiting_b, reserved} <= set(_expired()), "the dead worker's leases ran out", log)
-    assert sorted(resend_unleased(get_settings())) == sorted(held)
+    until(lambda: _expired_jobs().ingest == [ingesting], "the ingest's lease ran out", log)
+    resent = resend_unleased(get_settings())
+    assert sorted(resent.files) == sorted(held)
     assert sorted(sent.conversions) == sorted(held)
+    # The ingest by its lease, the archive (never renewed) by its unacknowledged message.
+    assert resent.jobs.ingest == [ingesting] and resent.jobs.archive == [archiving]
+    assert sent.ingests == [ingesting] and sent.archives == [archiving]
 
 
 def _expired() -> list[str]:
     with session_scope() as session:
         return transitions.expired_leases(session, utcnow())
+
+
+def _expired_jobs() -> transitions.JobResends:
+    with session_scope() as session:
+        return transitions.expired_job_leases(session, utcnow())
 
 
 # -- the sweep lock ----------------------------------------------------------------------------
