@@ -324,6 +324,26 @@ def unleased_jobs(
     )
 
 
+def copied_unleased_files(session: Session, job_ids: list[str], now: datetime) -> list[str]:
+    """The files of ``job_ids`` whose input an ingest recorded, still PENDING, that no live lease
+    covers. An ingest sends a batch's conversions after the batch committed: one killed between
+    the two left them recorded and never queued, and the ingest sent again skips them."""
+    if not job_ids:
+        return []
+    no_live_lease = or_(File.lease_expires_at.is_(None), File.lease_expires_at < now)
+    rows = session.execute(
+        select(File.id)
+        .where(
+            File.job_id.in_(job_ids),
+            File.status == FileStatus.PENDING,
+            File.input_bytes.is_not(None),
+            no_live_lease,
+        )
+        .order_by(File.job_id, File.position)
+    )
+    return list(rows.scalars())
+
+
 def record_finished(session: Session, job_id: str, count: int) -> bool:
     """Count ``count`` files of the job that just became terminal, in the caller's transaction.
 

@@ -119,7 +119,11 @@ def resend_unleased(settings: Settings) -> LeaseResends:
 
     A job gets the task it still needs: its ingest while files are left to copy (or it never
     started), its archive once claimed and until the job COMPLETED; both are idempotent, and a
-    late archive is fenced by its round (``archive_enqueued_at``)."""
+    late archive is fenced by its round (``archive_enqueued_at``). With a re-sent ingest go the
+    conversions of the files it had copied that are still PENDING and unleased: the dead ingest
+    may have died between a batch's commit and its sends, and the new one copies only what is
+    not copied yet. Some of them may only be waiting in the queue: their second message finds
+    the file finished (a claim is fenced), at the cost of a no-op task."""
     held_by_dead = _held_by_dead_consumers(settings)
     now = utcnow()
     until = now + timedelta(seconds=settings.lease_seconds)
@@ -134,7 +138,6 @@ def resend_unleased(settings: Settings) -> LeaseResends:
         )
         files = expired + orphaned
         transitions.renew_leases(session, files, until)
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *files)
 
         expired_jobs = transitions.expired_job_leases(session, now)
         unacked_jobs = transitions.unleased_jobs(
@@ -144,6 +147,16 @@ def resend_unleased(settings: Settings) -> LeaseResends:
         archive = sorted(set(expired_jobs.archive) | set(unacked_jobs.archive))
         jobs = transitions.JobResends(ingest=ingest, archive=archive)
         transitions.renew_job_leases(session, jobs.job_ids, until)
+        # Not leased: a lease on a file that only waits in a long queue would run out and have
+        # it re-sent every period.
+        already = set(files)
+        unsent = [
+            file_id
+            for file_id in transitions.copied_unleased_files(session, ingest, now)
+            if file_id not in already
+        ]
+        files += unsent
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *files)
         queue.queue_after_commit(session, queue.INGEST_TASK, *ingest)
         for job_id in archive:
             queue_archive_after_commit(session, job_id)
@@ -152,6 +165,7 @@ def resend_unleased(settings: Settings) -> LeaseResends:
             "sweep.lease_expired",
             files=len(expired),
             unacked=len(orphaned),
+            copied=len(unsent),
             jobs=len(jobs.job_ids),
             ingests=len(ingest),
             archives=len(archive),

@@ -273,8 +273,8 @@ def test_the_stale_path_leaves_a_file_whose_lease_is_live(
 # -- ingest and archive run twice, or late ------------------------------------------------------
 
 
-class WorkerKilled(Exception):
-    """Stands in for the SIGKILL of the worker running an ingest."""
+class WorkerKilled(BaseException):
+    """Stands in for the SIGKILL of the worker running an ingest: nothing catches it."""
 
 
 def test_an_ingest_resent_after_its_worker_died_and_a_late_one_copy_each_file_once(
@@ -284,33 +284,46 @@ def test_an_ingest_resent_after_its_worker_died_and_a_late_one_copy_each_file_on
     job_id = submit(make_zip(documents))
     settings, store = get_settings(), get_store()
     monkeypatch.setattr(ingest, "BATCH", 3)
-    real_flush = ingest._flush
+    batches: list[list[str]] = []
 
-    def dies_after_the_first_batch(*args: Any) -> bool:
-        real_flush(*args)
-        raise WorkerKilled
+    def killed_sending_the_second_batch(file_ids: Any) -> None:
+        batches.append(list(file_ids))
+        if len(batches) == 2:  # its inputs are recorded, its conversions never sent
+            raise WorkerKilled
+        sent.conversions.extend(file_ids)
 
-    monkeypatch.setattr(ingest, "_flush", dies_after_the_first_batch)
+    monkeypatch.setattr(queue, "send_conversions", killed_sending_the_second_batch)
     with pytest.raises(WorkerKilled):
         ingest_job(job_id, store, settings)
-    first_batch = list(sent.conversions)
-    assert len(first_batch) == 3
-    monkeypatch.setattr(ingest, "_flush", real_flush)
+    monkeypatch.setattr(queue, "send_conversions", sent.conversions.extend)
+    first, unsent = batches
+    assert sent.conversions == first and len(unsent) == 3
 
     set_job_lease(job_id, -1)  # the dead worker's lease ran out: the sweep re-sends the ingest
-    assert resend_unleased(settings).jobs.ingest == [job_id]
-    ingest_job(sent.ingests.pop(), store, settings)
+    resent = resend_unleased(settings)
+    assert resent.jobs.ingest == [job_id]
+    # ...and the conversions of what it had copied: the unsent batch's (and the first again).
+    assert sorted(resent.files) == sorted(first + unsent)
+    ingest_job(sent.ingests.pop(), store, settings)  # copies the last one
     ingest_job(job_id, store, settings)  # the original message, redelivered late: nothing left
     with session_scope() as session:
         rows = session.execute(select(File.id, File.input_bytes).where(File.job_id == job_id)).all()
     assert len(rows) == len(documents)  # the file rows are the submission's, never made again
-    assert sorted(sent.conversions) == sorted(file_id for file_id, _ in rows)  # each sent once
-    assert sent.conversions[:3] == first_batch
+    assert {file_id for file_id, _ in rows} == set(sent.conversions)  # every one sent
     for file_id, size in rows:
         assert size is not None and store.exists(input_key(job_id, file_id))
     # Every file copied: the lease sweep has no ingest left to send, whatever the lease says.
     set_job_lease(job_id, -1)
     assert not resend_unleased(settings).jobs
+
+    converter = FakeConverter()
+    for file_id in list(sent.conversions):  # duplicates included, in the order sent
+        convert_file(file_id, store, converter, settings)
+    assert len(converter.converted) == len(documents)  # each converted once
+    with session_scope() as session:
+        attempts = session.scalars(select(File.attempts).where(File.job_id == job_id)).all()
+    assert attempts == [1] * len(documents)
+    assert job_row(job_id).finished_files == len(documents) and sent.archives == [job_id]
 
 
 def test_a_late_archive_cannot_overwrite_the_next_rounds_or_complete_the_job(
