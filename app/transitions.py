@@ -103,9 +103,14 @@ _CLAIM_ARCHIVE = (
         JOBS.c.status.not_in(TERMINAL_JOB_STATUSES),
         JOBS.c.finished_files >= JOBS.c.file_count,
     )
-    # The job's lease ends with its ingest's: until a worker holds the archive message, the
-    # lease sweep has no archive to look after (the stale path covers a lost send).
-    .values(archive_enqueued_at=_NOW, updated_at=_NOW, lease_expires_at=None)
+    # A fresh lease, as a file's claim starts one (and an ingest's old one no longer counts): a
+    # worker that takes the archive renews it; if the claimer died before its send, it runs out
+    # and the sweep sends the archive.
+    .values(
+        archive_enqueued_at=_NOW,
+        updated_at=_NOW,
+        lease_expires_at=bindparam("lease_until", type_=JOBS.c.lease_expires_at.type),
+    )
     .returning(JOBS.c.id)
 )
 
@@ -365,8 +370,13 @@ def record_finished(session: Session, job_id: str, count: int) -> bool:
 
 
 def claim_archive(session: Session, job_id: str) -> bool:
-    """Set the job's "archive enqueued" mark if every file is terminal and nobody set it yet."""
-    result = session.execute(_CLAIM_ARCHIVE, {"job_id": job_id, "now": utcnow()})
+    """Set the job's "archive enqueued" mark if every file is terminal and nobody set it yet,
+    under a lease of QUIRE_LEASE_SECONDS."""
+    now = utcnow()
+    lease_until = now + timedelta(seconds=get_settings().lease_seconds)
+    result = session.execute(
+        _CLAIM_ARCHIVE, {"job_id": job_id, "now": now, "lease_until": lease_until}
+    )
     return result.first() is not None
 
 
