@@ -409,3 +409,72 @@ def test_a_killed_worker_hands_its_files_on(
     # unacknowledged message (the job would otherwise wait QUIRE_STALE_AFTER, 15 minutes).
     assert handed_on(after_the_kill) > 0, service.log_tail()
     assert service.stop() == 0
+
+
+# Enough documents that their ingest lasts long enough to be killed half-way: it commits them in
+# batches of 50, about 0.05 s each here, and the kill comes right after the first.
+INGESTED_DOCUMENTS = 500
+
+
+def events(log_text: str, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of the event ``name``."""
+    return [
+        json.loads(line[line.index("{") :]) for line in log_text.splitlines() if f'"{name}"' in line
+    ]
+
+
+def log_since(service: Service, offset: int) -> str:
+    with open(service.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def first_ingest_batch(service: Service, job_id: str, offset: int, timeout: float = 60) -> None:
+    """Wait until the job's ingest committed its first batch: it is unpacking the zip now.
+    Reads only what the log gained since the last look, so the kill follows within a few ms."""
+    deadline = time.monotonic() + timeout
+    unread = b""
+    with open(service.log_path, "rb") as log:
+        log.seek(offset)
+        while time.monotonic() < deadline:
+            unread += log.read()
+            *lines, unread = unread.split(b"\n")
+            batches = events(b"\n".join(lines).decode(errors="replace"), "ingest.batch")
+            if any(event.get("job_id") == job_id for event in batches):
+                return
+            time.sleep(0.005)
+    raise AssertionError(f"the ingest never started:\n{service.log_tail()}")
+
+
+@pytest.mark.parametrize("stack", ["embedded", "postgres-s3"])
+def test_a_worker_killed_during_an_ingest_hands_the_ingest_on(
+    make_service: Callable[[dict[str, str]], Service],
+    ledger: FaultRecord,
+    request: pytest.FixtureRequest,
+    stack: str,
+) -> None:
+    env = LEASE_ENV if stack == "embedded" else {**LEASE_ENV, **postgres_s3_env(request)}
+    service = make_service(env)
+    service.start()
+    warm_up, warm_up_markers = numbered_zip(4, folder="warm-up")
+    settle(service, ledger, submit(service, ledger, warm_up, 4), warm_up_markers)
+    data, markers = numbered_zip(INGESTED_DOCUMENTS)
+    undisturbed = undisturbed_seconds(service, ledger, data, markers)
+
+    main = worker_main_process(service)  # found first: the kill must not wait for it
+    log_before = service.log_path.stat().st_size
+    started = time.monotonic()
+    job_id = submit(service, ledger, data, len(markers))
+    first_ingest_batch(service, job_id, log_before)
+    os.kill(main, signal.SIGKILL)  # its pool processes die with it, the ingest's among them
+    ledger.faults.append("kill -9 the Celery worker's main process mid-ingest")
+    wait(service, ledger, job_id)
+    ledger.added_seconds = round(time.monotonic() - started - undisturbed, 1)
+    settle(service, ledger, job_id, markers)
+    # The mechanism: the sweeper re-sent the dead worker's ingest, for its job's expired lease or
+    # its unacknowledged message (it would otherwise wait QUIRE_STALE_AFTER, 15 minutes). Only
+    # an ingest that had not finished is re-sent: this also shows the kill came mid-ingest.
+    resent = events(log_since(service, log_before), "sweep.lease_expired")
+    assert sum(int(event["jobs"]) for event in resent) > 0, service.log_tail()
+    assert sum(int(event["ingests"]) for event in resent) > 0, service.log_tail()
+    assert service.stop() == 0
