@@ -254,7 +254,7 @@ class Runner:
             [
                 PYTHON,
                 "-m",
-                "celery",
+                "workers",  # the celery command, Quire's package first (workers/__main__.py)
                 "-A",
                 "workers.celery_app:celery",
                 "worker",
@@ -272,7 +272,7 @@ class Runner:
             [
                 PYTHON,
                 "-m",
-                "celery",
+                "workers",  # the celery command, Quire's package first (workers/__main__.py)
                 "-A",
                 "workers.celery_app:celery",
                 "beat",

@@ -4,14 +4,13 @@ OpenTelemetry's SDK, exporter or instrumentations (app/tracing.py imports them o
 What others import, checked as precisely: FastAPI (0.165) imports the OpenTelemetry API package
 for its native telemetry (off while no provider is configured), and redis-py imports the API's
 metrics part, and the SDK's metrics whenever the SDK is installed. app/__init__.py keeps the
-SDK's metrics out of any process that imports Quire before redis: the API under uvicorn holds
-no ``opentelemetry.sdk`` module at all. A worker runs under the ``celery`` command, which loads
-its plugins (flower's imports redis) before Quire: there redis's ``opentelemetry.sdk.metrics``
-is loaded, unused, and nothing of tracing is (no ``opentelemetry.sdk.trace``, no exporter).
+SDK's metrics out of any process that imports Quire before redis: the API under uvicorn, and
+the worker under ``python -m workers`` (the ``celery`` command with Quire imported before its
+plugins, whose Flower imports redis), hold no ``opentelemetry.sdk`` module at all.
 
 Each process is a fresh interpreter, as in production. The API one builds the app with its
 lifespan and submits a real job with a callback through it; its sends go to a real Redis and
-are written down. The worker one loads the ``celery`` command first, then runs what a pool
+are written down. The worker one runs its command line's start first, then what a pool
 process runs: its start-up hook, the ingest, each conversion (fake converter), the archive and
 the webhook attempt, as the messages ask, and its shutdown hook. Each prints the OpenTelemetry
 modules it holds. The same two processes with the endpoint set are the control: the SDK is
@@ -77,9 +76,17 @@ print(json.dumps({
 """
 
 WORKER_PROCESS = """
-import json, sys
+import json, runpy, sys
 
-import celery.bin.celery  # what `celery -A workers.celery_app:celery worker` loads first
+# What the worker's command, `python -m workers -A workers.celery_app:celery worker`, runs
+# before the worker itself: Quire's package, then Celery's command line with its plugins.
+argv, sys.argv = sys.argv, ["workers", "--version"]
+try:
+    runpy.run_module("workers", run_name="__main__")
+except SystemExit:
+    pass
+assert "flower" in sys.modules, "the command line's plugins were not loaded"
+sys.argv = argv
 
 from app import queue
 from app.config import get_settings
@@ -179,8 +186,9 @@ TRACING_SIDE = (
 
 def test_with_tracing_off_the_sdk_is_never_imported(tmp_path: Path, redis_url: str) -> None:
     api, worker = run_job(tmp_path, redis_url)
-    assert [m for m in api["modules"] if m.startswith("opentelemetry.sdk")] == []
-    assert [m for m in worker["modules"] if m.startswith(TRACING_SIDE)] == []
+    for report in (api, worker):
+        assert [m for m in report["modules"] if m.startswith("opentelemetry.sdk")] == []
+        assert [m for m in report["modules"] if m.startswith(TRACING_SIDE)] == []
 
 
 def test_with_tracing_on_the_same_processes_load_the_sdk_and_export(
