@@ -1006,9 +1006,16 @@ def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path, var_tmp_volume: bo
     if not var_tmp_volume:
         mounts.remove(Path("/var/tmp"))
     document = sorted((ROOT.parent / "shared" / "corpus" / "pandoc").glob("*.docx"))[0]
+    # The repository (and its venv) seen through a bind mount that no tmpfs below covers: a
+    # checkout under /tmp (CI's may be) would vanish under the pod's /tmp volume otherwise.
+    repo = Path("/run/quire-under-test")
+    python = repo / Path(sys.executable).relative_to(ROOT)
     script = "\n".join(
         [
             "set -e",
+            f"mkdir -p {repo}",
+            f"mount --bind {shlex.quote(str(ROOT))} {repo}",
+            f"cd {repo}",
             f"mount -t tmpfs -o mode=0777 tmpfs {stand_in}",
             f"cp {shlex.quote(str(document))} {stand_in}/in.docx && chmod 0644 {stand_in}/in.docx",
             "mount -o remount,bind,ro /",
@@ -1017,12 +1024,13 @@ def test_a_worker_converts_as_its_pod_runs_it(tmp_path: Path, var_tmp_volume: bo
                 [
                     *("setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups"),
                     *("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"),
-                    *(sys.executable, "-c", AS_THE_POD, f"{stand_in}/in.docx"),
+                    *(str(python), "-c", AS_THE_POD, f"{stand_in}/in.docx"),
                 ]
             ),
         ]
     )
     env = quire_environment(tmp_path, **{**data, "QUIRE_DATA_DIR": str(stand_in)})
+    env["PYTHONPATH"] = str(repo)
     result = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
         env=env,
