@@ -337,6 +337,35 @@ def worker_main_process(service: Service) -> int:
     return main
 
 
+def freeze_while_converting(
+    service: Service, ledger: FaultRecord, job_id: str, main: int, victims: str
+) -> int:
+    """Stop the processes about to be killed (the pool processes, or the main process with
+    them) at a moment when the job has files IN_PROGRESS, and return how many. Read while they
+    are stopped, an IN_PROGRESS file is one a stopped process holds: its kill strands it."""
+    group = os.getpgid(main)
+    deadline = time.monotonic() + 120  # a bound for a broken test, not a timed assertion
+    while True:
+        children = [pid for pid in descendants(main) if parent_of(pid) == main]
+        if victims == "main":
+            for pid in children:
+                os.kill(pid, signal.SIGSTOP)
+        else:
+            os.killpg(group, signal.SIGSTOP)
+        status = ledger.get(f"{service.url}/api/v1/jobs/{job_id}").json()
+        held = sum(f["status"] == "IN_PROGRESS" for f in status["files"])
+        if held:
+            return held
+        if victims == "main":
+            for pid in children:
+                os.kill(pid, signal.SIGCONT)
+        else:
+            os.killpg(group, signal.SIGCONT)
+        assert status["status"] not in ("COMPLETED", "FAILED"), "the job ended first"
+        assert time.monotonic() < deadline, service.log_tail()
+        time.sleep(0.02)
+
+
 def handed_on(log_text: str) -> int:
     """Files the sweeper re-sent for a lease that ran out or a message a dead worker held."""
     count = 0
@@ -389,6 +418,10 @@ def test_a_killed_worker_hands_its_files_on(
     midway(service, ledger, job_id, 8)
     main = worker_main_process(service)
     log_before = service.log_path.stat().st_size
+    # Killed while converting: a pair of conversions takes about 0.1 s here, and between two
+    # pairs the worker may hold nothing at all, which would leave the sweeper nothing to do.
+    frozen = freeze_while_converting(service, ledger, job_id, main, victims)
+    ledger.faults.append(f"SIGSTOP the worker holding {frozen} file(s) IN_PROGRESS")
     if victims == "main":
         # What the OOM killer does to the biggest process. Its pool processes die with it
         # (billiard sets PR_SET_PDEATHSIG), taking the files they were converting.
