@@ -100,12 +100,26 @@ def send_ingest(job_id: str) -> None:
     get_sender().send_task(INGEST_TASK, args=[job_id])
 
 
-def send_conversions(file_ids: Iterable[str]) -> None:
+# Message priorities. kombu's Redis transport keeps one list per step of its priority_steps
+# (0, 3, 6, 9) for each queue and a worker empties them in that order, 0 first. Conversions go
+# at NORMAL_PRIORITY; a conversion handed over from a dead worker goes at HANDOVER_PRIORITY, so
+# it is taken before every conversion waiting instead of waiting behind the whole queue a second
+# time. (The control queue's tasks keep the default, 0: they were never behind conversions.)
+HANDOVER_PRIORITY = 0
+NORMAL_PRIORITY = 6
+
+
+def send_conversions(file_ids: Iterable[str], priority: int = NORMAL_PRIORITY) -> None:
     sender = get_sender()
     # One broker connection for the whole batch instead of one per message.
     with sender.producer_or_acquire() as producer:
         for file_id in file_ids:
-            sender.send_task(CONVERT_TASK, args=[file_id], producer=producer)
+            sender.send_task(CONVERT_TASK, args=[file_id], producer=producer, priority=priority)
+
+
+def send_handovers(file_ids: Iterable[str]) -> None:
+    """Conversions the sweeper sends again for a dead worker: ahead of the queue."""
+    send_conversions(file_ids, priority=HANDOVER_PRIORITY)
 
 
 def send_archive(job_id: str) -> None:
@@ -129,20 +143,26 @@ class Send:
     task: str
     ids: tuple[str, ...]
     countdown: float | None = None
+    handover: bool = False  # conversions of a dead worker: sent ahead of the queue
 
 
 def queue_after_commit(
-    session: Session, task: str, *ids: str, countdown: float | None = None
+    session: Session,
+    task: str,
+    *ids: str,
+    countdown: float | None = None,
+    handover: bool = False,
 ) -> None:
     """Send ``task`` for each id once this session's transaction commits; never if it rolls
-    back. The session must come from ``app.db.session_scope``, which runs the sends."""
+    back. The session must come from ``app.db.session_scope``, which runs the sends.
+    ``handover``: conversions sent again for a dead worker, which go ahead of the queue."""
     if not ids:
         return
     pending: list[Send] | None = session.info.get(PENDING_SENDS)
     if pending is None:
         # A session nobody will flush would drop the work silently: refuse it loudly instead.
         raise RuntimeError("queue_after_commit needs a session from app.db.session_scope")
-    pending.append(Send(task, ids, countdown))
+    pending.append(Send(task, ids, countdown, handover))
 
 
 # What a lost send is logged as: the event names the kind of thing left waiting, the field
@@ -158,7 +178,7 @@ _SEND_FAILED = {
 def _send(send: Send) -> None:
     # The module's functions are looked up at each call, so a test's fake sender is the one used.
     if send.task == CONVERT_TASK:
-        send_conversions(send.ids)
+        (send_handovers if send.handover else send_conversions)(send.ids)
         return
     for one in send.ids:
         if send.task == INGEST_TASK:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,9 @@ class SentTasks:
     """What the code under test sent to the broker, captured at the process boundary."""
 
     ingests: list[str]
-    conversions: list[str]
+    conversions: list[str]  # every conversion sent, handed over or not
     archives: list[str]
+    handovers: list[str] = field(default_factory=list)  # sent again for a dead worker
 
 
 @pytest.fixture
@@ -148,6 +149,13 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> SentTasks:
     captured = SentTasks([], [], [])
     monkeypatch.setattr(queue, "send_ingest", captured.ingests.append)
     monkeypatch.setattr(queue, "send_conversions", lambda ids: captured.conversions.extend(ids))
+
+    def handovers(ids: Iterable[str]) -> None:
+        ids = list(ids)
+        captured.handovers.extend(ids)
+        captured.conversions.extend(ids)
+
+    monkeypatch.setattr(queue, "send_handovers", handovers)
     monkeypatch.setattr(queue, "send_archive", captured.archives.append)
     return captured
 

@@ -156,7 +156,7 @@ def resend_unleased(settings: Settings) -> LeaseResends:
             if file_id not in already
         ]
         files += unsent
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *files)
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *files, handover=True)
         queue.queue_after_commit(session, queue.INGEST_TASK, *ingest)
         for job_id in archive:
             queue_archive_after_commit(session, job_id)
@@ -217,7 +217,7 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
         )
         reconvert = [file.file_id for file in files if file.ingested]
         queue.queue_after_commit(session, queue.INGEST_TASK, *reingest)
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *reconvert)
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *reconvert, handover=True)
         for job_id in lost_archives:
             queue_archive_after_commit(session, job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)

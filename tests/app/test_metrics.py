@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -170,14 +169,15 @@ def test_recycling_counts_as_a_recycled_restart(
 def test_queue_depths_are_read_from_the_broker(
     backend: Backend, metrics_client: TestClient
 ) -> None:
-    broker = redis.Redis.from_url(get_settings().broker_url)
     try:
         before = scrape(metrics_client)
         queue.send_conversions(["f1", "f2", "f3"])  # the real send, into the real Redis
         queue.send_archive("j1")
         after = scrape(metrics_client)
     finally:
-        broker.delete(queue.CONVERT_QUEUE, queue.CONTROL_QUEUE)
+        with queue.get_sender().connection_for_write() as connection:
+            for name in (queue.CONVERT_QUEUE, queue.CONTROL_QUEUE):
+                connection.default_channel.queue_purge(name)  # every priority's list
     assert moved(before, after, "quire_queue_messages", queue="quire-convert") == 3
     assert moved(before, after, "quire_queue_messages", queue="quire-control") == 1
     assert value(after, "quire_queue_unacked_messages") >= 0

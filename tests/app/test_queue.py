@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
+from kombu import Consumer, Message, Queue
 
 from app import queue
 from app.db import get_sessionmaker, session_scope
@@ -87,3 +89,24 @@ def test_a_session_nobody_flushes_refuses_sends(backend: Backend) -> None:
             queue.queue_after_commit(session, queue.INGEST_TASK, "j1")
     finally:
         session.close()
+
+
+def test_a_handed_over_conversion_is_taken_before_those_waiting(backend: Backend) -> None:
+    """A file sent again for a dead worker must not wait behind the whole queue a second time:
+    through the real Redis, a consumer (as a worker's, by BRPOP) takes it first."""
+    queue.send_conversions(["waiting-1", "waiting-2", "waiting-3"])
+    queue.send_handovers(["handed-over"])
+    taken: list[str] = []
+
+    def take(body: Any, message: Message) -> None:
+        taken.append(body[0][0])  # Celery's protocol 2: [args, kwargs, embed]
+        message.ack()
+
+    with queue.get_sender().connection_for_write() as connection:
+        try:
+            with Consumer(connection, [Queue(queue.CONVERT_QUEUE)], callbacks=[take]):
+                while len(taken) < 4:
+                    connection.drain_events(timeout=10)
+        finally:
+            connection.default_channel.queue_purge(queue.CONVERT_QUEUE)
+    assert taken == ["handed-over", "waiting-1", "waiting-2", "waiting-3"]

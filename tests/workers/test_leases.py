@@ -180,6 +180,7 @@ def test_the_lease_sweep_resends_an_expired_lease_and_not_a_live_one(
     set_lease(dead, -1)  # its worker stopped renewing
     assert resend_unleased(get_settings()).files == [dead]
     assert sent.conversions == [dead]
+    assert sent.handovers == [dead]  # ahead of the queue (app.queue.HANDOVER_PRIORITY)
     # Given one more lease period: not sent again until that runs out too.
     assert resend_unleased(get_settings()).files == []
     lease = file_row(dead).lease_expires_at
