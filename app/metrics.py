@@ -36,8 +36,9 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from app import queue
+from app import queue, scheduling
 from app.config import get_settings
 from app.db import get_engine
 from app.logs import get_logger
@@ -291,29 +292,68 @@ def _queue_depths(client: redis.Redis) -> tuple[dict[str, int], int]:
     return depths, int(results[-1])
 
 
-def _status_counts() -> tuple[dict[str, int], dict[str, int]]:
-    # One GROUP BY per table: index-only on (status, ...) indexes, whatever the number of rows.
-    with get_engine().connect() as connection:
-        jobs = dict(connection.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-        files = dict(
-            connection.execute(select(File.status, func.count()).group_by(File.status)).all()
-        )
-    return (
-        {str(getattr(k, "value", k)): int(v) for k, v in jobs.items()},
-        {str(getattr(k, "value", k)): int(v) for k, v in files.items()},
+# The label of the jobs of a server without API keys (their owner is ""): an empty label value
+# is the same as no label to Prometheus.
+ANONYMOUS_KEY = "anonymous"
+# Hex digits of the owner's digest (sha256 of the API key) a per-key series is labelled with:
+# enough to tell a deployment's keys apart, and never the key itself.
+KEY_PREFIX = 8
+
+
+def key_label(owner: str) -> str:
+    return owner[:KEY_PREFIX] if owner else ANONYMOUS_KEY
+
+
+@dataclass(frozen=True)
+class DatabaseFigures:
+    jobs: dict[str, int]  # by status
+    files: dict[str, int]  # by status
+    waiting: int  # scheduling.waiting_files
+    in_flight: int
+    # Per key label, only the keys with files waiting or in flight.
+    key_waiting: dict[str, int]
+    key_in_flight: dict[str, int]
+
+
+def _by_key(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    labelled: dict[str, int] = {}
+    for owner, count in counts:
+        # Two keys whose digests share a prefix are added up: one series, still bounded.
+        label = key_label(owner)
+        labelled[label] = labelled.get(label, 0) + count
+    return labelled
+
+
+def _database_figures() -> DatabaseFigures:
+    # One GROUP BY per table: index-only on (status, ...) indexes, whatever the number of rows;
+    # the scheduler's figures read the in-flight rows (a window's worth, ix_files_dispatched)
+    # and the waiting ones (ix_files_job_waiting).
+    with Session(get_engine()) as session:
+        jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        files = dict(session.execute(select(File.status, func.count()).group_by(File.status)).all())
+        waiting = scheduling.waiting_files(session)
+        key_waiting = scheduling.waiting_by_owner(session)
+        flying = scheduling.in_flight(session)
+    return DatabaseFigures(
+        jobs={str(getattr(k, "value", k)): int(v) for k, v in jobs.items()},
+        files={str(getattr(k, "value", k)): int(v) for k, v in files.items()},
+        waiting=waiting,
+        in_flight=sum(one.count for one in flying),
+        key_waiting=_by_key(key_waiting.items()),
+        key_in_flight=_by_key((one.owner, one.count) for one in flying),
     )
 
 
 class _CountsCache:
-    """The last status counts, per database, for DATABASE_CACHE_SECONDS."""
+    """The last database figures, per database, for DATABASE_CACHE_SECONDS."""
 
     def __init__(self) -> None:
         # Held across the query: concurrent scrapes wait for one query instead of each running
         # their own.
         self._lock = threading.Lock()
-        self._entry: tuple[str, float, tuple[dict[str, int], dict[str, int]]] | None = None
+        self._entry: tuple[str, float, DatabaseFigures] | None = None
 
-    def get(self) -> tuple[dict[str, int], dict[str, int]]:
+    def get(self) -> DatabaseFigures:
         url = get_settings().resolved_database_url
         with self._lock:
             entry = self._entry
@@ -323,9 +363,9 @@ class _CountsCache:
                 and time.monotonic() - entry[1] < DATABASE_CACHE_SECONDS
             ):
                 return entry[2]
-            counts = _status_counts()  # a failure is not cached: the next scrape tries again
-            self._entry = (url, time.monotonic(), counts)
-            return counts
+            figures = _database_figures()  # a failure is not cached: the next scrape tries again
+            self._entry = (url, time.monotonic(), figures)
+            return figures
 
 
 _counts_cache = _CountsCache()
@@ -341,14 +381,15 @@ class QuireCollector(Collector):
             labels=["source"],
         )
         try:
-            job_counts, file_counts = _counts_cache.get()
+            figures = _counts_cache.get()
         except Exception as error:  # noqa: BLE001 - a scrape reports the outage, never a 500
             log.warning("metrics.database_unreadable", error=error)
             up.add_metric(["database"], 0.0)
         else:
             up.add_metric(["database"], 1.0)
-            yield _by_status("quire_jobs", "Jobs by status.", JobStatus, job_counts)
-            yield _by_status("quire_files", "Files by status.", FileStatus, file_counts)
+            yield _by_status("quire_jobs", "Jobs by status.", JobStatus, figures.jobs)
+            yield _by_status("quire_files", "Files by status.", FileStatus, figures.files)
+            yield from _scheduler_families(figures)
         try:
             client = _connection.client()
             if client is None:
@@ -376,6 +417,41 @@ class QuireCollector(Collector):
             )
             yield from _recorded_families(recorded)
         yield up
+
+
+def _scheduler_families(figures: DatabaseFigures) -> Iterator[Metric]:
+    """The scheduler's figures (app/scheduling.py): what waits in the database for its turn,
+    and what is in flight, in total and per key. The broker's list holds only the window, so
+    its length no longer tells how much work waits: these do."""
+    yield GaugeMetricFamily(
+        "quire_files_waiting",
+        "Files of active jobs not sent to a worker yet: waiting their turn, or not copied out "
+        "of the upload yet.",
+        value=float(figures.waiting),
+    )
+    yield GaugeMetricFamily(
+        "quire_files_in_flight",
+        "Conversions sent to the workers and not finished (the scheduler's window in use).",
+        value=float(figures.in_flight),
+    )
+    keys = sorted(set(figures.key_waiting) | set(figures.key_in_flight))
+    for name, help_text, counts in (
+        (
+            "quire_key_files_waiting",
+            "quire_files_waiting per API key (the first 8 hex digits of the key's SHA-256, "
+            f"or {ANONYMOUS_KEY} without API keys); only keys with work appear.",
+            figures.key_waiting,
+        ),
+        (
+            "quire_key_files_in_flight",
+            "quire_files_in_flight per API key (labelled as quire_key_files_waiting).",
+            figures.key_in_flight,
+        ),
+    ):
+        gauge = GaugeMetricFamily(name, help_text, labels=["key"])
+        for key in keys:
+            gauge.add_metric([key], float(counts.get(key, 0)))
+        yield gauge
 
 
 def _by_status(

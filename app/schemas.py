@@ -194,9 +194,24 @@ class JobStatusResponse(BaseModel):
         default=None, description="The callback to the job's callback_url; null without one."
     )
     progress: Progress
+    files_ahead: int = Field(
+        default=0,
+        ge=0,
+        description="An estimate of the conversions that start before this job's first one: "
+        "while none of its files has started, the conversions of other jobs in flight "
+        "(sent to the workers and not finished), which the scheduler started before any "
+        "waiting file; 0 once a file of this job is in flight or finished, and for an ended "
+        "job.",
+    )
+    estimated_start: datetime | None = Field(
+        default=None,
+        description="When this job's first conversion should start, estimated from "
+        "files_ahead and the service's rate over the last minute; null when files_ahead is "
+        "0 or no file finished in the last minute.",
+    )
     files: list[FileResult]
 
-    @field_serializer("created_at", "updated_at", "completed_at")
+    @field_serializer("created_at", "updated_at", "completed_at", "estimated_start")
     def _utc(self, value: datetime | None) -> datetime | None:
         return _as_utc(value)
 

@@ -6,11 +6,15 @@ One builder, so the API, the jobs list and the webhook body never disagree about
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
+from app import scheduling
 from app.jobs import JobView, get_job_view
-from app.models import TERMINAL_FILE_STATUSES, FileStatus, Job, JobStatus
+from app.models import TERMINAL_FILE_STATUSES, File, FileStatus, Job, JobStatus, utcnow
 from app.schemas import (
     FileResult,
     JobOptions,
@@ -84,10 +88,62 @@ def _webhook(job: Job) -> WebhookStatus | None:
     return latest_delivery(session, job.id)
 
 
+# The service's recent rate, for estimated_start: the conversions that ended in this window.
+RATE_WINDOW = timedelta(seconds=60)
+CONVERTED = (FileStatus.COMPLETED, FileStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class PlaceInLine:
+    files_ahead: int = 0
+    estimated_start: datetime | None = None
+
+
+def conversions_per_second(session: Session, now: datetime) -> float:
+    """Files the whole service converted (or failed) per second over the last RATE_WINDOW."""
+    # A finished file's touched_at is set with its finished_at, in the same UPDATE, and
+    # (status, touched_at) is indexed: this reads only the files that ended in the window (as
+    # the quotas' rate does, app/services/quotas.py); finished_at has no index of its own.
+    since = now - RATE_WINDOW
+    finished = session.scalar(
+        select(func.count()).where(
+            File.status.in_(CONVERTED), File.touched_at >= since, File.finished_at >= since
+        )
+    )
+    return (finished or 0) / RATE_WINDOW.total_seconds()
+
+
+def place_in_line(view: JobView) -> PlaceInLine:
+    """Where an active job none of whose files has started stands: the other jobs'
+    conversions in flight start first (the scheduler never takes a sent file back)."""
+    job, counts = view.job, view.counts
+    session = object_session(job)
+    # A file IN_PROGRESS or ended shows in the rows already read: no query for a started job.
+    if (
+        session is None
+        or job.status not in (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+        or counts[FileStatus.PENDING] != len(view.files)
+    ):
+        return PlaceInLine()
+    # Sent and not claimed yet is PENDING too: only the in-flight set tells (a window's rows).
+    flying = scheduling.in_flight(session)
+    if any(one.job_id == job.id for one in flying):
+        return PlaceInLine()
+    ahead = sum(one.count for one in flying)
+    if not ahead:
+        return PlaceInLine()
+    now = utcnow()
+    rate = conversions_per_second(session, now)
+    if rate <= 0:
+        return PlaceInLine(ahead)
+    return PlaceInLine(ahead, now + timedelta(seconds=ahead / rate))
+
+
 def status_document(
     view: JobView, base: str, store: ObjectStore, url_ttl: int
 ) -> JobStatusResponse:
     job, counts = view.job, view.counts
+    place = place_in_line(view)
     total = len(view.files)
     finished = sum(counts[status] for status in TERMINAL_FILE_STATUSES)
     return JobStatusResponse(
@@ -110,6 +166,8 @@ def status_document(
             cancelled=counts[FileStatus.CANCELLED],
             percent=round(100 * finished / total, 1) if total else 100.0,
         ),
+        files_ahead=place.files_ahead,
+        estimated_start=place.estimated_start,
         # The rows come from the database as they were written: no need to validate them again
         # (the largest cost of answering a 10,000-file job).
         files=[

@@ -191,6 +191,10 @@ def test_the_exposition_is_valid_prometheus_text(
     expected = {
         "quire_jobs": "gauge",
         "quire_files": "gauge",
+        "quire_files_waiting": "gauge",
+        "quire_files_in_flight": "gauge",
+        "quire_key_files_waiting": "gauge",
+        "quire_key_files_in_flight": "gauge",
         "quire_queue_messages": "gauge",
         "quire_queue_unacked_messages": "gauge",
         "quire_conversions": "counter",
@@ -328,9 +332,12 @@ def test_two_scrapes_within_the_window_run_one_query(
     event.listen(get_engine(), "before_cursor_execute", count)
     try:
         first = scrape(client)
+        per_scrape = len(queries)
+        # Jobs and files by status; waiting files and conversions in flight by key.
+        assert per_scrape == 4
         submit(make_zip({"a.docx": make_docx("A")}))
         second = scrape(client)  # within the window: the first answer again, no query
-        assert len(queries) == 2  # jobs and files, once
+        assert len(queries) == per_scrape
         assert value(second, "quire_jobs", status="PENDING") == value(
             first, "quire_jobs", status="PENDING"
         )
@@ -338,7 +345,7 @@ def test_two_scrapes_within_the_window_run_one_query(
         third = scrape(client)  # read afresh
     finally:
         event.remove(get_engine(), "before_cursor_execute", count)
-    assert len(queries) == 4
+    assert len(queries) == 2 * per_scrape
     assert (
         value(third, "quire_jobs", status="PENDING")
         == value(first, "quire_jobs", status="PENDING") + 1
