@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,6 @@ from app import webhooks
 from app.config import Settings
 from app.main import app as quire_app
 from app.migrate import upgrade
-from app.models import FileStatus
 from tests.services import redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -746,6 +747,10 @@ def test_a_path_outside_the_volumes_is_found(monkeypatch: pytest.MonkeyPatch) ->
 # -- what each workload promises ------------------------------------------------------------
 
 
+# What needs workers: the files waiting for one, and the conversions in flight (app/metrics.py).
+SCALING_GAUGES = ("quire_files_waiting", "quire_files_in_flight")
+
+
 def scaling_problems(objects: list[dict[str, Any]]) -> list[str]:
     problems = []
     scaled = next(doc for doc in objects if doc["kind"] == "ScaledObject")
@@ -763,11 +768,11 @@ def scaling_problems(objects: list[dict[str, Any]]) -> list[str]:
         problems.append("maxReplicaCount is below minReplicaCount")
     (trigger,) = spec["triggers"]
     query = trigger["metadata"]["query"]
-    statuses = re.search(r'quire_files\{[^}]*status=~"([^"]+)"', query)
-    if trigger["type"] != "prometheus" or statuses is None:
-        problems.append(f"not a prometheus query on quire_files: {query}")
-    elif set(statuses.group(1).split("|")) != {FileStatus.PENDING, FileStatus.IN_PROGRESS}:
-        problems.append(f"counts {statuses.group(1)}, not the files waiting and in flight")
+    gauges = set(re.findall(r"\b(quire_\w+)\{", query))
+    if trigger["type"] != "prometheus" or not gauges:
+        problems.append(f"not a prometheus query on Quire's gauges: {query}")
+    elif gauges != set(SCALING_GAUGES):
+        problems.append(f"counts {', '.join(sorted(gauges))}, not the files waiting and in flight")
     if float(trigger["metadata"]["threshold"]) <= 0:
         problems.append("threshold must be positive")
     return problems
@@ -789,30 +794,35 @@ def test_a_scaling_mistake_is_found() -> None:
             )
     assert scaling_problems(objects) == [
         "minReplicaCount must be at least 1",
-        "counts PENDING|COMPLETED, not the files waiting and in flight",
+        "counts quire_files, not the files waiting and in flight",
     ]
 
 
 def test_the_query_selects_series_quire_publishes(client: TestClient) -> None:
-    """The trigger's selector, run on the real /metrics: it picks the waiting and running
-    files' series (PromQL's =~ is anchored, as re.fullmatch)."""
+    """The trigger's gauges, read from the real /metrics: each is one series without labels
+    (so max() across API replicas is the deployment's figure), and together they count a new
+    job's files, which wait for a worker."""
     trigger = base().find("ScaledObject", "quire-worker")["spec"]["triggers"][0]
-    selector = re.search(r'(\w+)\{[^}]*status=~"([^"]+)"', trigger["metadata"]["query"])
-    assert selector is not None
-    name, statuses = selector.groups()
+    assert re.findall(r"\b(quire_\w+)\{", trigger["metadata"]["query"]) == list(SCALING_GAUGES)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for name in ("a.docx", "b.docx", "c.docx"):
+            archive.writestr(name, b"not converted here")
+    submitted = client.post(
+        "/api/v1/jobs", files={"file": ("batch.zip", zipped.getvalue(), "application/zip")}
+    )
+    assert submitted.status_code == 202, submitted.text
     response = client.get("/metrics")
     assert response.status_code == 200
     published = {
-        sample.labels["status"]
+        sample.name: sample
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
-        if sample.name == name
+        if sample.name in SCALING_GAUGES
     }
-    assert {str(status) for status in FileStatus} <= published
-    assert {status for status in published if re.fullmatch(statuses, status)} == {
-        FileStatus.PENDING,
-        FileStatus.IN_PROGRESS,
-    }
+    assert sorted(published) == sorted(SCALING_GAUGES)
+    assert all(sample.labels == {} for sample in published.values())
+    assert sum(sample.value for sample in published.values()) == 3
 
 
 def test_the_worker_runs_one_process_more_than_its_cores() -> None:
