@@ -308,7 +308,7 @@ def key_label(owner: str) -> str:
 class DatabaseFigures:
     jobs: dict[str, int]  # by status
     files: dict[str, int]  # by status
-    waiting: int  # scheduling.waiting_files
+    waiting: int  # scheduling.waiting_files, in total
     in_flight: int
     # Per key label, only the keys with files waiting or in flight.
     key_waiting: dict[str, int]
@@ -331,13 +331,14 @@ def _database_figures() -> DatabaseFigures:
     with Session(get_engine()) as session:
         jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
         files = dict(session.execute(select(File.status, func.count()).group_by(File.status)).all())
-        waiting = scheduling.waiting_files(session)
+        # scheduling.waiting_files's count, per key: their sum is the total, one scan fewer
+        # (a scan of every waiting file: 13 ms for 25,000 on PostgreSQL).
         key_waiting = scheduling.waiting_by_owner(session)
         flying = scheduling.in_flight(session)
     return DatabaseFigures(
         jobs={str(getattr(k, "value", k)): int(v) for k, v in jobs.items()},
         files={str(getattr(k, "value", k)): int(v) for k, v in files.items()},
-        waiting=waiting,
+        waiting=sum(key_waiting.values()),
         in_flight=sum(one.count for one in flying),
         key_waiting=_by_key(key_waiting.items()),
         key_in_flight=_by_key((one.owner, one.count) for one in flying),

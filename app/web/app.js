@@ -257,6 +257,25 @@ function setProgress(progress) {
   let text = `${finished} of ${progress.total} files finished · ${progress.completed} converted · ${progress.failed} failed`;
   if (progress.cancelled) text += ` · ${progress.cancelled} cancelled`;
   $("overall-text").textContent = text;
+  // A file of the job started: nothing is ahead of it any more (the events carry no place).
+  if (progress.pending < progress.total) $("job-place").hidden = true;
+}
+
+// Where a job none of whose files has started stands: files_ahead and estimated_start of the
+// status document, both estimates.
+function setPlace(job) {
+  const place = $("job-place");
+  if (!job.files_ahead) {
+    place.hidden = true;
+    return;
+  }
+  let text = `${job.files_ahead} conversion${job.files_ahead === 1 ? "" : "s"} ahead`;
+  if (job.estimated_start) {
+    const seconds = Math.round((Date.parse(job.estimated_start) - Date.now()) / 1000);
+    text += `, starts in about ${Math.max(1, seconds)} s`;
+  }
+  place.textContent = text;
+  place.hidden = false;
 }
 
 function setJobStatus(status) {
@@ -268,6 +287,7 @@ function setJobStatus(status) {
 function render(job) {
   setJobStatus(job.status);
   setProgress(job.progress);
+  setPlace(job);
   const fragment = document.createDocumentFragment();
   for (const file of job.files) {
     const isNew = !rows.has(file.file_id);
