@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     # A worker holds a lease on each file whose message it holds, renewed every third of this;
     # a lease that runs out means its worker died, and the sweeper re-sends the file.
     lease_seconds: int = Field(default=20, ge=5, le=600)
+    # Conversions in flight at once (sent to the broker, not finished), across the service. 0:
+    # twice the conversion processes of the live workers, which follows the cluster as workers
+    # come and go (app/scheduling.py). Wider only adds to the wait of a small job behind a batch.
+    dispatch_window: int = Field(default=0, ge=0, le=100_000)
 
     # Comma-separated API keys. When set, every /api/v1 call needs "Authorization: Bearer <key>"
     # and sees only the jobs its own key created. Empty: no authentication (a trusted network).

@@ -176,6 +176,10 @@ class File(Base):
     # The fencing token of the conversion that claimed the file last: only that conversion may
     # record its result, so a worker that was only slow cannot overwrite its successor's.
     lease_token: Mapped[str | None] = mapped_column(String(36))
+    # When the scheduler sent the file's conversion message (app/scheduling.py). None while the
+    # file waits its turn in the database, and again once it finished: the rows that hold a time
+    # are exactly the conversions in flight, so counting them stays cheap however big the jobs.
+    dispatched_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     job: Mapped[Job] = relationship(back_populates="files")
 
@@ -184,6 +188,9 @@ class File(Base):
         Index("ix_files_job_status", "job_id", "status"),
         Index("ix_files_status_touched", "status", "touched_at"),
         Index("ix_files_lease_expires", "lease_expires_at"),
+        Index("ix_files_dispatched", "dispatched_at"),
+        # A job's next waiting file, in zip order, without reading the ones already sent.
+        Index("ix_files_job_waiting", "job_id", "status", "dispatched_at", "position"),
     )
 
 
@@ -195,6 +202,18 @@ class Lock(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(36))
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Worker(Base):
+    """A live worker and its conversion slots (processes), renewed by its heartbeat
+    (workers/leases.py). The scheduler sizes its window from the slots of the live ones, so
+    adding a worker host widens it without any setting."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # Celery's hostname
+    slots: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

@@ -224,6 +224,27 @@ def queued_conversions() -> int:
             return 0
 
 
+def queued_conversion_ids() -> set[str]:
+    """The file ids of the conversion messages waiting in the broker's lists, at every priority.
+
+    The scheduler keeps these lists short (its window, app/scheduling.py), so reading them whole
+    is cheap. kombu's Redis transport keeps one list per priority step; each element is the
+    message as JSON (Celery's protocol 2, as ``_leased_task`` reads it)."""
+    with get_sender().connection_for_write() as connection:
+        channel: Any = connection.default_channel  # a kombu Redis channel
+        client = channel.client
+        with client.pipeline() as pipe:
+            for priority in channel.priority_steps:
+                pipe.lrange(channel._q_for_pri(CONVERT_QUEUE, priority), 0, -1)
+            lists = pipe.execute()
+    queued = set()
+    for raw in (element for elements in lists for element in elements):
+        task = _task_of(raw)
+        if task is not None and task[0] == CONVERT_TASK:
+            queued.add(task[1])
+    return queued
+
+
 # The tasks a worker holds a lease for (``workers.leases``): each takes one id, a file's or a job's.
 LEASED_TASKS = (CONVERT_TASK, INGEST_TASK, ARCHIVE_TASK)
 
@@ -271,7 +292,17 @@ def _leased_task(raw: bytes | str | None) -> tuple[str, str] | None:
     if raw is None:
         return None  # acknowledged between the two reads
     try:
-        payload = json.loads(raw)[0]
+        return _task_of(json.loads(raw)[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        log.warning("queue.unacked_unreadable")
+        return None
+
+
+def _task_of(payload: Any) -> tuple[str, str] | None:
+    """(task name, id) of one message (a dict, or its JSON), if it is one of the LEASED_TASKS."""
+    try:
+        if isinstance(payload, (bytes, str)):
+            payload = json.loads(payload)
         task = payload["headers"]["task"]
         if task not in LEASED_TASKS:
             return None
@@ -280,7 +311,7 @@ def _leased_task(raw: bytes | str | None) -> tuple[str, str] | None:
             body = base64.b64decode(body)
         args = json.loads(body)[0]
     except (ValueError, KeyError, IndexError, TypeError):
-        log.warning("queue.unacked_unreadable")
+        log.warning("queue.message_unreadable")
         return None
     if not args or not isinstance(args[0], str):
         return None

@@ -41,6 +41,7 @@ from app.models import (
     Lock,
     Upload,
     WebhookDelivery,
+    Worker,
     utcnow,
 )
 
@@ -85,6 +86,7 @@ _COMPLETE_FILE = (
         finished_at=_NOW,
         touched_at=_NOW,
         lease_expires_at=None,
+        dispatched_at=None,  # no longer in flight: the scheduler's window has room again
     )
 )
 # Only the conversion whose claim is the file's latest may record it (its fencing token).
@@ -185,6 +187,7 @@ def fail_files(
             finished_at=utcnow(),
             touched_at=utcnow(),
             lease_expires_at=None,
+            dispatched_at=None,
         )
     )
     return _rowcount(result)
@@ -329,24 +332,44 @@ def unleased_jobs(
     )
 
 
-def copied_unleased_files(session: Session, job_ids: list[str], now: datetime) -> list[str]:
-    """The files of ``job_ids`` whose input an ingest recorded, still PENDING, that no live lease
-    covers. An ingest sends a batch's conversions after the batch committed: one killed between
-    the two left them recorded and never queued, and the ingest sent again skips them."""
-    if not job_ids:
-        return []
+def dispatched_unleased(
+    session: Session, sent_before: datetime, now: datetime, limit: int = 1000
+) -> list[str]:
+    """PENDING files of running jobs that the scheduler sent before ``sent_before`` and that no
+    live lease covers: their message waits in the broker, or it was lost."""
     no_live_lease = or_(File.lease_expires_at.is_(None), File.lease_expires_at < now)
     rows = session.execute(
         select(File.id)
         .where(
-            File.job_id.in_(job_ids),
+            File.dispatched_at < sent_before,
             File.status == FileStatus.PENDING,
-            File.input_bytes.is_not(None),
             no_live_lease,
+            File.job_id.in_(select(Job.id).where(Job.status == JobStatus.IN_PROGRESS)),
         )
-        .order_by(File.job_id, File.position)
+        .order_by(File.dispatched_at)
+        .limit(limit)
     )
     return list(rows.scalars())
+
+
+def redispatch(
+    session: Session, file_ids: list[str], sent_before: datetime, now: datetime
+) -> list[str]:
+    """Mark ``file_ids`` sent again at ``now``, those still PENDING and sent before
+    ``sent_before`` (one that a worker claimed meanwhile is left alone); the ones marked."""
+    if not file_ids:
+        return []
+    marked = session.execute(
+        update(FILES)
+        .where(
+            FILES.c.id.in_(file_ids),
+            FILES.c.status == FileStatus.PENDING,
+            FILES.c.dispatched_at < sent_before,
+        )
+        .values(dispatched_at=now)
+        .returning(FILES.c.id)
+    )
+    return sorted(marked.scalars())
 
 
 def record_finished(session: Session, job_id: str, count: int) -> bool:
@@ -451,6 +474,32 @@ def release_lock(session: Session, name: str, holder: str) -> None:
     session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))
 
 
+# -- the workers' registry: what the scheduler sizes its window from (app/scheduling.py) -------
+
+
+def register_worker(session: Session, name: str, slots: int, until: datetime) -> None:
+    """Record (or renew) a live worker with ``slots`` conversion processes until ``until``."""
+    updated = session.execute(
+        _update(Worker).where(Worker.name == name).values(slots=slots, expires_at=until)
+    )
+    if _rowcount(updated):
+        return
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    table = cast(Table, Worker.__table__)
+    session.execute(
+        insert(table)
+        .values(name=name, slots=slots, expires_at=until)
+        .on_conflict_do_update(
+            index_elements=[table.c.name], set_={"slots": slots, "expires_at": until}
+        )
+    )
+
+
+def forget_worker(session: Session, name: str) -> None:
+    """A worker that stops cleanly leaves at once: the window narrows now, not a lease later."""
+    session.execute(delete(Worker).where(Worker.name == name))
+
+
 def touch_files(session: Session, file_ids: list[str]) -> None:
     if file_ids:
         session.execute(_update(File).where(File.id.in_(file_ids)).values(touched_at=utcnow()))
@@ -496,6 +545,12 @@ def stale_files(
             File.status.not_in(TERMINAL_FILE_STATUSES),
             stale,
             Job.status == JobStatus.IN_PROGRESS,
+            # Copied and never sent: waiting for the scheduler (app/scheduling.py), not lost.
+            ~and_(
+                File.status == FileStatus.PENDING,
+                File.input_bytes.is_not(None),
+                File.dispatched_at.is_(None),
+            ),
         )
         .limit(limit)
     )
@@ -603,7 +658,13 @@ def cancel_job(session: Session, job_id: str, message: str) -> int | None:
     files = session.execute(
         _update(File)
         .where(File.job_id == job_id, File.status.not_in(TERMINAL_FILE_STATUSES), active)
-        .values(status=FileStatus.CANCELLED, error_message=message, finished_at=now, touched_at=now)
+        .values(
+            status=FileStatus.CANCELLED,
+            error_message=message,
+            finished_at=now,
+            touched_at=now,
+            dispatched_at=None,
+        )
     )
     job = session.execute(
         _update(Job)
@@ -680,6 +741,7 @@ def retry_job(
             output_crc32=None,
             finished_at=None,
             touched_at=now,  # the sweeper counts the new wait from now
+            dispatched_at=None,  # waiting for the scheduler again
         )
         .returning(FILES.c.id, FILES.c.input_bytes)
     ).all()

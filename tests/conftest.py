@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app import callback_targets, db, queue, storage
+from app import callback_targets, db, queue, scheduling, storage
 from app.config import get_settings
 from app.main import create_app
 from app.migrate import upgrade
@@ -32,6 +32,7 @@ def reset_caches() -> None:
     db.get_sessionmaker.cache_clear()
     storage.get_store.cache_clear()
     queue.get_sender.cache_clear()
+    scheduling.forget_live_slots()
 
 
 # Names the tests' callback URLs use, and a public address each stands for. The machine's

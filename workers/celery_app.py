@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from celery.signals import (
@@ -19,7 +20,7 @@ from celery.signals import (
 
 from app.config import get_settings
 from app.logs import bind_task_ids, clear_ids, configure_logging
-from app.queue import make_celery
+from app.queue import CONVERT_QUEUE, make_celery
 from app.tracing import instrument_worker, shutdown_tracing
 from workers import leases
 from workers.runtime import announce_sandbox, close_converter
@@ -50,8 +51,21 @@ def _worker_init(**_: Any) -> None:
 # The lease heartbeat runs in the main process, which holds the messages; worker_ready comes
 # after the pool forked, so no pool child inherits the thread or its database connection.
 @worker_ready.connect
-def _start_heartbeat(**_: Any) -> None:
-    leases.start(get_settings())
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    leases.start(get_settings(), _registration(sender))
+
+
+def _registration(consumer: Any) -> leases.Registration | None:
+    """This worker's entry in the registry the scheduler sizes its window from: its name and
+    pool size, if it takes conversions (a worker started with only -Q quire-control does not)."""
+    queues = getattr(getattr(consumer, "task_consumer", None), "queues", None) or []
+    if queues and CONVERT_QUEUE not in {queue.name for queue in queues}:
+        return None
+    slots = getattr(getattr(consumer, "pool", None), "num_processes", None)
+    return leases.Registration(
+        name=str(getattr(consumer, "hostname", None) or socket.gethostname()),
+        slots=int(slots or get_settings().worker_concurrency),
+    )
 
 
 @worker_shutdown.connect

@@ -14,7 +14,7 @@ from typing import cast
 
 from sqlalchemy import bindparam, select
 
-from app import tracing, transitions
+from app import scheduling, tracing, transitions
 from app.config import Settings
 from app.db import session_scope
 from app.logs import bind_ids, get_logger
@@ -105,6 +105,8 @@ def fail_file(file_id: str, message: str, *, reason: str, token: str | None = No
         tracing.annotate(file_id=file_id, job_id=job_id, outcome="failed", reason=reason)
         if job_id is not None and transitions.record_finished(session, job_id, failed):
             queue_archive_after_commit(session, job_id)
+        if failed:
+            scheduling.dispatch(session)  # its place in the window goes to the next file
     metrics.files_failed(reason, failed)
 
 
@@ -148,6 +150,11 @@ def _record(
             finished = failed > 0
         if finished and transitions.record_finished(session, job_id, 1):
             queue_archive_after_commit(session, job_id)
+        if finished:
+            # Its place in the window goes to the next file, chosen fairly (app/scheduling.py),
+            # in this transaction: were the worker to die after the commit, the file chosen is
+            # marked in flight and the sweeper sends it again (resend_lost_dispatches).
+            scheduling.dispatch(session)
     log.info(
         "file.failed" if error else "file.completed", job_id=job_id, file_id=file_id, error=error
     )

@@ -2,8 +2,8 @@
 
 The listing at upload time read only the central directory, whose sizes can lie; here the bytes
 are counted as they are decompressed, and an entry past the size or ratio limit is FAILED
-instead of filling the disk. Files are committed and queued in batches, so conversions start
-while a large zip is still being unpacked.
+instead of filling the disk. Files are committed in batches and handed to the scheduler
+(app/scheduling.py) as they are, so conversions start while a large zip is still being unpacked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from app import queue, tracing, transitions, webhooks
+from app import scheduling, tracing, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.logs import get_logger
@@ -86,8 +86,9 @@ def _flush(job_id: str, batch: Batch, store: ObjectStore) -> bool:
         )
         archive_due = transitions.record_finished(session, job_id, failed)
         transitions.touch_job(session, job_id)  # progress: the sweeper leaves this ingest alone
-        # Sent after the commit: a conversion task must find its input recorded.
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *batch.copied)
+        # The copied files wait their turn: the scheduler sends what fits in its window, fairly
+        # among the running jobs, after the commit (a conversion must find its input recorded).
+        scheduling.dispatch(session)
         if archive_due:  # every file of the job was refused
             queue_archive_after_commit(session, job_id)
     log.info("ingest.batch", job_id=job_id, copied=len(batch.copied), failed=len(batch.failed))

@@ -91,6 +91,15 @@ def held_ids() -> Held:
     return held
 
 
+@dataclass(frozen=True)
+class Registration:
+    """This worker in the workers' registry, which sizes the scheduler's window
+    (app/scheduling.py): its name and its conversion processes."""
+
+    name: str
+    slots: int
+
+
 class Heartbeat:
     """Renews the leases of the files and jobs ``held`` returns, every ``lease / 3`` seconds and
     soon after ``received`` is called."""
@@ -100,8 +109,10 @@ class Heartbeat:
         engine: Engine,
         lease_seconds: float,
         held: Callable[[], Held] = held_ids,
+        registration: Registration | None = None,
     ) -> None:
         self.engine = engine
+        self.registration = registration
         self.lease = timedelta(seconds=lease_seconds)
         self.interval = lease_seconds / 3
         self.held = held
@@ -120,6 +131,12 @@ class Heartbeat:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self.registration is not None:
+            try:
+                with Session(self.engine) as session, session.begin():
+                    transitions.forget_worker(session, self.registration.name)
+            except Exception as error:  # noqa: BLE001 - its registration runs out by itself
+                log.warning("worker.unregister_failed", error=str(error))
         self.engine.dispose()
 
     def received(self, request: Any) -> None:
@@ -135,9 +152,14 @@ class Heartbeat:
         alone). Files in one UPDATE, as ever; jobs in a second one only when it holds any."""
         with self._lock:
             held, self._received = self.held() | self._received, Held()
+        until = utcnow() + self.lease
+        if self.registration is not None:
+            with Session(self.engine) as session, session.begin():
+                transitions.register_worker(
+                    session, self.registration.name, self.registration.slots, until
+                )
         if not held:
             return 0
-        until = utcnow() + self.lease
         with Session(self.engine) as session, session.begin():
             renewed = transitions.renew_leases(session, sorted(held.files), until)
             return renewed + transitions.renew_job_leases(session, sorted(held.jobs), until)
@@ -158,11 +180,16 @@ class Heartbeat:
 _heartbeat: Heartbeat | None = None
 
 
-def start(settings: Settings) -> None:
-    """Start this worker's heartbeat (its main process, once the pool is up)."""
+def start(settings: Settings, registration: Registration | None = None) -> None:
+    """Start this worker's heartbeat (its main process, once the pool is up); with
+    ``registration``, it also keeps the worker in the registry while it lives."""
     global _heartbeat
     if _heartbeat is None:
-        _heartbeat = Heartbeat(make_engine(settings.resolved_database_url), settings.lease_seconds)
+        _heartbeat = Heartbeat(
+            make_engine(settings.resolved_database_url),
+            settings.lease_seconds,
+            registration=registration,
+        )
         _heartbeat.start()
         log.info("lease.heartbeat_started", every=round(_heartbeat.interval, 2))
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from app import queue, transitions, webhooks
+from app import queue, scheduling, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.logs import get_logger
@@ -119,11 +119,10 @@ def resend_unleased(settings: Settings) -> LeaseResends:
 
     A job gets the task it still needs: its ingest while files are left to copy (or it never
     started), its archive once claimed and until the job COMPLETED; both are idempotent, and a
-    late archive is fenced by its round (``archive_enqueued_at``). With a re-sent ingest go the
-    conversions of the files it had copied that are still PENDING and unleased: the dead ingest
-    may have died between a batch's commit and its sends, and the new one copies only what is
-    not copied yet. Some of them may only be waiting in the queue: their second message finds
-    the file finished (a claim is fenced), at the cost of a no-op task."""
+    late archive is fenced by its round (``archive_enqueued_at``). The new ingest copies only
+    what is not copied yet. (The files it had
+    copied wait for the scheduler; any it had marked in flight and not sent are found by
+    ``resend_lost_dispatches``.)"""
     held_by_dead = _held_by_dead_consumers(settings)
     now = utcnow()
     until = now + timedelta(seconds=settings.lease_seconds)
@@ -147,15 +146,6 @@ def resend_unleased(settings: Settings) -> LeaseResends:
         archive = sorted(set(expired_jobs.archive) | set(unacked_jobs.archive))
         jobs = transitions.JobResends(ingest=ingest, archive=archive)
         transitions.renew_job_leases(session, jobs.job_ids, until)
-        # Not leased: a lease on a file that only waits in a long queue would run out and have
-        # it re-sent every period.
-        already = set(files)
-        unsent = [
-            file_id
-            for file_id in transitions.copied_unleased_files(session, ingest, now)
-            if file_id not in already
-        ]
-        files += unsent
         queue.queue_after_commit(session, queue.CONVERT_TASK, *files, handover=True)
         queue.queue_after_commit(session, queue.INGEST_TASK, *ingest)
         for job_id in archive:
@@ -165,7 +155,6 @@ def resend_unleased(settings: Settings) -> LeaseResends:
             "sweep.lease_expired",
             files=len(expired),
             unacked=len(orphaned),
-            copied=len(unsent),
             jobs=len(jobs.job_ids),
             ingests=len(ingest),
             archives=len(archive),
@@ -173,12 +162,53 @@ def resend_unleased(settings: Settings) -> LeaseResends:
     return LeaseResends(files, jobs)
 
 
+def resend_lost_dispatches(settings: Settings, *, any_age: bool = False) -> list[str]:
+    """Send again the conversions the scheduler marked in flight whose message is gone: Redis
+    restarted or was emptied, or a worker died between the commit that chose the file and the
+    send. Such a file is PENDING with ``dispatched_at`` set, no worker leases it, and neither
+    the broker's lists nor its unacknowledged set hold its message. Only files sent more than a
+    lease ago are looked at (``any_age``: every one, when no worker can be running), so a
+    message still on its way to the lists is not taken for lost.
+
+    A message in flight between the list and its worker's unacknowledged set is in neither for
+    an instant; were it read then, the file is sent twice, converted twice at worst, and
+    recorded once (a claim fences the earlier one)."""
+    now = utcnow()
+    sent_before = now if any_age else now - timedelta(seconds=settings.lease_seconds)
+    with session_scope() as session:
+        suspects = transitions.dispatched_unleased(session, sent_before, now)
+    if not suspects:
+        return []
+    try:
+        in_broker = queue.queued_conversion_ids() | set(queue.unacked_conversions(time.time() + 1))
+    except Exception as error:  # noqa: BLE001 - the broker is away: nothing could be sent now
+        log.warning("sweep.queue_unreadable", error=str(error))
+        return []
+    lost = [file_id for file_id in suspects if file_id not in in_broker]
+    with session_scope() as session:
+        # Marked again: the next look at them is a lease from now, after this send landed.
+        lost = transitions.redispatch(session, lost, sent_before, now)
+        queue.queue_after_commit(session, queue.CONVERT_TASK, *lost, handover=True)
+    if lost:
+        log.info("sweep.dispatch_lost", files=len(lost))
+    return lost
+
+
+def top_up(settings: Settings) -> int:
+    """Fill the scheduler's window: a safety net under the top-ups that follow each finished
+    file, for room they could not see (a worker that died, a window that widened)."""
+    with session_scope() as session:
+        return len(scheduling.dispatch(session, settings))
+
+
 def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, int]:
     """One pass; ``resume_in_progress`` also takes IN_PROGRESS files of any age, which is right
     only when no worker can be running (the embedded runner calls it before starting any)."""
     stale = timedelta(seconds=settings.stale_after)
     resent = resend_unleased(settings)
-    leased_again = set(resent.files)
+    leased_again = set(resent.files) | set(
+        resend_lost_dispatches(settings, any_age=resume_in_progress)
+    )
     waiting = queue.queued_conversions()
     with session_scope() as session:
         pending_jobs = transitions.stale_pending_jobs(session, stale)
@@ -221,12 +251,18 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
         for job_id in lost_archives:
             queue_archive_after_commit(session, job_id)
     started = sum(start_archive_if_done(job_id) for job_id in ready_jobs)
+    dispatched = top_up(settings)
     resend_webhooks()
     ingests, conversions, archives = len(reingest), len(reconvert), len(lost_archives) + started
     if ingests or conversions or archives:
         log.info("sweep.resent", ingests=ingests, conversions=conversions, archives=archives)
     # The files re-sent for their lease are logged above (sweep.lease_expired), not counted here.
-    return {"ingests": ingests, "conversions": conversions, "archives": archives}
+    return {
+        "ingests": ingests,
+        "conversions": conversions,
+        "archives": archives,
+        "dispatched": dispatched,
+    }
 
 
 SWEEP_LOCK = "sweep"

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from app import queue, transitions, webhooks
+from app import queue, scheduling, transitions, webhooks
 from app.config import Settings
 from app.db import session_scope
 from app.logs import get_logger
@@ -75,7 +75,8 @@ def retry_job(raw_id: str, owner: str, store: ObjectStore, settings: Settings) -
     # Queued only now, in a transaction of their own, and not in the one above: an archive
     # rebuilt at once (nothing to convert again) must not be the one just removed.
     with session_scope() as session:
-        queue.queue_after_commit(session, queue.CONVERT_TASK, *plan.convert)
+        if plan.convert:  # back to waiting: the scheduler sends them in their turn
+            scheduling.dispatch(session)
         if plan.ingest:  # failed before their input was copied: the ingest copies them now
             queue.queue_after_commit(session, queue.INGEST_TASK, job.id)
         if plan.archive_due:  # nothing to convert again: only the archive is rebuilt
@@ -96,6 +97,7 @@ def cancel_job(raw_id: str, owner: str) -> Cancelled:
             )
         # In the transaction that ended the job, so the callback is never lost.
         webhooks.schedule_delivery(session, job.id)
+        scheduling.dispatch(session)  # its conversions in flight left room in the window
     log.info("job.cancelled", job_id=job.id, files=cancelled)
     return Cancelled(job.id, cancelled)
 
@@ -108,6 +110,7 @@ def delete_job(raw_id: str, owner: str, store: ObjectStore) -> None:
             # Committed before anything is removed: a worker that gets there later finds the
             # job ended (or gone) and writes nothing more.
             transitions.cancel_job(session, job.id, CANCELLED_FILE_MESSAGE)
+            scheduling.dispatch(session)
     # Objects first, then rows: if this stops half-way the job still exists and a second
     # DELETE finishes it; the other order could leave objects nothing refers to.
     for prefix in job_prefixes(job.id):

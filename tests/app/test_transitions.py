@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app import transitions
 from app.db import session_scope
-from app.models import File, FileStatus, Job, JobStatus
+from app.models import File, FileStatus, Job, JobStatus, utcnow
 from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks
 
@@ -92,9 +92,13 @@ def test_job_outcomes_are_final(backend: Backend) -> None:
 
 
 def test_stale_work_is_found_for_the_sweeper(backend: Backend) -> None:
-    job_id, (ingested, not_ingested) = make_job(2)
+    job_id, (ingested, not_ingested, waiting) = make_job(3)
     with session_scope() as session:
-        session.get(File, ingested).input_bytes = 10  # type: ignore[union-attr]
+        sent = session.get(File, ingested)
+        assert sent is not None
+        sent.input_bytes, sent.dispatched_at = 10, utcnow()  # copied, and its message sent
+        # Copied and never sent: it waits for the scheduler, however long, and is not lost.
+        session.get(File, waiting).input_bytes = 10  # type: ignore[union-attr]
     with session_scope() as session:
         assert transitions.stale_files(session, timedelta(hours=1)) == []
         stale = transitions.stale_files(session, timedelta(seconds=-1))

@@ -366,6 +366,9 @@ def test_a_delete_stops_the_ingest_and_removes_what_it_copied_since(
     assert job_keys(job_id) == []
 
 
+NOTHING_SWEPT = {"ingests": 0, "conversions": 0, "archives": 0, "dispatched": 0}
+
+
 def test_the_sweeper_leaves_a_cancelled_job_alone_and_resends_a_retried_jobs_lost_work(
     client: TestClient, sent: SentTasks, converter: Converter
 ) -> None:
@@ -374,12 +377,12 @@ def test_the_sweeper_leaves_a_cancelled_job_alone_and_resends_a_retried_jobs_los
     sent.ingests.clear()  # the ingest message is lost
     assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
     age(job_id, settings.stale_after + 5)
-    assert sweep(settings) == {"ingests": 0, "conversions": 0, "archives": 0}
+    assert sweep(settings) == NOTHING_SWEPT
 
     assert client.post(f"/api/v1/jobs/{job_id}/retry").status_code == 202
     assert sent.ingests == [job_id]
     sent.ingests.clear()  # lost again: the sweeper sends it once the job is idle
-    assert sweep(settings) == {"ingests": 0, "conversions": 0, "archives": 0}  # not yet stale
+    assert sweep(settings) == NOTHING_SWEPT  # not yet stale
     age(job_id, settings.stale_after + 5)
     assert sweep(settings)["ingests"] == 1 and sent.ingests == [job_id]
     run_queued(sent, converter)

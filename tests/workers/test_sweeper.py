@@ -7,7 +7,7 @@ from sqlalchemy import update
 from app import transitions
 from app.config import get_settings
 from app.db import session_scope
-from app.models import File, Job
+from app.models import File, Job, utcnow
 from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks
 from tests.workers.helpers import age
@@ -16,22 +16,35 @@ from workers.sweeper import sweep
 
 def test_fresh_work_is_left_alone(backend: Backend, sent: SentTasks) -> None:
     make_job(3)
-    assert sweep(get_settings()) == {"ingests": 0, "conversions": 0, "archives": 0}
+    assert sweep(get_settings()) == {
+        "ingests": 0,
+        "conversions": 0,
+        "archives": 0,
+        "dispatched": 0,
+    }
     assert sent.conversions == [] and sent.ingests == []
 
 
 def test_stale_files_are_reconverted_or_reingested(backend: Backend, sent: SentTasks) -> None:
     job_id, (ingested, _never_ingested, finished) = make_job(3)
     with session_scope() as session:
-        session.execute(update(File).where(File.id == ingested).values(input_bytes=10))
+        # Copied and sent (its message since lost).
+        session.execute(
+            update(File).where(File.id == ingested).values(input_bytes=10, dispatched_at=utcnow())
+        )
         transitions.complete_file(session, finished, output_bytes=1, crc32=0)
     age(job_id, get_settings().stale_after + 5)
     summary = sweep(get_settings())
     assert sent.conversions == [ingested]  # its input exists: convert it again
     assert sent.ingests == [job_id]  # its input was never written: the job's ingest again
-    assert summary == {"ingests": 1, "conversions": 1, "archives": 0}
+    assert summary == {"ingests": 1, "conversions": 1, "archives": 0, "dispatched": 0}
     # Touched: the next sweep waits another period before sending them again.
-    assert sweep(get_settings()) == {"ingests": 0, "conversions": 0, "archives": 0}
+    assert sweep(get_settings()) == {
+        "ingests": 0,
+        "conversions": 0,
+        "archives": 0,
+        "dispatched": 0,
+    }
 
 
 def test_resume_takes_in_progress_files_of_any_age(backend: Backend, sent: SentTasks) -> None:
@@ -72,8 +85,10 @@ def test_queued_files_are_not_resent_while_the_queue_still_holds_work(
     from app import queue
 
     job_id, (file_id,) = make_job(1)
-    with session_scope() as session:
-        session.execute(update(File).where(File.id == file_id).values(input_bytes=10))
+    with session_scope() as session:  # copied and sent
+        session.execute(
+            update(File).where(File.id == file_id).values(input_bytes=10, dispatched_at=utcnow())
+        )
     age(job_id, get_settings().stale_after + 5)
     # A real message waits in the real conversion queue (the sweeper asks the broker).
     queue.get_sender().send_task(queue.CONVERT_TASK, args=["someone-else"])

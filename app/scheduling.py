@@ -1,0 +1,281 @@
+"""Windowed dispatch: which files' conversions go to the workers next, and when.
+
+Files wait their turn in the database, not in the broker. At most a window of conversions is
+in flight at once (sent to the broker and not finished): QUIRE_DISPATCH_WINDOW, or by default
+twice the conversion slots of the live workers, so every worker process has one running and
+one waiting for it. The window is topped up whenever room appears or work arrives: in the
+transaction that records a finished file, in an ingest's batch, after a cancel or a retry, and
+on every sweep. Whose files fill it is decided here, fairly:
+
+1. the API key (``jobs.owner``) with the fewest conversions in flight goes first;
+2. within that key, its job with the fewest in flight;
+3. ties are broken at random, so no key and no job is always first;
+4. within a job, files go in zip order.
+
+So a one-file job waits for at most a window of conversions, however many files other jobs
+have; two keys with big batches each get half of the conversions; and several jobs of one key
+share that key's half. Measured figures: docs/benchmarks.md ("Fair scheduling").
+
+A conversion is "in flight" from the moment its file's ``dispatched_at`` is set (in the
+transaction whose commit sends the message) until the file finishes, which clears it. Two
+topping-ups may run at once on PostgreSQL: each takes only rows no one else has locked (SKIP
+LOCKED) and sets ``dispatched_at`` by a conditional UPDATE, so a file is never sent twice by
+them; at worst the window is briefly one or two over or under, and the next top-up evens it.
+On SQLite a top-up always runs after a write of its transaction, which holds the database's
+one write lock: they run one after another.
+
+A message lost after its file was marked (Redis restarted or emptied, a worker killed between
+the commit and the send) is found by the sweeper (``workers.sweeper.resend_lost_dispatches``):
+the file is in flight by the database, but no worker leases it and no broker list holds it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from app import queue, transitions
+from app.config import Settings, get_settings
+from app.models import TERMINAL_FILE_STATUSES, FileStatus, JobStatus, Worker, utcnow
+
+FILES, JOBS = transitions.FILES, transitions.JOBS
+
+# With no live worker registered (all starting, or none yet), a window still this wide: the
+# first worker to start finds work waiting for it.
+MIN_WINDOW = 4
+# Conversions in flight per worker slot: one running, one waiting in the broker so the slot
+# never idles between two files.
+FLIGHT_PER_SLOT = 2
+# How long a process trusts its count of the live workers' slots: it changes only when a
+# worker starts or dies, and reading it for every file would cost a query each.
+SLOTS_CACHE_SECONDS = 5.0
+
+# A file is waiting when its input is copied, it is not sent, and its job runs.
+_WAITING = (
+    (FILES.c.status == FileStatus.PENDING)
+    & FILES.c.dispatched_at.is_(None)
+    & FILES.c.input_bytes.is_not(None)
+)
+_IN_FLIGHT_BY_JOB = (
+    select(FILES.c.job_id, JOBS.c.owner, func.count())
+    .join(JOBS, JOBS.c.id == FILES.c.job_id)
+    .where(
+        FILES.c.dispatched_at.is_not(None),
+        FILES.c.status.not_in(TERMINAL_FILE_STATUSES),
+        JOBS.c.status == JobStatus.IN_PROGRESS,
+    )
+    .group_by(FILES.c.job_id, JOBS.c.owner)
+)
+_JOBS_WITH_WAITING_FILES = select(JOBS.c.id, JOBS.c.owner).where(
+    JOBS.c.status == JobStatus.IN_PROGRESS,
+    select(FILES.c.id).where(FILES.c.job_id == JOBS.c.id, _WAITING).exists(),
+)
+_MARK_DISPATCHED = (
+    update(FILES)
+    .where(
+        FILES.c.id.in_(bindparam("file_ids", expanding=True)),
+        FILES.c.status == FileStatus.PENDING,
+        FILES.c.dispatched_at.is_(None),
+    )
+    .values(dispatched_at=bindparam("now", type_=FILES.c.dispatched_at.type))
+    .returning(FILES.c.id)
+)
+
+
+@dataclass
+class _SlotsCache:
+    slots: int = 0
+    read_at: float = -SLOTS_CACHE_SECONDS
+
+
+_live_slots = _SlotsCache()
+
+
+def live_worker_slots(session: Session, now: datetime | None = None) -> int:
+    """The conversion slots of the workers whose heartbeat is current (cached a few seconds)."""
+    if time.monotonic() - _live_slots.read_at < SLOTS_CACHE_SECONDS:
+        return _live_slots.slots
+    total = session.scalar(
+        select(func.coalesce(func.sum(Worker.slots), 0)).where(
+            Worker.expires_at >= (now or utcnow())
+        )
+    )
+    _live_slots.slots, _live_slots.read_at = int(total or 0), time.monotonic()
+    return _live_slots.slots
+
+
+def forget_live_slots() -> None:
+    """Read the live workers' slots afresh at the next top-up (tests, after changing them)."""
+    _live_slots.read_at = -SLOTS_CACHE_SECONDS
+
+
+def window(session: Session, settings: Settings) -> int:
+    """How many conversions may be in flight at once."""
+    if settings.dispatch_window:
+        return settings.dispatch_window
+    return max(MIN_WINDOW, FLIGHT_PER_SLOT * live_worker_slots(session))
+
+
+@dataclass(frozen=True)
+class InFlight:
+    job_id: str
+    owner: str
+    count: int
+
+
+def in_flight(session: Session) -> list[InFlight]:
+    """Conversions sent and not finished, per running job."""
+    return [InFlight(*row) for row in session.execute(_IN_FLIGHT_BY_JOB)]
+
+
+@dataclass
+class _Candidates:
+    """The running jobs that have waiting files, and what each job and key has in flight."""
+
+    owner_of: dict[str, str]  # job id -> its key
+    job_flight: Counter[str]
+    owner_flight: Counter[str]
+    # A random rank per job and per key, drawn once per top-up: ties go to the lower rank.
+    rank: dict[str, float] = field(default_factory=dict)
+
+    def tie(self, name: str) -> float:
+        return self.rank.setdefault(name, random.random())
+
+    def next_job(self) -> str | None:
+        if not self.owner_of:
+            return None
+        owner = min(
+            set(self.owner_of.values()),
+            key=lambda key: (self.owner_flight[key], self.tie("key:" + key)),
+        )
+        return min(
+            (job for job, key in self.owner_of.items() if key == owner),
+            key=lambda job: (self.job_flight[job], self.tie(job)),
+        )
+
+    def sent(self, job_id: str) -> None:
+        self.job_flight[job_id] += 1
+        self.owner_flight[self.owner_of[job_id]] += 1
+
+
+def _next_waiting(session: Session, job_id: str, count: int) -> list[str]:
+    """Up to ``count`` waiting files of the job, in zip order, that no other top-up holds."""
+    query = (
+        select(FILES.c.id)
+        .where(FILES.c.job_id == job_id, _WAITING)
+        .order_by(FILES.c.position)
+        .limit(count)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.execute(query).scalars())
+
+
+def choose(session: Session, room: int) -> list[str]:
+    """The next ``room`` files to send, in the order they go: fewest in flight first, by key,
+    then by job (module docstring)."""
+    if room <= 0:
+        return []
+    owner_of = {job_id: owner for job_id, owner in session.execute(_JOBS_WITH_WAITING_FILES)}
+    if not owner_of:
+        return []
+    return _choose(session, room, owner_of, in_flight(session))
+
+
+def _choose(
+    session: Session, room: int, owner_of: dict[str, str], flying: list[InFlight]
+) -> list[str]:
+    job_flight: Counter[str] = Counter()
+    owner_flight: Counter[str] = Counter()
+    for one in flying:
+        job_flight[one.job_id] += one.count
+        # A job with nothing waiting still counts for its key: its files are in flight.
+        owner_flight[one.owner] += one.count
+    candidates = _Candidates(owner_of, job_flight, owner_flight)
+    fetched: dict[str, list[str]] = {}
+    chosen: list[str] = []
+    while len(chosen) < room:
+        job_id = candidates.next_job()
+        if job_id is None:
+            break
+        if job_id not in fetched:
+            fetched[job_id] = _next_waiting(session, job_id, room - len(chosen))
+        if not fetched[job_id]:
+            del candidates.owner_of[job_id]  # nothing (left) to take from it in this top-up
+            continue
+        chosen.append(fetched[job_id].pop(0))
+        candidates.sent(job_id)
+    return chosen
+
+
+def mark_dispatched(session: Session, file_ids: Iterable[str], now: datetime) -> list[str]:
+    """Set ``dispatched_at`` on those of ``file_ids`` still waiting; the ones it set, in the
+    order given (another top-up may have taken some meanwhile)."""
+    ids = list(file_ids)
+    if not ids:
+        return []
+    taken = set(session.execute(_MARK_DISPATCHED, {"file_ids": ids, "now": now}).scalars())
+    return [file_id for file_id in ids if file_id in taken]
+
+
+def dispatch(session: Session, settings: Settings | None = None) -> list[str]:
+    """Top up the window: choose the next files, mark them in flight, and send their
+    conversions once this session's transaction commits. Returns their ids.
+
+    On SQLite call it after the transaction's first write (see the module docstring)."""
+    settings = settings or get_settings()
+    flying = in_flight(session)
+    room = window(session, settings) - sum(one.count for one in flying)
+    if room <= 0:
+        return []
+    owner_of = {job_id: owner for job_id, owner in session.execute(_JOBS_WITH_WAITING_FILES)}
+    chosen = _choose(session, room, owner_of, flying)
+    sent = mark_dispatched(session, chosen, utcnow())
+    queue.queue_after_commit(session, queue.CONVERT_TASK, *sent)
+    return sent
+
+
+def waiting_files(session: Session) -> int:
+    """Files of running jobs not sent to a worker yet: copied and waiting their turn, or not
+    copied out of the upload yet. What an autoscaler should scale on (the broker's list holds
+    only the window)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(FILES)
+            .join(JOBS, JOBS.c.id == FILES.c.job_id)
+            .where(
+                JOBS.c.status.in_(transitions.ACTIVE_JOB_STATUSES),
+                FILES.c.status == FileStatus.PENDING,
+                FILES.c.dispatched_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
+# -- read-only: per-key figures for /metrics (app/metrics.py) -----------------------------------
+
+
+def waiting_by_owner(session: Session) -> dict[str, int]:
+    """The files ``waiting_files`` counts, per key (``jobs.owner``); keys with none are left
+    out. One GROUP BY over the waiting rows, read from ix_files_job_waiting."""
+    rows = session.execute(
+        select(JOBS.c.owner, func.count())
+        .select_from(FILES)
+        .join(JOBS, JOBS.c.id == FILES.c.job_id)
+        .where(
+            JOBS.c.status.in_(transitions.ACTIVE_JOB_STATUSES),
+            FILES.c.status == FileStatus.PENDING,
+            FILES.c.dispatched_at.is_(None),
+        )
+        .group_by(JOBS.c.owner)
+    )
+    return {str(owner): int(count) for owner, count in rows}
