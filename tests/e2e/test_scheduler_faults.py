@@ -236,7 +236,10 @@ def lose_the_broker_state(
         return True
 
     looks = strike_while_frozen(service, job_id, ready, fault, "a conversion waiting in the list")
-    ledger.faults.append(f"{name} with {len(destroyed)} conversion(s) queued (look {looks})")
+    ledger.faults.append(
+        f"{name} with {len(destroyed)} conversion(s) queued, the worker frozen (look {looks})"
+    )
+    print(f"{name}: destroyed {len(destroyed)} queued conversion(s) at look {looks}")
     return destroyed
 
 
@@ -372,6 +375,7 @@ class MidDispatch:
     # the list and not recorded them yet. Not what this test kills at.
     being_delivered: int = 0
     never_sent: list[str] = field(default_factory=list)
+    still_waiting: int = 0  # files of the job not sent yet when it was killed
 
 
 @pytest.mark.parametrize("stack", ["embedded", "postgres-s3"])
@@ -421,6 +425,7 @@ def test_a_worker_killed_mid_dispatch(
                     seen.being_delivered += 1
                 else:
                     seen.never_sent.append(file_id)
+            seen.still_waiting = len(waiting(files))
             return bool(seen.never_sent)
 
         def kill_mid_dispatch(job_id: str) -> None:
