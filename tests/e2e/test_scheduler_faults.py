@@ -35,8 +35,14 @@ from app import queue
 from app.config import get_settings
 from app.models import File, FileStatus, utcnow
 from tests.docx_factory import make_docx, make_zip
-from tests.e2e.conftest import FaultRecord, Service
-from tests.e2e.helpers import compose_like_env, embedded_env, run_batch, runner_process
+from tests.e2e.conftest import TERMINAL, FaultRecord, Service
+from tests.e2e.helpers import (
+    compose_like_env,
+    embedded_env,
+    run_batch,
+    runner_process,
+    wait_for_job,
+)
 from tests.services import RedisServer, redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -56,8 +62,11 @@ MID_DISPATCH_DOCUMENTS = 120
 # files waiting in the database, when the fault comes.
 FILLER = " ".join(["Filler text that only makes the document longer to lay out."] * 40)
 FILLER_PAGES = 3
-# A bound for a broken test, not a timed assertion: how long to look for the moment to strike.
+# Bounds for a broken test, not timed assertions: how long to look for the moment to strike,
+# and how long the job may take after it (well under pytest's timeout, so a job that never ends
+# fails with the service's log; run_batch alone would wait 600 s).
 LOOK_FOR_SECONDS = 120
+SETTLE_SECONDS = 240
 
 
 def long_batch(tag: str, count: int = DOCUMENTS) -> tuple[bytes, dict[str, str]]:
@@ -172,6 +181,21 @@ def strike_while_frozen(
     )
 
 
+def then_the_end(
+    service: Service, ledger: FaultRecord, fault: Callable[[str], None]
+) -> Callable[[str], None]:
+    """``fault``, then a wait for the job's end bounded by SETTLE_SECONDS (``run_batch`` then
+    accounts for its files)."""
+
+    def inject(job_id: str) -> None:
+        fault(job_id)
+        wait_for_job(
+            service, ledger, job_id, lambda s: s["status"] in TERMINAL, timeout=SETTLE_SECONDS
+        )
+
+    return inject
+
+
 # -- the service's log ---------------------------------------------------------------------------
 
 
@@ -272,7 +296,12 @@ def test_the_broker_emptied_mid_job(
             client.close()
 
         try:
-            run_batch(service, ledger, long_batch("flushed"), fault=flush_all)
+            run_batch(
+                service,
+                ledger,
+                long_batch("flushed"),
+                fault=then_the_end(service, ledger, flush_all),
+            )
         finally:
             engine.dispose()
         # The mechanism: the sweeper sent again what the database said was in flight, the
@@ -306,7 +335,12 @@ def test_the_broker_restarted_without_persistence_mid_job(
             ledger.faults.append("redis started again, empty")
 
         try:
-            run_batch(service, ledger, long_batch("restarted"), fault=restart)
+            run_batch(
+                service,
+                ledger,
+                long_batch("restarted"),
+                fault=then_the_end(service, ledger, restart),
+            )
         finally:
             engine.dispose()
         # Those destroyed, and any a worker failed to send while Redis was away.
@@ -347,12 +381,13 @@ class BrokerPushes:
                 self.changed.notify_all()
 
     def caught_up(self) -> None:
-        """Wait until the stream was read up to now: Redis streams a command to its monitors
-        before it answers, so once this ECHO is read every earlier push has been too."""
+        """Wait until the stream was read up to now: Redis streams the commands to its monitors
+        in the order it runs them, so once this ECHO is read every push before it has been."""
         token = uuid.uuid4().hex
         self.client.echo(token)
         with self.changed:
-            assert self.changed.wait_for(lambda: token in self.echoed, timeout=30)
+            caught_up = self.changed.wait_for(lambda: token in self.echoed, timeout=30)
+        assert caught_up, "the MONITOR stream was not read up to the ECHO"
 
     def pushed(self, file_id: str) -> bool:
         with self.changed:
@@ -451,7 +486,7 @@ def test_a_worker_killed_mid_dispatch(
                 service,
                 ledger,
                 long_batch("killed", MID_DISPATCH_DOCUMENTS),
-                fault=kill_mid_dispatch,
+                fault=then_the_end(service, ledger, kill_mid_dispatch),
             )
         finally:
             pushes.close()
@@ -459,7 +494,8 @@ def test_a_worker_killed_mid_dispatch(
         print(f"mid-dispatch: {seen}")
         # The mechanism: the sweeper found the files marked and never sent, and only then were
         # they converted (nothing else would send them: no message of theirs exists).
-        assert files_found_lost(service, kill_offset) >= 1, service.log_tail()
+        assert seen.never_sent
+        assert files_found_lost(service, kill_offset) >= len(seen.never_sent), service.log_tail()
         after = log_text_since(service, kill_offset)
         found_at = after.index('"sweep.dispatch_lost"')
         for file_id in seen.never_sent:
