@@ -137,6 +137,12 @@ class FaultRecord:
     # Seconds the fault added: the faulted job's time minus the same job's undisturbed time,
     # both measured in the same test (None: the test has no undisturbed run to compare with).
     added_seconds: float | None = None
+    # When the test's own waits give up (monotonic clock): well before pytest-timeout's limit,
+    # so a stuck job fails with its diagnosis instead of a bare timeout.
+    deadline: float = float("inf")
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.monotonic()
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """A GET that counts every 5xx answer against the service."""
@@ -149,9 +155,27 @@ class FaultRecord:
 LEDGER: list[FaultRecord] = []
 
 
+# What a fault test keeps of pytest-timeout's limit for itself: stopping the service after a
+# failure (a worker's warm shutdown) counts against that limit too.
+TEARDOWN_RESERVE = 120.0
+
+
+def timeout_limit_of(request: pytest.FixtureRequest) -> float | None:
+    """The test's pytest-timeout limit in seconds: its marker, else --timeout, else the ini."""
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    option = request.config.getoption("timeout", None)
+    setting = option if option is not None else request.config.getini("timeout")
+    return float(setting) if setting else None
+
+
 @pytest.fixture
 def ledger(request: pytest.FixtureRequest) -> FaultRecord:
     record = FaultRecord(test=request.node.name)
+    limit = timeout_limit_of(request)
+    if limit:
+        record.deadline = time.monotonic() + limit - TEARDOWN_RESERVE
     LEDGER.append(record)
     return record
 

@@ -8,19 +8,26 @@ recorded in the ledger that pytest prints at the end as the "fault injection" ta
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 import pytest
+import redis
+import sqlalchemy
 from pypdf import PdfReader
 
 from tests.docx_factory import make_docx, make_zip
@@ -67,11 +74,14 @@ def wait(
     service: Service,
     ledger: FaultRecord,
     job_id: str,
-    timeout: float = 600,
+    timeout: float = 300,
     until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
+    """Poll the job until ``until`` (by default: it ended). Gives up after ``timeout`` seconds,
+    or sooner when the test's budget runs out (``ledger.deadline``, ahead of pytest-timeout),
+    with what the service's state says about why the job did not get there."""
     done = until or (lambda status: status["status"] in ("COMPLETED", "FAILED"))
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + min(timeout, ledger.seconds_left())
     while time.monotonic() < deadline:
         response = ledger.get(f"{service.url}/api/v1/jobs/{job_id}")
         if response.status_code == 200:
@@ -79,7 +89,7 @@ def wait(
             if done(status):
                 return status
         time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not get there:\n{service.log_tail()}")
+    raise AssertionError(f"job {job_id} did not get there:\n{diagnosis(service, job_id)}")
 
 
 def settle(
@@ -87,7 +97,7 @@ def settle(
     ledger: FaultRecord,
     job_id: str,
     markers: dict[str, str],
-    timeout: float = 600,
+    timeout: float = 300,
 ) -> dict[str, Any]:
     """Wait for the end, then account for every file: its PDF, once, with its own text."""
     status = wait(service, ledger, job_id, timeout)
@@ -108,11 +118,157 @@ def settle(
     else:
         lost += list(markers)
     ledger.files_lost += len(set(lost))
-    assert status["status"] == "COMPLETED", (status["error_message"], service.log_tail())
+    assert status["status"] == "COMPLETED", (status["error_message"], diagnosis(service, job_id))
     assert not lost, f"lost: {sorted(set(lost))[:5]}"
     assert ledger.duplicates == 0
     assert ledger.server_errors == 0
     return status
+
+
+def _section(title: str, read: Callable[[], list[str]]) -> str:
+    try:
+        lines = read()
+    except Exception as error:  # noqa: BLE001 - a diagnosis must never hide the failure
+        lines = [f"(unreadable: {error!r})"]
+    return "\n".join([f"-- {title}", *lines])
+
+
+def _database_url(service: Service) -> str:
+    return service.env.get("QUIRE_DATABASE_URL") or f"sqlite:///{service.data_dir / 'quire.db'}"
+
+
+def _job_rows(service: Service, job_id: str, where: dict[str, str]) -> list[str]:
+    """The job's row, its unfinished files with their leases and where their conversion
+    message is (``where``; "nowhere": in no broker list and not unacknowledged, so lost unless
+    a live worker is just taking it), and the sweep lock."""
+    engine = sqlalchemy.create_engine(_database_url(service))
+    try:
+        with engine.connect() as connection:
+            run = connection.execute
+            job = run(
+                sqlalchemy.text(
+                    "SELECT status, finished_files, file_count, lease_expires_at,"
+                    " archive_enqueued_at FROM jobs WHERE id = :job"
+                ),
+                {"job": job_id},
+            ).one_or_none()
+            counts = run(
+                sqlalchemy.text(
+                    "SELECT status, count(*) FROM files WHERE job_id = :job GROUP BY status"
+                ),
+                {"job": job_id},
+            ).all()
+            unfinished = run(
+                sqlalchemy.text(
+                    "SELECT id, filename, status, attempts, lease_expires_at, lease_token,"
+                    " touched_at, input_bytes IS NOT NULL"
+                    " FROM files WHERE job_id = :job AND status NOT IN ('COMPLETED', 'FAILED')"
+                    " ORDER BY position"
+                ),
+                {"job": job_id},
+            ).all()
+            locks = run(sqlalchemy.text("SELECT name, holder, expires_at FROM locks")).all()
+    finally:
+        engine.dispose()
+    return [
+        f"now (UTC) {datetime.now(UTC).replace(tzinfo=None)}",
+        f"job: {tuple(job) if job else None} (status, finished, count, lease, archive sent)",
+        f"files by status: {dict((str(status), n) for status, n in counts)}",
+        *(
+            f"  {name} {status} attempts={attempts} lease={lease} "
+            f"token={(token or '-')[:8]} touched={touched} "
+            f"message={where.get(id_, 'nowhere') if copied else '(input not copied yet)'}"
+            for id_, name, status, attempts, lease, token, touched, copied in unfinished[:25]
+        ),
+        *([f"  ... and {len(unfinished) - 25} more"] if len(unfinished) > 25 else []),
+        f"locks: {[tuple(lock) for lock in locks]}",
+    ]
+
+
+def _converted_file(payload: dict[str, Any]) -> str | None:
+    """The file id of a conversion message as kombu's Redis transport stores it (Celery's
+    protocol 2, as app.queue reads it), or None for any other message."""
+    if payload.get("headers", {}).get("task") != "quire.convert":
+        return None
+    body = payload["body"]
+    if payload.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return str(json.loads(body)[0][0])
+
+
+def _broker_state(service: Service) -> tuple[list[str], dict[str, str]]:
+    """Every key of the broker's database with its length (the queues by priority, the unacked
+    set), and where each conversion message is: "queued" or "unacked"."""
+    url = service.env.get("QUIRE_BROKER_URL")
+    if url is None:
+        found = re.findall(r"private redis on (127\.0\.0\.1:\d+)", service.log_path.read_text())
+        url = f"redis://{found[-1]}/0"
+    client = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+    lines, where = [], {}
+    try:
+        for key in sorted(client.scan_iter(count=1000)):
+            kind = str(client.type(key))
+            size = {"list": client.llen, "hash": client.hlen, "zset": client.zcard}.get(kind)
+            lines.append(f"  {key!r} {kind} {size(key) if size else ''}")
+            if kind == "list" and key.startswith("quire-convert"):
+                for raw in client.lrange(key, 0, -1):
+                    where[_converted_file(json.loads(raw)) or ""] = "queued"
+        for raw in client.hvals("unacked"):
+            where[_converted_file(json.loads(raw)[0]) or ""] = "unacked"
+    finally:
+        client.close()
+    return lines, where
+
+
+def _processes(service: Service) -> list[str]:
+    """The runner's process tree and every LibreOffice of this service, with their states
+    (T: stopped; a process left stopped holds its work forever)."""
+    pids = descendants(service.process.pid) if service.process is not None else []
+    lines = []
+    for pid in [*pids, *(p for p in soffice_processes_under(service.data_dir) if p not in pids)]:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        lines.append(f"  {pid} parent={parent_of(pid)} {state} {cmdline(pid)[:110]}")
+    return lines
+
+
+def _notable_log_lines(service: Service) -> list[str]:
+    """The runner's own lines, warnings and errors, and every sweep: the story of a stuck job
+    that the tail alone, full of routine lines, does not tell."""
+    notable = [
+        line
+        for line in service.log_path.read_text(errors="replace").splitlines()
+        if line.startswith("quire:")
+        or '"sweep.' in line
+        or any(f'"level": "{level}"' in line for level in ("WARNING", "ERROR", "CRITICAL"))
+        or "Traceback" in line
+    ]
+    return notable[-60:]
+
+
+def diagnosis(service: Service, job_id: str) -> str:
+    """What a job that did not finish left behind, for the failure's message: the database's
+    rows, the broker's keys, the processes, and the log (``service.log_path`` has all of it)."""
+    broker: tuple[list[str], dict[str, str]] = ([], {})
+
+    def read_broker() -> list[str]:
+        nonlocal broker
+        broker = _broker_state(service)
+        return broker[0]
+
+    broker_section = _section("broker", read_broker)  # first: the database rows name its places
+    return "\n".join(
+        [
+            f"service log: {service.log_path}",
+            _section("database", lambda: _job_rows(service, job_id, broker[1])),
+            broker_section,
+            _section("processes", lambda: _processes(service)),
+            _section("notable log lines", lambda: _notable_log_lines(service)),
+            _section("log tail", lambda: service.log_tail(40).splitlines()),
+        ]
+    )
 
 
 def pool_children(service: Service) -> list[int]:
@@ -137,6 +293,69 @@ def a_pool_child(service: Service, timeout: float = 60) -> int:
     raise AssertionError(f"the worker has no pool process:\n{service.log_tail()}")
 
 
+def work_folder(service: Service, pool_process: int) -> Path:
+    """The folder where ``pool_process``'s LibreOffice converts (workers/libreoffice/uno.py): it
+    holds the document from the moment it is staged, after the file's claim, until the
+    conversion is over, and the PDF once LibreOffice starts writing it."""
+    return service.data_dir / "libreoffice" / f"lo-{pool_process}" / "work"
+
+
+def converting(service: Service, pool_process: int) -> bool:
+    try:
+        return any(work_folder(service, pool_process).iterdir())
+    except OSError:
+        return False
+
+
+def stop_a_converting_pool_process(service: Service, timeout: float = 60) -> int:
+    """SIGSTOP a pool process caught converting, and return it (still stopped): what it holds is
+    a claimed file, so killing it now strands that file. Between two documents a pool process
+    holds nothing, and a kill then would test nothing."""
+    deadline = time.monotonic() + timeout  # a bound for a broken test, not a timed assertion
+    while time.monotonic() < deadline:
+        for pid in pool_children(service):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                if converting(service, pid):
+                    return pid
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"no pool process was caught converting:\n{service.log_tail()}")
+
+
+def kill_libreoffice_mid_conversion(service: Service, timeout: float = 60) -> int:
+    """SIGKILL a LibreOffice (soffice.bin) while a document is in its hands, and return its pid.
+
+    Its pool process and it are both stopped first, so neither moves on while the work folder
+    is read: the document is staged and no PDF is written yet. Killed then, the conversion's
+    next call to LibreOffice fails and the worker retries it on a fresh instance."""
+    deadline = time.monotonic() + timeout  # a bound for a broken test, not a timed assertion
+    while time.monotonic() < deadline:
+        for holder in pool_children(service):
+            instances = [
+                pid
+                for pid in soffice_processes_under(service.data_dir)
+                if "soffice.bin" in cmdline(pid) and re.search(rf"/lo-{holder}\b", cmdline(pid))
+            ]
+            if not instances:
+                continue  # a new pool process, its LibreOffice not started yet
+            stopped = [holder, *instances]
+            with contextlib.suppress(ProcessLookupError):
+                for pid in stopped:
+                    os.kill(pid, signal.SIGSTOP)
+                folder = work_folder(service, holder)
+                if converting(service, holder) and not (folder / "document.pdf").exists():
+                    for pid in instances:
+                        os.kill(pid, signal.SIGKILL)
+                    os.kill(holder, signal.SIGCONT)
+                    return instances[0]
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"no LibreOffice was caught converting:\n{service.log_tail()}")
+
+
 def progress_at_least(count: int) -> Callable[[dict[str, Any]], bool]:
     return lambda status: status["progress"]["completed"] + status["progress"]["failed"] >= count
 
@@ -148,6 +367,8 @@ def midway(service: Service, ledger: FaultRecord, job_id: str, count: int) -> No
 
 
 BASE_ENV = {"QUIRE_WORKER_CONCURRENCY": "2", "QUIRE_SECRET_KEY": "faults"}
+# Pages that make a document take longer to convert, so a job outlasts the faults injected in it.
+FILLER_PAGES = 10
 
 
 def test_worker_processes_and_libreoffice_killed_mid_job(
@@ -155,19 +376,23 @@ def test_worker_processes_and_libreoffice_killed_mid_job(
 ) -> None:
     service = make_service(BASE_ENV)
     service.start()
-    data, markers = numbered_zip(60)
+    # Long enough that the job is far from its end at the last fault: 60 one-page documents were
+    # all done, on a loaded machine, before the test's poll saw 44 of them.
+    data, markers = numbered_zip(120, filler_pages=FILLER_PAGES)
     job_id = submit(service, ledger, data, len(markers))
     for threshold in (8, 20, 32):
         midway(service, ledger, job_id, threshold)
-        victim = a_pool_child(service)
+        victim = stop_a_converting_pool_process(service)
         os.kill(victim, signal.SIGKILL)  # its task is given back to the queue
-        ledger.faults.append(f"kill -9 worker process {victim}")
+        ledger.faults.append(f"kill -9 worker process {victim} mid-conversion")
     midway(service, ledger, job_id, 44)
-    soffice = soffice_processes_under(service.data_dir)
-    assert soffice
-    os.kill(soffice[0], signal.SIGKILL)  # LibreOffice dies mid-conversion
-    ledger.faults.append("kill -9 soffice.bin")
+    log_before = service.log_path.stat().st_size
+    soffice = kill_libreoffice_mid_conversion(service)
+    ledger.faults.append(f"kill -9 soffice.bin {soffice} mid-conversion")
     settle(service, ledger, job_id, markers)
+    # The mechanism: the conversion LibreOffice died under was tried again on a fresh instance.
+    retries = events(log_since(service, log_before), "convert.retry")
+    assert any(event["after"] == "ConverterCrashed" for event in retries), service.log_tail()
     assert service.stop() == 0
     assert soffice_processes_under(service.data_dir) == []
 
@@ -325,8 +550,6 @@ def test_finished_jobs_expire_with_their_objects(
 
 # Short leases and sweeps, so the test takes seconds; the mechanism is the same at 20 s and 10 s.
 LEASE_ENV = {**BASE_ENV, "QUIRE_LEASE_SECONDS": "6", "QUIRE_SWEEP_INTERVAL": "2"}
-# A few pages each, so a conversion is not over in an instant.
-FILLER_PAGES = 10
 
 
 def worker_main_process(service: Service) -> int:
@@ -335,6 +558,12 @@ def worker_main_process(service: Service) -> int:
     main = parent_of(a_pool_child(service))
     assert "celery" in cmdline(main), service.log_tail()
     return main
+
+
+def signal_each(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a pool process may have just exited
+            os.kill(pid, signum)
 
 
 def freeze_while_converting(
@@ -346,21 +575,19 @@ def freeze_while_converting(
     group = os.getpgid(main)
     deadline = time.monotonic() + 120  # a bound for a broken test, not a timed assertion
     while True:
-        children = [pid for pid in descendants(main) if parent_of(pid) == main]
-        if victims == "main":
-            for pid in children:
-                os.kill(pid, signal.SIGSTOP)
-        else:
-            os.killpg(group, signal.SIGSTOP)
-        status = ledger.get(f"{service.url}/api/v1/jobs/{job_id}").json()
-        held = sum(f["status"] == "IN_PROGRESS" for f in status["files"])
+        # The pool processes only, or the main process with them (one process group).
+        stopped = [pid for pid in descendants(main) if parent_of(pid) == main]
+        send = partial(signal_each, stopped) if victims == "main" else partial(os.killpg, group)
+        send(signal.SIGSTOP)
+        try:
+            status = ledger.get(f"{service.url}/api/v1/jobs/{job_id}").json()
+        except BaseException:
+            send(signal.SIGCONT)  # never left stopped: it would hold its files forever
+            raise
+        held = sum(int(f["status"] == "IN_PROGRESS") for f in status["files"])
         if held:
             return held
-        if victims == "main":
-            for pid in children:
-                os.kill(pid, signal.SIGCONT)
-        else:
-            os.killpg(group, signal.SIGCONT)
+        send(signal.SIGCONT)
         assert status["status"] not in ("COMPLETED", "FAILED"), "the job ended first"
         assert time.monotonic() < deadline, service.log_tail()
         time.sleep(0.02)
@@ -432,7 +659,9 @@ def test_a_killed_worker_hands_its_files_on(
         # left until the runner starts a new one.
         os.killpg(os.getpgid(main), signal.SIGKILL)
         ledger.faults.append("kill -9 every worker process at once")
-    wait(service, ledger, job_id)
+    # Seconds at most, when the sweeper hands the files on: a job still running after minutes is
+    # stuck, and fails here with its diagnosis, well before pytest-timeout would stop the test.
+    wait(service, ledger, job_id, timeout=240)
     ledger.added_seconds = round(time.monotonic() - started - undisturbed, 1)
     settle(service, ledger, job_id, markers)
     with open(service.log_path, "rb") as log:
