@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import quote
 
 import boto3
@@ -22,6 +22,7 @@ from app.storage.base import ObjectNotFound, StoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CreateBucketConfigurationTypeDef
 
 PART_SIZE = 8 * 1024 * 1024  # S3 needs parts of at least 5 MiB; memory holds one part at a time
 READ_BLOCK = 4 * 1024 * 1024
@@ -186,6 +187,7 @@ class S3Store:
         region: str,
     ) -> None:
         self.bucket = bucket
+        self.region = region
         self.client = _client(endpoint_url, access_key, secret_key, region)
         # Presigned URLs sign the Host header, so URLs for clients must be signed for the host
         # clients reach (e.g. localhost:9000), not the one containers use (minio:9000).
@@ -203,7 +205,24 @@ class S3Store:
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except ClientError:
+                self._create_bucket()
+
+    def _create_bucket(self) -> None:
+        try:
+            if self.region == "us-east-1":
                 self.client.create_bucket(Bucket=self.bucket)
+            else:  # S3 refuses a bucket outside us-east-1 unless its region is named
+                self.client.create_bucket(
+                    Bucket=self.bucket,
+                    CreateBucketConfiguration=cast(
+                        "CreateBucketConfigurationTypeDef", {"LocationConstraint": self.region}
+                    ),
+                )
+        except ClientError as error:
+            # Another API replica starting at the same moment made it since our look: S3 and
+            # MinIO answer this to the loser of that race, and the bucket is there.
+            if error.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
 
     def open_writer(self, key: str, content_type: str) -> S3Writer:
         return S3Writer(self.client, self.bucket, key, content_type)
