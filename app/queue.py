@@ -226,22 +226,33 @@ def queued_conversions() -> int:
 
 def queued_conversion_ids() -> set[str]:
     """The file ids of the conversion messages waiting in the broker's lists, at every priority.
+    The scheduler keeps these lists short (its window, app/scheduling.py): reading them whole
+    is cheap."""
+    return {one for task, one in queued_tasks(CONVERT_QUEUE) if task == CONVERT_TASK}
 
-    The scheduler keeps these lists short (its window, app/scheduling.py), so reading them whole
-    is cheap. kombu's Redis transport keeps one list per priority step; each element is the
-    message as JSON (Celery's protocol 2, as ``_leased_task`` reads it)."""
+
+def queued_ingest_ids() -> set[str]:
+    """The job ids of the ingest messages waiting in the control queue (short: ingests,
+    archives, sweeps and webhook attempts, each taken at once by the next free process)."""
+    return {one for task, one in queued_tasks(CONTROL_QUEUE) if task == INGEST_TASK}
+
+
+def queued_tasks(queue_name: str) -> set[tuple[str, str]]:
+    """(task name, id) of the LEASED_TASKS messages waiting in ``queue_name``'s lists. kombu's
+    Redis transport keeps one list per priority step; each element is the message as JSON
+    (Celery's protocol 2, as ``_leased_task`` reads it)."""
     with get_sender().connection_for_write() as connection:
         channel: Any = connection.default_channel  # a kombu Redis channel
         client = channel.client
         with client.pipeline() as pipe:
             for priority in channel.priority_steps:
-                pipe.lrange(channel._q_for_pri(CONVERT_QUEUE, priority), 0, -1)
+                pipe.lrange(channel._q_for_pri(queue_name, priority), 0, -1)
             lists = pipe.execute()
     queued = set()
     for raw in (element for elements in lists for element in elements):
         task = _task_of(raw)
-        if task is not None and task[0] == CONVERT_TASK:
-            queued.add(task[1])
+        if task is not None:
+            queued.add(task)
     return queued
 
 

@@ -573,6 +573,22 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def unstarted_unleased_jobs(
+    session: Session, submitted_before: datetime, now: datetime, limit: int = 100
+) -> list[str]:
+    """Jobs still PENDING (no ingest has started them) that were submitted before
+    ``submitted_before`` and that no live lease covers: their ingest message waits in the
+    control queue, or it was lost before any worker leased it."""
+    no_live_lease = or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)
+    rows = session.execute(
+        select(Job.id)
+        .where(Job.status == JobStatus.PENDING, Job.created_at < submitted_before, no_live_lease)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
 def stale_pending_jobs(session: Session, older_than: timedelta, limit: int = 100) -> list[str]:
     """Jobs accepted but never ingested: the ingest message was lost."""
     rows = session.execute(

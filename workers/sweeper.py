@@ -7,8 +7,12 @@ waiting behind a long queue, so those are re-sent only when the conversion queue
 A dead worker's files, ingests and archives are found by their leases (``workers.leases``): a
 lease that ran out means the worker holding the file's or the job's message stopped renewing
 it. A message the worker had received but not leased yet is found in the broker's
-unacknowledged set. Untouched for QUIRE_STALE_AFTER stays the last resort, for what neither
-finds (a message lost on its way).
+unacknowledged set. A message lost before any worker held it (Redis emptied or restarted, a
+worker killed between the commit and the send, or between taking it off the list and recording
+it as unacknowledged) is found by reading the broker's lists, which stay short: a file the
+scheduler marked in flight, or a job no ingest has started, whose message is nowhere is sent
+again a lease after it was first sent. Untouched for QUIRE_STALE_AFTER stays the last resort,
+for what none of these finds.
 """
 
 from __future__ import annotations
@@ -194,6 +198,34 @@ def resend_lost_dispatches(settings: Settings, *, any_age: bool = False) -> list
     return lost
 
 
+def resend_lost_ingests(settings: Settings, *, any_age: bool = False) -> list[str]:
+    """Send again the ingest of a job submitted more than a lease ago that no ingest has started,
+    that no worker leases, and whose message is in no control-queue list and not unacknowledged:
+    it was lost before any worker leased it (Redis emptied or restarted, or a worker killed
+    between taking the message off the list and recording it as unacknowledged). Without this,
+    only ``QUIRE_STALE_AFTER`` would find it. The job gets a lease with the send: should the new
+    message be lost too, the lease sweep sends it again when the lease runs out."""
+    now = utcnow()
+    submitted_before = now if any_age else now - timedelta(seconds=settings.lease_seconds)
+    with session_scope() as session:
+        suspects = transitions.unstarted_unleased_jobs(session, submitted_before, now)
+    if not suspects:
+        return []
+    try:
+        unacked = {one for task, one in queue.unacked_tasks(time.time() + 1)}
+        in_broker = queue.queued_ingest_ids() | unacked
+    except Exception as error:  # noqa: BLE001 - the broker is away: nothing could be sent now
+        log.warning("sweep.queue_unreadable", error=str(error))
+        return []
+    lost = [job_id for job_id in suspects if job_id not in in_broker]
+    with session_scope() as session:
+        transitions.renew_job_leases(session, lost, now + timedelta(seconds=settings.lease_seconds))
+        queue.queue_after_commit(session, queue.INGEST_TASK, *lost)
+    if lost:
+        log.info("sweep.ingest_lost", jobs=len(lost))
+    return lost
+
+
 def top_up(settings: Settings) -> int:
     """Fill the scheduler's window: a safety net under the top-ups that follow each finished
     file, for room they could not see (a worker that died, a window that widened)."""
@@ -208,6 +240,9 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
     resent = resend_unleased(settings)
     leased_again = set(resent.files) | set(
         resend_lost_dispatches(settings, any_age=resume_in_progress)
+    )
+    ingested_again = set(resent.jobs.ingest) | set(
+        resend_lost_ingests(settings, any_age=resume_in_progress)
     )
     waiting = queue.queued_conversions()
     with session_scope() as session:
@@ -243,7 +278,7 @@ def sweep(settings: Settings, *, resume_in_progress: bool = False) -> dict[str, 
         # A file whose input was never written needs its job's ingest, not a conversion.
         reingest = sorted(
             ({file.job_id for file in files if not file.ingested} | set(pending_jobs))
-            - set(resent.jobs.ingest)
+            - ingested_again
         )
         reconvert = [file.file_id for file in files if file.ingested]
         queue.queue_after_commit(session, queue.INGEST_TASK, *reingest)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import update
 
 from app import transitions
@@ -10,8 +12,9 @@ from app.db import session_scope
 from app.models import File, Job, utcnow
 from tests.app.helpers import make_job
 from tests.conftest import Backend, SentTasks
-from tests.workers.helpers import age
-from workers.sweeper import sweep
+from tests.docx_factory import make_docx, make_zip
+from tests.workers.helpers import age, submit
+from workers.sweeper import resend_lost_ingests, sweep
 
 
 def test_fresh_work_is_left_alone(backend: Backend, sent: SentTasks) -> None:
@@ -123,3 +126,29 @@ def test_expired_jobs_lose_their_objects_then_their_rows(backend: Backend) -> No
         assert session.get(Job, new_id) is not None
     assert not store.exists(upload_key(old_id)) and not store.exists(input_key(old_id, old_file))
     assert store.exists(upload_key(new_id))
+
+
+def test_an_ingest_lost_before_any_worker_leased_it_is_sent_again(
+    backend: Backend, sent: SentTasks
+) -> None:
+    from app import queue
+
+    documents = make_zip({"a.docx": make_docx("Alpha")})
+    queued, lost, fresh = submit(documents), submit(documents), submit(documents)
+    settings = get_settings()
+    lease_ago = utcnow() - timedelta(seconds=settings.lease_seconds + 1)
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id.in_([queued, lost])).values(created_at=lease_ago))
+    sender = queue.get_sender()
+    sender.send_task(queue.INGEST_TASK, args=[queued])  # still waiting in the real control queue
+    try:
+        assert resend_lost_ingests(settings) == [lost]  # the fresh one may be on its way
+        assert sent.ingests == [lost]
+        with session_scope() as session:  # leased with the send: lost again, the lease sweep acts
+            job = session.get(Job, lost)
+            assert job is not None and job.lease_expires_at is not None
+        assert resend_lost_ingests(settings) == []
+    finally:
+        with sender.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue.CONTROL_QUEUE)
+    assert fresh not in sent.ingests
