@@ -14,7 +14,8 @@ on every sweep. Whose files fill it is decided here, fairly:
 
 So a one-file job waits for at most a window of conversions, however many files other jobs
 have; two keys with big batches each get half of the conversions; and several jobs of one key
-share that key's half. Measured figures: docs/benchmarks.md ("Fair scheduling").
+share that key's half. Measured figures: docs/benchmarks.md ("Fairness: small jobs beside a
+batch, and two keys").
 
 A conversion is "in flight" from the moment its file's ``dispatched_at`` is set (in the
 transaction whose commit sends the message) until the file finishes, which clears it. Two
