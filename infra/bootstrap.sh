@@ -27,8 +27,9 @@ packages=(
 )
 if [[ "$lock_set" == dev ]]; then
   # The tests start a throwaway PostgreSQL cluster, validate docker-compose.yml and drive the
-  # web page in headless Chromium (Selenium talks to it through chromedriver).
-  packages+=(postgresql docker-compose chromium chromium-driver)
+  # web page in headless Chromium (Selenium talks to it through chromedriver); the cluster test
+  # (tests/cluster) builds its hosts as network namespaces with `ip` (iproute2).
+  packages+=(postgresql docker-compose chromium chromium-driver iproute2)
 fi
 
 missing=()
