@@ -243,23 +243,25 @@ def dispatch(session: Session, settings: Settings | None = None) -> list[str]:
     return sent
 
 
+# Not sent to a worker yet, in an active job: copied and waiting its turn, or not copied out of
+# the upload yet.
+_UNSENT = (
+    JOBS.c.status.in_(transitions.ACTIVE_JOB_STATUSES),
+    FILES.c.status == FileStatus.PENDING,
+    FILES.c.dispatched_at.is_(None),
+)
+
+
 def waiting_files(session: Session) -> int:
-    """Files of running jobs not sent to a worker yet: copied and waiting their turn, or not
-    copied out of the upload yet. What an autoscaler should scale on (the broker's list holds
-    only the window)."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(FILES)
-            .join(JOBS, JOBS.c.id == FILES.c.job_id)
-            .where(
-                JOBS.c.status.in_(transitions.ACTIVE_JOB_STATUSES),
-                FILES.c.status == FileStatus.PENDING,
-                FILES.c.dispatched_at.is_(None),
-            )
-        )
-        or 0
+    """Files of active jobs not sent to a worker yet. What an autoscaler should scale on (the
+    broker's list holds only the window)."""
+    total = session.scalar(
+        select(func.count())
+        .select_from(FILES)
+        .join(JOBS, JOBS.c.id == FILES.c.job_id)
+        .where(*_UNSENT)
     )
+    return int(total or 0)
 
 
 # -- read-only: per-key figures for /metrics (app/metrics.py) -----------------------------------
@@ -272,11 +274,7 @@ def waiting_by_owner(session: Session) -> dict[str, int]:
         select(JOBS.c.owner, func.count())
         .select_from(FILES)
         .join(JOBS, JOBS.c.id == FILES.c.job_id)
-        .where(
-            JOBS.c.status.in_(transitions.ACTIVE_JOB_STATUSES),
-            FILES.c.status == FileStatus.PENDING,
-            FILES.c.dispatched_at.is_(None),
-        )
+        .where(*_UNSENT)
         .group_by(JOBS.c.owner)
     )
     return {str(owner): int(count) for owner, count in rows}

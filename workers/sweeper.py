@@ -166,6 +166,16 @@ def resend_unleased(settings: Settings) -> LeaseResends:
     return LeaseResends(files, jobs)
 
 
+def _read_broker(read: Callable[[], set[str]]) -> set[str] | None:
+    """The ids of the messages the broker holds, as ``read`` finds them; None when the broker
+    cannot be read (then nothing could be sent either: the next sweep looks again)."""
+    try:
+        return read()
+    except Exception as error:  # noqa: BLE001 - any failure to read means "cannot tell"
+        log.warning("sweep.queue_unreadable", error=str(error))
+        return None
+
+
 def resend_lost_dispatches(settings: Settings, *, any_age: bool = False) -> list[str]:
     """Send again the conversions the scheduler marked in flight whose message is gone: Redis
     restarted or was emptied, or a worker died between the commit that chose the file and the
@@ -183,10 +193,10 @@ def resend_lost_dispatches(settings: Settings, *, any_age: bool = False) -> list
         suspects = transitions.dispatched_unleased(session, sent_before, now)
     if not suspects:
         return []
-    try:
-        in_broker = queue.queued_conversion_ids() | set(queue.unacked_conversions(time.time() + 1))
-    except Exception as error:  # noqa: BLE001 - the broker is away: nothing could be sent now
-        log.warning("sweep.queue_unreadable", error=str(error))
+    in_broker = _read_broker(
+        lambda: queue.queued_conversion_ids() | set(queue.unacked_conversions(time.time() + 1))
+    )
+    if in_broker is None:
         return []
     lost = [file_id for file_id in suspects if file_id not in in_broker]
     with session_scope() as session:
@@ -211,11 +221,10 @@ def resend_lost_ingests(settings: Settings, *, any_age: bool = False) -> list[st
         suspects = transitions.unstarted_unleased_jobs(session, submitted_before, now)
     if not suspects:
         return []
-    try:
-        unacked = {one for task, one in queue.unacked_tasks(time.time() + 1)}
-        in_broker = queue.queued_ingest_ids() | unacked
-    except Exception as error:  # noqa: BLE001 - the broker is away: nothing could be sent now
-        log.warning("sweep.queue_unreadable", error=str(error))
+    in_broker = _read_broker(
+        lambda: queue.queued_ingest_ids() | {one for _, one in queue.unacked_tasks(time.time() + 1)}
+    )
+    if in_broker is None:
         return []
     lost = [job_id for job_id in suspects if job_id not in in_broker]
     with session_scope() as session:
