@@ -218,6 +218,9 @@ def job_ids(service: Service, ledger: FaultRecord) -> set[str]:
     return {job["job_id"] for job in listed["jobs"]}
 
 
+ORPHAN_GRACE = 10
+
+
 @pytest.mark.parametrize("stack", ["embedded", "postgres-s3-redis"])
 def test_the_api_killed_mid_upload_leaves_no_job(
     make_service: Callable[[dict[str, str]], Service],
@@ -226,8 +229,12 @@ def test_the_api_killed_mid_upload_leaves_no_job(
     stack: str,
 ) -> None:
     env = embedded_env() if stack == "embedded" else compose_like_env(request)
-    # Sweeps every 2 s, and what a dead upload left is an orphan once idle for 2 s.
-    service = make_service({**env, "QUIRE_ORPHAN_UPLOAD_GRACE": "2", "QUIRE_SWEEP_INTERVAL": "2"})
+    # Sweeps every 2 s, and what a dead upload left is an orphan once idle for 10 s: longer than
+    # the kill and the look that follows it take on a loaded machine (with 2 s, a sweep removed
+    # it in between once, in a CI run), short enough that the test does not wait long for it.
+    service = make_service(
+        {**env, "QUIRE_ORPHAN_UPLOAD_GRACE": str(ORPHAN_GRACE), "QUIRE_SWEEP_INTERVAL": "2"}
+    )
     service.start()
     run_batch(service, ledger, text_batch(WARM_UP, "warm"))
     batch = text_batch(DOCUMENTS, "calm")
