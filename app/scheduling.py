@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -64,15 +64,14 @@ _WAITING = (
     & FILES.c.dispatched_at.is_(None)
     & FILES.c.input_bytes.is_not(None)
 )
-_IN_FLIGHT_BY_JOB = (
-    select(FILES.c.job_id, JOBS.c.owner, func.count())
-    .join(JOBS, JOBS.c.id == FILES.c.job_id)
-    .where(
-        FILES.c.dispatched_at.is_not(None),
-        FILES.c.status.not_in(TERMINAL_FILE_STATUSES),
-        JOBS.c.status == JobStatus.IN_PROGRESS,
-    )
-    .group_by(FILES.c.job_id, JOBS.c.owner)
+# The files in flight, read through ix_files_dispatched: a window's rows. Written as a range
+# from a fixed moment, with no join and no GROUP BY, because any of those makes SQLite's planner
+# read every file of every running job through the covering ix_files_job_waiting instead, once
+# per finished file: 8 % of the throughput of a 1,000-file job (make bench). Counted in Python.
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+_FLYING_FILES = select(FILES.c.job_id).where(
+    FILES.c.dispatched_at > bindparam("long_ago", type_=FILES.c.dispatched_at.type),
+    FILES.c.status.not_in(TERMINAL_FILE_STATUSES),
 )
 _JOBS_WITH_WAITING_FILES = select(JOBS.c.id, JOBS.c.owner).where(
     JOBS.c.status == JobStatus.IN_PROGRESS,
@@ -133,7 +132,16 @@ class InFlight:
 
 def in_flight(session: Session) -> list[InFlight]:
     """Conversions sent and not finished, per running job."""
-    return [InFlight(*row) for row in session.execute(_IN_FLIGHT_BY_JOB)]
+    counts = Counter(session.execute(_FLYING_FILES, {"long_ago": _LONG_AGO}).scalars())
+    if not counts:
+        return []
+    rows = session.execute(
+        select(JOBS.c.id, JOBS.c.owner).where(
+            JOBS.c.id.in_(list(counts)), JOBS.c.status == JobStatus.IN_PROGRESS
+        )
+    )
+    owners = {str(job_id): str(owner) for job_id, owner in rows}
+    return [InFlight(job, owners[job], count) for job, count in counts.items() if job in owners]
 
 
 @dataclass
