@@ -61,7 +61,9 @@ def wait(apis: str, job_id: str, until: str, timeout: str) -> dict[str, Any]:
                 server_errors += 1
             elif response.status_code == 200:
                 status = response.json()
-                if reached(status, until):
+                # Every replica is asked at least once, even when the job was already there at
+                # the first answer (a fault can outlast the whole job): both must tell it.
+                if reached(status, until) and all(polls.values()):
                     return {"status": status, "polls": polls, "server_errors": server_errors}
             time.sleep(0.3)
     raise SystemExit(f"wait: job {job_id} did not reach {until} in {timeout} s")
