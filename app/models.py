@@ -7,8 +7,10 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -20,7 +22,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.sql.expression import false
+from sqlalchemy.sql.expression import false, true
 
 
 def utcnow() -> datetime:
@@ -124,6 +126,16 @@ class Job(Base):
         Enum(PdfA, name="pdf_a", native_enum=False, length=4, values_callable=_enum_values)
     )
     tagged_pdf: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Fail a file whose PDF had to fall back to a generic font for one it asks for (the report in
+    # File.fonts names them).
+    strict_fonts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Besides the per-file PDFs and the zip, one PDF of the whole job in the files' order; with
+    # merge_failure_page, a last page lists the files left out and why.
+    merge: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    merge_failure_page: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    merged_bytes: Mapped[int | None] = mapped_column(
+        BigInteger
+    )  # set once the merged PDF is stored
     callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
@@ -180,6 +192,9 @@ class File(Base):
     # file waits its turn in the database, and again once it finished: the rows that hold a time
     # are exactly the conversions in flight, so counting them stays cheap however big the jobs.
     dispatched_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The font report of a COMPLETED file (workers/fonts.py): {"substituted": {requested:
+    # {"used", "metric_compatible"}}, "missing": [requested, ...]}. None until it converted.
+    fonts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[Job] = relationship(back_populates="files")
 
