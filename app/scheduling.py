@@ -77,6 +77,15 @@ _JOBS_WITH_WAITING_FILES = select(JOBS.c.id, JOBS.c.owner).where(
     JOBS.c.status == JobStatus.IN_PROGRESS,
     select(FILES.c.id).where(FILES.c.job_id == JOBS.c.id, _WAITING).exists(),
 )
+# Built once, as the other per-file statements are (app/transitions.py): a top-up runs for every
+# finished file.
+_NEXT_WAITING = (
+    select(FILES.c.id)
+    .where(FILES.c.job_id == bindparam("job_id"), _WAITING)
+    .order_by(FILES.c.position)
+    .limit(bindparam("count"))
+)
+_NEXT_WAITING_SKIP_LOCKED = _NEXT_WAITING.with_for_update(skip_locked=True)
 _MARK_DISPATCHED = (
     update(FILES)
     .where(
@@ -176,31 +185,16 @@ class _Candidates:
 
 def _next_waiting(session: Session, job_id: str, count: int) -> list[str]:
     """Up to ``count`` waiting files of the job, in zip order, that no other top-up holds."""
-    query = (
-        select(FILES.c.id)
-        .where(FILES.c.job_id == job_id, _WAITING)
-        .order_by(FILES.c.position)
-        .limit(count)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.execute(query).scalars())
-
-
-def choose(session: Session, room: int) -> list[str]:
-    """The next ``room`` files to send, in the order they go: fewest in flight first, by key,
-    then by job (module docstring)."""
-    if room <= 0:
-        return []
-    owner_of = {job_id: owner for job_id, owner in session.execute(_JOBS_WITH_WAITING_FILES)}
-    if not owner_of:
-        return []
-    return _choose(session, room, owner_of, in_flight(session))
+    locking = session.get_bind().dialect.name == "postgresql"
+    query = _NEXT_WAITING_SKIP_LOCKED if locking else _NEXT_WAITING
+    return list(session.execute(query, {"job_id": job_id, "count": count}).scalars())
 
 
 def _choose(
     session: Session, room: int, owner_of: dict[str, str], flying: list[InFlight]
 ) -> list[str]:
+    """The next ``room`` files to send, in the order they go: fewest in flight first, by key,
+    then by job (module docstring)."""
     job_flight: Counter[str] = Counter()
     owner_flight: Counter[str] = Counter()
     for one in flying:
