@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.logs import get_logger
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -57,7 +59,10 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     public_url: str | None = None  # base of absolute links; default: the request's own base URL
-    secret_key: str = ""  # signs the local store's URLs; empty: generated once into data_dir
+    # Signs the local store's URLs (and webhooks, through QUIRE_WEBHOOK_SECRET's default). Empty:
+    # generated once into data_dir, which only SQLite allows: with a database server every host
+    # needs the same key, and the API, workers and beat refuse to start without one.
+    secret_key: str = ""
     presigned_url_ttl: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
 
     max_upload_bytes: int = Field(default=2 * GiB, gt=0)
@@ -229,13 +234,30 @@ class Settings(BaseSettings):
     def task_hard_time_limit(self) -> int:
         return self.task_soft_time_limit + 30
 
+    @property
+    def database_is_shared(self) -> bool:
+        """Whether processes of other hosts may use this database too. SQLite is a file that the
+        processes of one host share; a database server may have any number of hosts beside."""
+        return not self.resolved_database_url.startswith("sqlite")
+
+    def require_shared_secret_key(self) -> None:
+        """Raise SecretKeyRequired when this process would sign with a key that other hosts of
+        its deployment do not hold: no QUIRE_SECRET_KEY, and a database other hosts may share.
+
+        The one check: resolved_secret_key() makes it, and check_before_start() makes it when
+        the API, a worker, beat or the runner starts, before anything is signed."""
+        if self.database_is_shared and not self.secret_key:
+            raise SecretKeyRequired(UNSHARED_KEY_REFUSAL)
+
     def resolved_secret_key(self) -> str:
         """The configured key, or one generated once into data_dir (restarts keep URLs valid).
 
+        Generated only where the database is SQLite: one host, whose processes share data_dir.
         The file is created 0600 (and data_dir 0700) by the call that creates it, never made
         private afterwards: whoever reads it can sign download URLs and webhooks."""
         if self.secret_key:
             return self.secret_key
+        self.require_shared_secret_key()
         path = self.data_dir / "secret_key"
         if not path.exists():
             make_private_dir(path.parent)
@@ -250,6 +272,32 @@ class Settings(BaseSettings):
         elif path.stat().st_mode & 0o077:
             path.chmod(0o600)  # written 0644 by releases before issue 12
         return path.read_text().strip()
+
+
+class SecretKeyRequired(RuntimeError):
+    """A process of a deployment that may span hosts has no QUIRE_SECRET_KEY."""
+
+
+UNSHARED_KEY_REFUSAL = (
+    "QUIRE_SECRET_KEY is not set, and QUIRE_DATABASE_URL names a database server, which other "
+    "hosts may share. Without the key each host generates one of its own into its "
+    "QUIRE_DATA_DIR: a download or upload URL signed by one API replica is refused by another, "
+    "and webhooks sent by different workers carry different signatures. Give the API, every "
+    "worker and beat the same QUIRE_SECRET_KEY, e.g. the output of "
+    'python3 -c "import secrets; print(secrets.token_hex(32))"'
+)
+
+
+def check_before_start(settings: Settings) -> None:
+    """The refusals the API, each worker, beat and the embedded runner make at start, before
+    they serve or sign anything: logged as one ``start.refused`` line (uvicorn buries the exit
+    message in a traceback), then SystemExit with the reason and the fix, since Celery's signal
+    handlers swallow any other exception and a process that failed later would fail per use."""
+    try:
+        settings.require_shared_secret_key()
+    except SecretKeyRequired as error:
+        get_logger("quire.config").error("start.refused", str(error))
+        raise SystemExit(f"quire: {error}") from None
 
 
 def make_private_dir(path: Path) -> None:

@@ -11,7 +11,7 @@ from app.api import blobs, events, health, job_actions, jobs, uploads
 from app.api import metrics as metrics_api
 from app.api import web as web_page
 from app.api.errors import install_error_handlers
-from app.config import get_settings
+from app.config import check_before_start, get_settings
 from app.logs import JobIdMiddleware, configure_logging, get_logger
 from app.memory import keep_freed_memory
 from app.openapi import TAGS, install_openapi
@@ -33,6 +33,7 @@ Every error answers with the same body: `{"error": {"status": 404, "code": "not_
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()  # refuses to start on invalid settings
     configure_logging(settings.log_level, settings.log_format)
+    check_before_start(settings)  # e.g. a database shared by hosts and no QUIRE_SECRET_KEY
     if settings.api_key_list and not settings.metrics_token:
         log.warning(
             "metrics.closed",

@@ -227,7 +227,7 @@ class Runner:
 
     def start(self) -> None:
         host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-        from app.config import Settings, make_private_dir
+        from app.config import Settings, check_before_start, make_private_dir
 
         # 0700: it holds the signing key, the database and every upload (issue 12).
         make_private_dir(self.data_dir)
@@ -235,6 +235,9 @@ class Runner:
         self.start_redis()
 
         settings = Settings()  # refuses to start on invalid settings, with the reason
+        # The refusals of the API, workers and beat, said once here instead of by each child
+        # (in a crash loop) after Redis and the migration ran.
+        check_before_start(settings)
         # A worker's warm shutdown waits for its running conversion: up to the hard limit.
         self.stop_grace = settings.task_hard_time_limit + 30
         subprocess.run([PYTHON, "-m", "app.migrate"], check=True)

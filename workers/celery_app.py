@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 from celery.signals import (
+    beat_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -18,7 +19,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from app.config import get_settings
+from app.config import check_before_start, get_settings
 from app.logs import bind_task_ids, clear_ids, configure_logging
 from app.queue import CONVERT_QUEUE, make_celery
 from app.tracing import instrument_worker, shutdown_tracing
@@ -41,11 +42,20 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(get_settings().log_level, get_settings().log_format)
 
 
-# Once per worker, before its pool starts: whether LibreOffice can be sandboxed here. The pool
-# processes fork after it and inherit a successful check.
+# Once per worker, before its pool starts: the start-up refusals (check_before_start raises
+# SystemExit, which Celery's signal dispatch lets through), then whether LibreOffice can be
+# sandboxed here. The pool processes fork after it and inherit a successful check.
 @worker_init.connect
 def _worker_init(**_: Any) -> None:
+    check_before_start(get_settings())
     announce_sandbox(get_settings())
+
+
+# Beat signs nothing itself, but it is a host of the same deployment: it refuses alike, so a
+# missing key shows on every process an operator starts, not only on those that sign.
+@beat_init.connect
+def _beat_init(**_: Any) -> None:
+    check_before_start(get_settings())
 
 
 # The lease heartbeat runs in the main process, which holds the messages; worker_ready comes

@@ -210,6 +210,8 @@ def backend_settings(backend: str) -> Iterator[dict[str, str]]:
     with postgres_server() as postgres, _moto_server() as endpoint:
         yield {
             "QUIRE_DATABASE_URL": postgres.url,
+            # A database server: the service refuses to start without a key shared by its hosts.
+            "QUIRE_SECRET_KEY": secrets.token_hex(32),
             "QUIRE_STORAGE_BACKEND": "s3",
             "QUIRE_S3_ENDPOINT_URL": endpoint,
             "QUIRE_S3_BUCKET": "quire-bench",
