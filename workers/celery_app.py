@@ -20,11 +20,13 @@ from celery.signals import (
 )
 
 from app.config import check_before_start, get_settings
-from app.logs import bind_task_ids, clear_ids, configure_logging
+from app.logs import bind_task_ids, clear_ids, configure_logging, get_logger
 from app.queue import CONVERT_QUEUE, make_celery
 from app.tracing import instrument_worker, shutdown_tracing
 from workers import leases
 from workers.runtime import announce_sandbox, close_converter
+
+log = get_logger("quire.worker")
 
 celery = make_celery()
 celery.conf.include = ["workers.tasks"]
@@ -47,8 +49,17 @@ def _setup_logging(**_: Any) -> None:
 # sandboxed here. The pool processes fork after it and inherit a successful check.
 @worker_init.connect
 def _worker_init(**_: Any) -> None:
-    check_before_start(get_settings())
-    announce_sandbox(get_settings())
+    settings = get_settings()
+    check_before_start(settings)
+    if settings.database_is_shared and not settings.public_url:
+        # A worker has no request to take the API's address from (workers/webhooks.py).
+        log.warning(
+            "webhooks.local_links",
+            "QUIRE_PUBLIC_URL is not set: the links in webhook bodies (status_url, and the "
+            "local store's download_url) name this worker's own HOST:PORT, which no receiver "
+            "on another host can reach; set it to the address clients use for the API",
+        )
+    announce_sandbox(settings)
 
 
 # Beat signs nothing itself, but it is a host of the same deployment: it refuses alike, so a

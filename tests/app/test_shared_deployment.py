@@ -263,6 +263,27 @@ def test_a_worker_refuses_a_database_server_without_a_key_and_starts_with_one(
     keyed = start(worker(name), environment(tmp_path / "keyed", **shared, QUIRE_SECRET_KEY=KEY))
     keyed.until(lambda: registered(server_database, name), "the worker registers")
     assert not (tmp_path / "keyed" / "secret_key").exists()
+    # Without QUIRE_PUBLIC_URL its webhooks' links would name its own loopback: it says so.
+    assert "webhooks.local_links" in keyed.output()
+
+
+def test_a_worker_given_the_public_url_does_not_warn_about_webhook_links(
+    start: Callable[[list[str], dict[str, str]], Process],
+    server_database: str,
+    broker: str,
+    tmp_path: Path,
+) -> None:
+    name = f"public-{os.getpid()}@host-b"
+    env = environment(
+        tmp_path / "data",
+        QUIRE_DATABASE_URL=server_database,
+        QUIRE_BROKER_URL=broker,
+        QUIRE_SECRET_KEY=KEY,
+        QUIRE_PUBLIC_URL="https://quire.example.com",
+    )
+    public = start(worker(name), env)
+    public.until(lambda: registered(server_database, name), "the worker registers")
+    assert "webhooks.local_links" not in public.output()
 
 
 def test_a_worker_on_sqlite_starts_without_a_key(
@@ -275,6 +296,7 @@ def test_a_worker_on_sqlite_starts_without_a_key(
     name = f"single-{os.getpid()}@host-a"
     single_host = start(worker(name), environment(data, QUIRE_BROKER_URL=broker))
     single_host.until(lambda: registered(database, name), "the worker registers")
+    assert "webhooks.local_links" not in single_host.output()  # its API is on this host
 
 
 def test_beat_refuses_a_database_server_without_a_key_and_schedules_sweeps_with_one(
