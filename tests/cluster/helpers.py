@@ -54,6 +54,8 @@ HOSTS = ("postgres", "redis", "s3", "api-1", "api-2", "worker-1", "worker-2", "b
 WORKER_CPUS = {"worker-1": 0, "worker-2": 1}
 
 PG_PORT, REDIS_PORT, S3_PORT, API_PORT = 5432, 6379, 9000, 8000
+# Every host's QUIRE_SECRET_KEY: made once with secrets.token_hex(32) for this test only.
+CLUSTER_SECRET_KEY = "648d2ef12ff70688552a63a6b4b48c13898776bb418db97e7dd0a6b59cb68116"
 TERMINAL = {"COMPLETED", "FAILED"}
 
 
@@ -267,8 +269,9 @@ class Cluster:
             "QUIRE_S3_BUCKET": "quire-cluster",
             "QUIRE_S3_ACCESS_KEY": "test",
             "QUIRE_S3_SECRET_KEY": "test",
-            # Shared by every host: each would otherwise generate its own into its data dir.
-            "QUIRE_SECRET_KEY": "cluster-test-secret",
+            # Shared by every host (each would otherwise generate its own into its data dir), and
+            # required where the database is PostgreSQL: a fixed random value, no published one.
+            "QUIRE_SECRET_KEY": CLUSTER_SECRET_KEY,
             "QUIRE_WORKER_CONCURRENCY": "1",
             # Short leases, so a lost host's files move on within seconds.
             "QUIRE_LEASE_SECONDS": "6",
