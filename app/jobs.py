@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Row, Table, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ class JobSpec:
     owner: str = ""
     pdf_a: PdfA | None = None
     tagged_pdf: bool = False
+    strict_fonts: bool = False
+    merge: bool = False
+    merge_failure_page: bool = True
     callback_url: str | None = None
     idempotency_key: str | None = None
     request_digest: str | None = None
@@ -69,6 +72,9 @@ def create_job(
         owner=spec.owner,
         pdf_a=spec.pdf_a,
         tagged_pdf=spec.tagged_pdf,
+        strict_fonts=spec.strict_fonts,
+        merge=spec.merge,
+        merge_failure_page=spec.merge_failure_page,
         callback_url=spec.callback_url,
         idempotency_key=spec.idempotency_key,
         request_digest=spec.request_digest,
@@ -132,9 +138,9 @@ def _insert_files(session: Session, job_id: str, entries: list[DocxEntry], now: 
 @dataclass(frozen=True)
 class JobView:
     job: Job
-    # Plain rows (id, filename, output_name, status, error_message), not ORM objects: a status
-    # document of 10,000 files is read on every poll, so it skips the identity map.
-    files: Sequence[Row[str, str, str, FileStatus, str | None]]
+    # Plain rows (id, filename, output_name, status, error_message, fonts), not ORM objects: a
+    # status document of 10,000 files is read on every poll, so it skips the identity map.
+    files: Sequence[Row[str, str, str, FileStatus, str | None, dict[str, Any] | None]]
 
     @property
     def counts(self) -> Counter[FileStatus]:
@@ -155,7 +161,9 @@ def get_job_view(session: Session, job_id: str) -> JobView | None:
     if job is None:
         return None
     files = session.execute(
-        select(File.id, File.filename, File.output_name, File.status, File.error_message)
+        select(
+            File.id, File.filename, File.output_name, File.status, File.error_message, File.fonts
+        )
         .where(File.job_id == job_id)
         .order_by(File.position)
     ).all()
@@ -164,11 +172,11 @@ def get_job_view(session: Session, job_id: str) -> JobView | None:
 
 def files_touched_since(
     session: Session, job_id: str, since: datetime | None
-) -> Sequence[Row[str, str, FileStatus, str | None, datetime]]:
+) -> Sequence[Row[str, str, FileStatus, str | None, datetime, dict[str, Any] | None]]:
     """Files of the job whose state may have changed since ``since`` (all of them for None)."""
-    query = select(File.id, File.filename, File.status, File.error_message, File.touched_at).where(
-        File.job_id == job_id
-    )
+    query = select(
+        File.id, File.filename, File.status, File.error_message, File.touched_at, File.fonts
+    ).where(File.job_id == job_id)
     if since is not None:
         query = query.where(File.touched_at >= since)
     return session.execute(query.order_by(File.touched_at)).all()

@@ -82,6 +82,7 @@ _COMPLETE_FILE = (
         status=FileStatus.COMPLETED,
         output_bytes=bindparam("output_bytes"),
         output_crc32=bindparam("crc32"),
+        fonts=bindparam("fonts"),  # the font report (workers/fonts.py)
         error_message=None,
         finished_at=_NOW,
         touched_at=_NOW,
@@ -160,10 +161,23 @@ def release_file(session: Session, file_id: str, token: str) -> bool:
 
 
 def complete_file(
-    session: Session, file_id: str, *, output_bytes: int, crc32: int, token: str | None = None
+    session: Session,
+    file_id: str,
+    *,
+    output_bytes: int,
+    crc32: int,
+    token: str | None = None,
+    fonts: dict[str, Any] | None = None,
 ) -> bool:
-    """COMPLETE a file; with ``token``, only if that claim is still the file's latest."""
-    values = {"file_id": file_id, "output_bytes": output_bytes, "crc32": crc32, "now": utcnow()}
+    """COMPLETE a file, with its font report; with ``token``, only if that claim is still the
+    file's latest."""
+    values = {
+        "file_id": file_id,
+        "output_bytes": output_bytes,
+        "crc32": crc32,
+        "fonts": fonts,
+        "now": utcnow(),
+    }
     if token is None:
         result = session.execute(_COMPLETE_FILE, values)
     else:
@@ -404,10 +418,16 @@ def claim_archive(session: Session, job_id: str) -> bool:
 
 
 def finish_job(
-    session: Session, job_id: str, *, result_bytes: int, claimed_at: datetime | None = None
+    session: Session,
+    job_id: str,
+    *,
+    result_bytes: int,
+    claimed_at: datetime | None = None,
+    merged_bytes: int | None = None,
 ) -> bool:
-    """The job COMPLETED with its archive. ``claimed_at``: the archive_enqueued_at its archive
-    task started from; a task of an earlier round (the job was retried since) changes nothing."""
+    """The job COMPLETED with its archive (and its merged PDF, if it asked for one).
+    ``claimed_at``: the archive_enqueued_at its archive task started from; a task of an
+    earlier round (the job was retried since) changes nothing."""
     same_round = true() if claimed_at is None else Job.archive_enqueued_at == claimed_at
     result = session.execute(
         _update(Job)
@@ -415,6 +435,7 @@ def finish_job(
         .values(
             status=JobStatus.COMPLETED,
             result_bytes=result_bytes,
+            merged_bytes=merged_bytes,
             lease_expires_at=None,  # ended: the lease sweep never needs to look at it again
             completed_at=utcnow(),
             updated_at=utcnow(),
@@ -740,6 +761,7 @@ def retry_job(
             lease_expires_at=None,  # a new round: no worker holds its ingest or archive yet
             completed_at=None,
             result_bytes=None,
+            merged_bytes=None,  # the new round's archive writes the merged PDF again
             error_message=None,
             updated_at=now,
         )

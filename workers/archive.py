@@ -18,11 +18,20 @@ from sqlalchemy.orm import Session
 from stream_zip import NO_COMPRESSION_32, NO_COMPRESSION_64, stream_zip
 
 from app import queue, tracing, transitions, webhooks
+from app.config import get_settings
 from app.db import session_scope
 from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, File, FileStatus, Job, JobStatus
-from app.storage import ObjectStore, StoreError, WriterScope, output_key, result_key
+from app.storage import (
+    ObjectStore,
+    StoreError,
+    WriterScope,
+    merged_key,
+    output_key,
+    result_key,
+)
 from workers import metrics
+from workers.merge import build_merged, plan_merge
 
 log = get_logger("quire.archive")
 ZIP32_LIMIT = 0xFFFF_FFFF
@@ -123,6 +132,7 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
         # This round's mark: the archive is written and the job completed only while it holds.
         claimed_at = job.archive_enqueued_at
         files = completed_files(session, job_id)
+        merge_plan = plan_merge(session, job) if files else None
     if not files:
         with session_scope() as session:
             failed = transitions.fail_job(
@@ -135,10 +145,22 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
         log.info("job.failed", job_id=job_id, reason="no_file_converted")
         return
     started = time.monotonic()
+    merged_bytes = None
     try:
         size = write_archive(
             job_id, files, store, result_key(job_id), lambda: _touch(job_id, claimed_at)
         )
+        if merge_plan is not None:
+            # In the archive's task, under its claim and heartbeat: a worker that dies while
+            # merging leaves the archive's lease to run out, and the task that the sweeper
+            # sends again writes both anew. The job is COMPLETED only once both are stored.
+            merged_bytes = build_merged(
+                job_id,
+                merge_plan,
+                store,
+                get_settings().resolved_scratch_dir,
+                lambda: _touch(job_id, claimed_at),
+            ).bytes_written
     except ArchiveSuperseded:
         log.info("archive.dropped", job_id=job_id, reason="job_cancelled_deleted_or_retried")
         return
@@ -150,7 +172,9 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
             return
         raise
     with session_scope() as session:
-        finished = transitions.finish_job(session, job_id, result_bytes=size, claimed_at=claimed_at)
+        finished = transitions.finish_job(
+            session, job_id, result_bytes=size, claimed_at=claimed_at, merged_bytes=merged_bytes
+        )
         # Not finished: the job was deleted, cancelled or retried after the last heartbeat, or
         # a duplicate of this task completed it first. Only for a deleted job, or one cancelled
         # in this round, is the zip nobody's: a duplicate's zip is the job's archive, and a
@@ -164,6 +188,7 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
             webhooks.schedule_delivery(session, job_id)
     if orphan:  # nothing refers to the zip: a deleted job, or a cancelled one has no archive
         store.delete_prefix(result_key(job_id))
+        store.delete_prefix(merged_key(job_id))
         log.info("archive.dropped", job_id=job_id, reason="job_cancelled_or_deleted")
         return
     if not finished:
@@ -171,4 +196,4 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
         return
     metrics.archive_written(size, time.monotonic() - started)
     tracing.annotate(outcome="completed", pdfs=len(files), bytes=size)
-    log.info("job.completed", job_id=job_id, pdfs=len(files), bytes=size)
+    log.info("job.completed", job_id=job_id, pdfs=len(files), bytes=size, merged_bytes=merged_bytes)

@@ -18,7 +18,7 @@ from app.logs import get_logger
 from app.models import TERMINAL_JOB_STATUSES, Job, JobStatus, utcnow
 from app.services.errors import JobNotCancellable, JobNotRetryable
 from app.services.jobs import visible_job
-from app.storage import ObjectStore, StoreError, job_prefixes, result_key
+from app.storage import ObjectStore, StoreError, job_prefixes, merged_key, result_key
 
 log = get_logger("quire.api")
 
@@ -67,9 +67,10 @@ def retry_job(raw_id: str, owner: str, store: ObjectStore, settings: Settings) -
             )
     log.info("job.retried", job_id=job.id, files=plan.files)
     try:
-        # The job is IN_PROGRESS now, so nobody downloads the old archive; the new round
-        # writes its own. A store outage only leaves it to be overwritten.
+        # The job is IN_PROGRESS now, so nobody downloads the old archive (or merged PDF);
+        # the new round writes its own. A store outage only leaves them to be overwritten.
         store.delete_prefix(result_key(job.id))
+        store.delete_prefix(merged_key(job.id))
     except StoreError:
         log.warning("job.retry_archive_not_removed", job_id=job.id, exc_info=True)
     # Queued only now, in a transaction of their own, and not in the one above: an archive

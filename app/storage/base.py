@@ -42,6 +42,11 @@ def result_key(job_id: str) -> str:
     return f"jobs/{job_id}/result.zip"
 
 
+def merged_key(job_id: str) -> str:
+    """The job's one merged PDF (``merge=true``)."""
+    return f"jobs/{job_id}/merged.pdf"
+
+
 def job_prefixes(job_id: str) -> tuple[str, ...]:
     return (f"uploads/{job_id}/", f"jobs/{job_id}/")
 
