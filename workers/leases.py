@@ -20,18 +20,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.worker import state
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from app import transitions
 from app.config import Settings
 from app.db import make_engine
 from app.logs import get_logger
-from app.models import utcnow
+from app.models import Worker, utcnow
 from app.queue import ARCHIVE_TASK, CONVERT_TASK, INGEST_TASK
 
 log = get_logger("quire.leases")
@@ -113,6 +113,10 @@ class Heartbeat:
     ) -> None:
         self.engine = engine
         self.registration = registration
+        # What this worker's last committed beat wrote into its registration: a later beat that
+        # finds another value there knows another live worker renews the same node name.
+        self._registered_until: datetime | None = None
+        self._name_shared_logged = False
         self.lease = timedelta(seconds=lease_seconds)
         self.interval = lease_seconds / 3
         self.held = held
@@ -154,15 +158,37 @@ class Heartbeat:
             held, self._received = self.held() | self._received, Held()
         until = utcnow() + self.lease
         if self.registration is not None:
-            with Session(self.engine) as session, session.begin():
-                transitions.register_worker(
-                    session, self.registration.name, self.registration.slots, until
-                )
+            self._register(self.registration, until)
         if not held:
             return 0
         with Session(self.engine) as session, session.begin():
             renewed = transitions.renew_leases(session, sorted(held.files), until)
             return renewed + transitions.renew_job_leases(session, sorted(held.jobs), until)
+
+    def _register(self, registration: Registration, until: datetime) -> None:
+        """Renew this worker's registration, and say (once) when another worker renewed it
+        since our last beat: two hosts run with one node name (``-n``), and the registry, keyed
+        by it, counts one host's processes (docs/operations.md, "Several hosts"). The registry
+        records no host or process id, so the only sign is a renewal that is not ours."""
+        last, self._registered_until = self._registered_until, None  # unknown until committed
+        with Session(self.engine) as session, session.begin():
+            if last is not None and not self._name_shared_logged:
+                renewed_by_another = session.scalar(
+                    select(Worker.name).where(
+                        Worker.name == registration.name, Worker.expires_at != last
+                    )
+                )
+                if renewed_by_another is not None:
+                    self._name_shared_logged = True
+                    log.warning(
+                        "worker.name_shared",
+                        "another live worker renews this worker's registration: two hosts "
+                        "run with one node name, and the dispatch window counts one host's "
+                        "processes; give each worker host a name of its own (-n)",
+                        name=registration.name,
+                    )
+            transitions.register_worker(session, registration.name, registration.slots, until)
+        self._registered_until = until
 
     def _run(self) -> None:
         while not self._stopped.is_set():

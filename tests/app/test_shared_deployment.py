@@ -11,6 +11,7 @@ API, every worker, beat and the embedded runner refuse to start, each through th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,13 +26,21 @@ import pytest
 import redis
 from sqlalchemy import create_engine, select
 
-from app.config import SecretKeyRequired, Settings, check_before_start, make_private_dir
+from app.config import (
+    SecretKeyRequired,
+    Settings,
+    check_before_start,
+    get_settings,
+    make_private_dir,
+)
+from app.db import make_engine, session_scope
 from app.migrate import upgrade
 from app.models import Worker
 from app.queue import CONTROL_QUEUE
 from app.webhooks import webhook_secret
-from tests.conftest import _fresh_database
+from tests.conftest import Backend, _fresh_database
 from tests.services import free_port
+from workers.leases import Heartbeat, Held, Registration
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "9b1e4c7a2f5d8e0b3c6a9f2e5d8b1c4a"
@@ -338,3 +347,49 @@ def test_the_embedded_runner_refuses_a_database_server_without_a_key_before_star
     assert_refusal(runner.output())
     assert "ready:" not in runner.output()  # no API, worker or beat was started
     assert not (tmp_path / "data" / "secret_key").exists()
+
+
+# -- one node name on two hosts ----------------------------------------------------------------
+
+
+def name_shared_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if getattr(record, "event", None) == "worker.name_shared"
+    ]
+
+
+def test_a_worker_whose_node_name_another_live_worker_renews_says_so_once(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="quire.leases")
+    engine = make_engine(get_settings().resolved_database_url)
+    host_a = Heartbeat(engine, 30, held=Held, registration=Registration("quire@same", 3))
+    host_b = Heartbeat(engine, 30, held=Held, registration=Registration("quire@same", 3))
+    host_a.beat()
+    host_a.beat()  # its own renewals are not another's
+    assert name_shared_warnings(caplog) == []
+    host_b.beat()  # its first beat has nothing of its own to compare with
+    host_a.beat()  # finds b's renewal where its own should be
+    host_a.beat()
+    assert len(name_shared_warnings(caplog)) == 1
+    host_b.beat()
+    assert len(name_shared_warnings(caplog)) == 2  # b finds a's
+    engine.dispose()
+
+
+def test_a_worker_restarted_under_its_name_while_the_dead_ones_registration_lives_is_quiet(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="quire.leases")
+    engine = make_engine(get_settings().resolved_database_url)
+    killed = Heartbeat(engine, 30, held=Held, registration=Registration("quire@host", 3))
+    killed.beat()  # then SIGKILLed: no clean stop, its registration lives on for a lease
+    restarted = Heartbeat(engine, 30, held=Held, registration=Registration("quire@host", 3))
+    for _ in range(3):
+        restarted.beat()
+    assert name_shared_warnings(caplog) == []
+    with session_scope() as session:
+        assert session.scalars(select(Worker.slots)).all() == [3]  # one row, one host's slots
+    engine.dispose()
