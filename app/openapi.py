@@ -84,6 +84,24 @@ SUBMIT_JOB_FORM: JsonDict = {
         },
         "pdf_a": component_ref("PdfA"),
         "tagged_pdf": {"type": "boolean", "description": "Write tagged PDF."},
+        "strict_fonts": {
+            "type": "boolean",
+            "default": False,
+            "description": "Fail a file whose document asks for a font that is not installed "
+            "and that nothing suitable replaced, naming the fonts.",
+        },
+        "merge": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also write one PDF of the whole job, in upload order, with one "
+            "bookmark per file (GET /api/v1/jobs/{id}/merged).",
+        },
+        "merge_failure_page": {
+            "type": "boolean",
+            "default": True,
+            "description": "With merge: the merged PDF ends with pages listing the files that "
+            "could not be converted, and why.",
+        },
     },
 }
 

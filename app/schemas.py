@@ -44,6 +44,21 @@ class SubmissionOptions(BaseModel):
     )
     pdf_a: PdfA | None = Field(default=None, description="PDF/A level: 1b, 2b or 3b.")
     tagged_pdf: bool = Field(default=False, description="Write tagged (accessible) PDF.")
+    strict_fonts: bool = Field(
+        default=False,
+        description="Fail a file whose document asks for a font that is not installed and "
+        "that nothing suitable replaced (its font report's `missing`), naming the fonts.",
+    )
+    merge: bool = Field(
+        default=False,
+        description="Also write one PDF of the whole job, in upload order, with one bookmark "
+        "per file (GET /api/v1/jobs/{id}/merged).",
+    )
+    merge_failure_page: bool = Field(
+        default=True,
+        description="With merge: end the merged PDF with pages listing the files that could "
+        "not be converted, and why.",
+    )
 
     @field_validator("callback_url")
     @classmethod
@@ -121,6 +136,48 @@ class JobOptions(BaseModel):
     tagged_pdf: bool = Field(
         default=False, description="Write a tagged (structured, accessible) PDF."
     )
+    strict_fonts: bool = Field(
+        default=False, description="A file with a missing font fails, naming the fonts."
+    )
+    merge: bool = Field(
+        default=False, description="One merged PDF of the whole job is written besides the zip."
+    )
+    merge_failure_page: bool = Field(
+        default=True, description="The merged PDF ends with pages listing the failed files."
+    )
+
+
+class FontSubstitution(BaseModel):
+    used: str = Field(description="The font drawn in its place.", examples=["Carlito"])
+    metric_compatible: bool = Field(
+        description="The replacement has the same metrics (fontconfig's metric aliases): the "
+        "layout, line breaks and page count hold."
+    )
+
+
+class FontReport(BaseModel):
+    """Which fonts the document asks for were not installed (README, "Fonts")."""
+
+    substituted: dict[str, FontSubstitution] = Field(
+        default_factory=dict,
+        description="Each requested font that is not installed, and the one used instead.",
+        examples=[{"Calibri": {"used": "Carlito", "metric_compatible": True}}],
+    )
+    missing: list[str] = Field(
+        default_factory=list,
+        description="Requested fonts for which nothing suitable was found: a generic fallback "
+        "was drawn instead.",
+        examples=[["Brand Sans"]],
+    )
+
+
+class FontCounts(BaseModel):
+    files_with_substitutions: int = Field(
+        default=0, description="COMPLETED files whose font report has a substitution."
+    )
+    files_with_missing_fonts: int = Field(
+        default=0, description="COMPLETED files whose font report has a missing font."
+    )
 
 
 class Progress(BaseModel):
@@ -142,6 +199,10 @@ class FileResult(BaseModel):
     output_name: str = Field(description="The PDF's path inside the result zip.")
     status: FileStatus
     error_message: str | None = Field(default=None, description="Why the file FAILED.")
+    fonts: FontReport | None = Field(
+        default=None,
+        description="The font report of a COMPLETED file; null until then.",
+    )
     download_url: str | None = Field(
         default=None,
         description="Presigned, expiring URL of this file's PDF; present once COMPLETED.",
@@ -189,11 +250,21 @@ class JobStatusResponse(BaseModel):
         default=None, description="Absolute URL of the result zip; present once COMPLETED."
     )
     result_bytes: int | None = None
+    merged_url: str | None = Field(
+        default=None,
+        description="Absolute URL of the merged PDF (option merge); present once the job is "
+        "COMPLETED with it.",
+    )
+    merged_bytes: int | None = None
     options: JobOptions = Field(default_factory=JobOptions)
     webhook: WebhookStatus | None = Field(
         default=None, description="The callback to the job's callback_url; null without one."
     )
     progress: Progress
+    fonts: FontCounts = Field(
+        default_factory=FontCounts,
+        description="How many of the job's converted files had a font replaced, or missing.",
+    )
     files_ahead: int = Field(
         default=0,
         ge=0,
@@ -244,7 +315,7 @@ SUMMARY_EXAMPLE: JsonDict = {
     "updated_at": "2026-11-30T03:26:02.572975Z",
     "completed_at": "2026-11-30T03:26:02.572974Z",
     "error_message": None,
-    "options": {"pdf_a": None, "tagged_pdf": False},
+    "options": {"pdf_a": None, "tagged_pdf": False, "merge": False, "merge_failure_page": True},
     "status_url": "http://127.0.0.1:8000/api/v1/jobs/7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a",
 }
 

@@ -6,8 +6,10 @@ One builder, so the API, the jobs list and the webhook body never disagree about
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
@@ -17,6 +19,9 @@ from app.jobs import JobView, get_job_view
 from app.models import TERMINAL_FILE_STATUSES, File, FileStatus, Job, JobStatus, utcnow
 from app.schemas import (
     FileResult,
+    FontCounts,
+    FontReport,
+    FontSubstitution,
     JobOptions,
     JobStatusResponse,
     JobSummary,
@@ -47,6 +52,13 @@ def archive_url(base: str, job: Job) -> str | None:
     return f"{status_url(base, job.id)}/download" if job.status == JobStatus.COMPLETED else None
 
 
+def merged_url(base: str, job: Job) -> str | None:
+    """Where the job's merged PDF is downloaded from, once the archive task stored it."""
+    if job.status != JobStatus.COMPLETED or not job.merge or job.merged_bytes is None:
+        return None
+    return f"{status_url(base, job.id)}/merged"
+
+
 def file_download_url(
     store: ObjectStore, base: str, job_id: str, file_id: str, output_name: str, expires_in: int
 ) -> str:
@@ -60,8 +72,38 @@ def file_download_url(
     return absolute(base, url)
 
 
+def font_report(raw: dict[str, Any] | None) -> FontReport | None:
+    """A stored font report (workers/fonts.py wrote it) as its schema, without validating it
+    again: a status document of 10,000 files builds 10,000 of them."""
+    if raw is None:
+        return None
+    return FontReport.model_construct(
+        substituted={
+            family: FontSubstitution.model_construct(**used)
+            for family, used in raw.get("substituted", {}).items()
+        },
+        missing=list(raw.get("missing", [])),
+    )
+
+
+def font_counts(reports: Iterable[dict[str, Any] | None]) -> FontCounts:
+    """The job's summary of its files' font reports."""
+    substituted = missing = 0
+    for report in reports:
+        if report:
+            substituted += bool(report.get("substituted"))
+            missing += bool(report.get("missing"))
+    return FontCounts(files_with_substitutions=substituted, files_with_missing_fonts=missing)
+
+
 def job_options(job: Job) -> JobOptions:
-    return JobOptions(pdf_a=job.pdf_a, tagged_pdf=job.tagged_pdf)
+    return JobOptions(
+        pdf_a=job.pdf_a,
+        tagged_pdf=job.tagged_pdf,
+        strict_fonts=job.strict_fonts,
+        merge=job.merge,
+        merge_failure_page=job.merge_failure_page,
+    )
 
 
 def job_summary(job: Job, base: str) -> JobSummary:
@@ -155,6 +197,8 @@ def status_document(
         error_message=job.error_message,
         download_url=archive_url(base, job),
         result_bytes=job.result_bytes,
+        merged_url=merged_url(base, job),
+        merged_bytes=job.merged_bytes,
         options=job_options(job),
         webhook=_webhook(job),
         progress=Progress(
@@ -166,6 +210,7 @@ def status_document(
             cancelled=counts[FileStatus.CANCELLED],
             percent=round(100 * finished / total, 1) if total else 100.0,
         ),
+        fonts=font_counts(file.fonts for file in view.files),
         files_ahead=place.files_ahead,
         estimated_start=place.estimated_start,
         # The rows come from the database as they were written: no need to validate them again
@@ -177,6 +222,7 @@ def status_document(
                 output_name=file.output_name,
                 status=file.status,
                 error_message=file.error_message,
+                fonts=font_report(file.fonts) if file.status == FileStatus.COMPLETED else None,
                 download_url=(
                     file_download_url(store, base, job.id, file.id, file.output_name, url_ttl)
                     if file.status == FileStatus.COMPLETED

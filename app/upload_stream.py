@@ -30,7 +30,9 @@ from app.zipinput import UploadRejected
 ZIP_FIELD = "file"
 DOCX_FIELD = "files"
 # The job's options may come as form fields beside the upload; any other field is ignored.
-OPTION_FIELDS = frozenset({"callback_url", "pdf_a", "tagged_pdf"})
+OPTION_FIELDS = frozenset(
+    {"callback_url", "pdf_a", "tagged_pdf", "strict_fonts", "merge", "merge_failure_page"}
+)
 MAX_OPTION_BYTES = 4096
 # Headers, boundaries and small extra fields around the file; the file alone gets the limit.
 MULTIPART_OVERHEAD = 64 * 1024

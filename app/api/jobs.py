@@ -310,3 +310,38 @@ def download_job(
         )
         return RedirectResponse(absolute(base, url), status_code=307)
     return _stream(store, archive.key, filename=archive.filename, content_type="application/zip")
+
+
+@router.get(
+    "/{job_id}/merged",
+    status_code=307,
+    response_class=RedirectResponse,
+    response_model=None,
+    operation_id="downloadMerged",
+    tags=["downloads"],
+    responses=_download_responses("application/pdf", "the merged PDF"),
+    summary="Download the job's merged PDF",
+)
+def download_merged(
+    job_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    base: BaseUrlDep,
+    redirect: RedirectQuery = True,
+) -> RedirectResponse | StreamingResponse:
+    """One PDF of the whole job (submitted with `merge=true`): the converted files in upload
+    order, one bookmark per file named by its path, and (unless `merge_failure_page=false`)
+    pages at the end listing the files that failed. 409 while the job runs, and for a job
+    without `merge`."""
+    merged = job_service.merged_pdf(session, store, job_id, owner)
+    if redirect:
+        url = store.presigned_get_url(
+            merged.key,
+            filename=merged.filename,
+            content_type="application/pdf",
+            expires_in=settings.presigned_url_ttl,
+        )
+        return RedirectResponse(absolute(base, url), status_code=307)
+    return _stream(store, merged.key, filename=merged.filename, content_type="application/pdf")

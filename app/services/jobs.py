@@ -10,7 +10,7 @@ from app.db import session_scope
 from app.jobs import JobView, get_job_view, parse_job_id
 from app.models import File, FileStatus, Job, JobStatus
 from app.services.errors import ArchiveGone, FileNotFound, JobNotFound, NotReady
-from app.storage import ObjectStore, result_key
+from app.storage import ObjectStore, merged_key, result_key
 
 
 def visible_job(session: Session, raw_id: str, owner: str) -> Job:
@@ -57,10 +57,11 @@ def completed_file(session: Session, raw_id: str, raw_file_id: str, owner: str) 
 class Archive:
     job_id: str
     key: str
+    extension: str = "zip"
 
     @property
     def filename(self) -> str:
-        return f"quire-{self.job_id}.zip"
+        return f"quire-{self.job_id}.{self.extension}"
 
 
 def completed_archive(session: Session, store: ObjectStore, raw_id: str, owner: str) -> Archive:
@@ -79,3 +80,23 @@ def completed_archive(session: Session, store: ObjectStore, raw_id: str, owner: 
     if not store.exists(key):
         raise ArchiveGone(f"The archive of job {job.id} no longer exists.")
     return Archive(job.id, key)
+
+
+def merged_pdf(session: Session, store: ObjectStore, raw_id: str, owner: str) -> Archive:
+    """The merged PDF of a job the caller may see (option merge), once it was stored."""
+    job = visible_job(session, raw_id, owner)
+    if not job.merge:
+        raise NotReady(
+            f"Job {job.id} was submitted without merge=true and has no merged PDF; its zip "
+            "(download_url) and each file's PDF are there."
+        )
+    if job.status == JobStatus.FAILED:
+        raise NotReady(f"Job {job.id} failed and has no merged PDF: {job.error_message}")
+    if job.status == JobStatus.CANCELLED:
+        raise NotReady(f"Job {job.id} was cancelled and has no merged PDF.")
+    if job.status != JobStatus.COMPLETED or job.merged_bytes is None:
+        raise NotReady(f"Job {job.id} is {job.status.value}; its merged PDF is not ready yet.")
+    key = merged_key(job.id)
+    if not store.exists(key):
+        raise ArchiveGone(f"The merged PDF of job {job.id} no longer exists.")
+    return Archive(job.id, key, "pdf")

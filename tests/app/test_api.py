@@ -42,7 +42,13 @@ def test_submit_answers_202_and_queues_after_commit(client: TestClient, sent: Se
         "cancelled": 0,
         "percent": 0.0,
     }
-    assert status["options"] == {"pdf_a": None, "tagged_pdf": False}
+    assert status["options"] == {
+        "pdf_a": None,
+        "tagged_pdf": False,
+        "strict_fonts": False,
+        "merge": False,
+        "merge_failure_page": True,
+    }
 
 
 @pytest.mark.parametrize(

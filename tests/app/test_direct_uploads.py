@@ -37,7 +37,13 @@ def test_direct_upload_becomes_a_job(client: TestClient, sent: SentTasks) -> Non
     assert response.headers["location"] == body["status_url"]
     assert sent.ingests == [body["job_id"]]
     status = client.get(body["status_url"]).json()
-    assert status["options"] == {"pdf_a": "2b", "tagged_pdf": False}
+    assert status["options"] == {
+        "pdf_a": "2b",
+        "tagged_pdf": False,
+        "strict_fonts": False,
+        "merge": False,
+        "merge_failure_page": True,
+    }
     with session_scope() as session:
         assert session.get(Upload, body["job_id"]) is None  # consumed with the job
 
@@ -166,7 +172,13 @@ def test_several_docx_files_in_one_request(client: TestClient, sent: SentTasks) 
         assert archive.read("b.docx") == b"junk"
     finish(job_id, sent)
     status = client.get(f"/api/v1/jobs/{job_id}").json()
-    assert status["options"] == {"pdf_a": None, "tagged_pdf": True}
+    assert status["options"] == {
+        "pdf_a": None,
+        "tagged_pdf": True,
+        "strict_fonts": False,
+        "merge": False,
+        "merge_failure_page": True,
+    }
     assert [(f["output_name"], f["status"]) for f in status["files"]] == [
         ("a.pdf", "COMPLETED"),
         ("b.pdf", "FAILED"),

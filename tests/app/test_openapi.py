@@ -33,6 +33,7 @@ EXPECTED = {
     ("get", "/api/v1/jobs/{job_id}/events"): ("jobEvents", "events"),
     ("get", "/api/v1/jobs/{job_id}/download"): ("downloadJob", "downloads"),
     ("get", "/api/v1/jobs/{job_id}/files/{file_id}"): ("downloadFile", "downloads"),
+    ("get", "/api/v1/jobs/{job_id}/merged"): ("downloadMerged", "downloads"),
     ("get", "/healthz"): ("healthz", "health"),
     ("get", "/readyz"): ("readyz", "health"),
     ("get", "/metrics"): ("metrics", "operations"),
@@ -225,6 +226,7 @@ def test_pdf_and_zip_answers_are_binary(document: dict[str, Any]) -> None:
     for key, media_type in (
         (("get", "/api/v1/jobs/{job_id}/files/{file_id}"), "application/pdf"),
         (("get", "/api/v1/jobs/{job_id}/download"), "application/zip"),
+        (("get", "/api/v1/jobs/{job_id}/merged"), "application/pdf"),
     ):
         assert answers[key]["responses"]["200"]["content"] == {media_type: {"schema": BINARY}}
 
@@ -242,6 +244,7 @@ def test_redirects_and_accepted_answers_declare_their_location(document: dict[st
     assert sorted(with_location) == [
         ("downloadFile", "307"),
         ("downloadJob", "307"),
+        ("downloadMerged", "307"),
         ("retryJob", "202"),
         ("submitJob", "202"),
     ]

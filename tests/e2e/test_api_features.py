@@ -66,7 +66,13 @@ def check_features(service: Service, api: httpx.Client) -> None:
 
     status: dict[str, Any] = service.wait_for_job(job_id, headers=dict(api.headers))
     assert status["status"] == "COMPLETED", status
-    assert status["options"] == {"pdf_a": "2b", "tagged_pdf": True}
+    assert status["options"] == {
+        "pdf_a": "2b",
+        "tagged_pdf": True,
+        "strict_fonts": False,
+        "merge": False,
+        "merge_failure_page": True,
+    }
     files = {f["filename"]: f for f in status["files"]}
     assert (
         files["broken.docx"]["status"] == "FAILED" and files["broken.docx"]["download_url"] is None

@@ -171,7 +171,13 @@ def test_a_clean_batch_exits_zero_and_passes_the_options(service: Service, tmp_p
     assert pdf_names(out) == {"single.pdf"}
     job = httpx.get(f"{service.url}/api/v1/jobs/{job_id_of(result.stdout)}", timeout=30).json()
     if "options" in job:  # a server that takes options echoes them in the status
-        assert job["options"] == {"pdf_a": "2b", "tagged_pdf": True}
+        assert job["options"] == {
+            "pdf_a": "2b",
+            "tagged_pdf": True,
+            "strict_fonts": False,
+            "merge": False,
+            "merge_failure_page": True,
+        }
 
 
 def test_status_and_download_of_a_finished_job(
