@@ -10,6 +10,11 @@ from alembic.config import Config
 from app.config import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The PostgreSQL advisory lock an upgrade holds for its transaction (app/migrations/env.py):
+# two upgrades at once (a Job's pod replaced while the first still runs, one started by hand)
+# take turns, and the second finds the schema at head, instead of failing half-way on tables
+# the first one is creating. SQLite serialises writers by itself.
+MIGRATION_LOCK = 0x7175_6972_652D_6D67  # "quire-mg" in ASCII: a key no other code takes
 
 
 def alembic_config(url: str) -> Config:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from app.db import make_engine
+from app.migrate import MIGRATION_LOCK
 from app.models import Base
 
 config = context.config
@@ -19,6 +20,10 @@ def run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Before Alembic reads the current revision: a second upgrade waits here, then sees
+            # the first one's committed head and has nothing to do (app.migrate.MIGRATION_LOCK).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

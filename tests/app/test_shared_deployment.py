@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, select
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, select, text
 
 from app.config import (
     SecretKeyRequired,
@@ -34,7 +35,7 @@ from app.config import (
     make_private_dir,
 )
 from app.db import make_engine, session_scope
-from app.migrate import upgrade
+from app.migrate import MIGRATION_LOCK, alembic_config, upgrade
 from app.models import Worker
 from app.queue import CONTROL_QUEUE
 from app.webhooks import webhook_secret
@@ -393,3 +394,49 @@ def test_a_worker_restarted_under_its_name_while_the_dead_ones_registration_live
     with session_scope() as session:
         assert session.scalars(select(Worker.slots)).all() == [3]  # one row, one host's slots
     engine.dispose()
+
+
+# -- two upgrades at once ----------------------------------------------------------------------
+
+
+def test_an_upgrade_waits_for_another_one_running_and_then_finds_the_schema_at_head(
+    start: Callable[[list[str], dict[str, str]], Process],
+    request: pytest.FixtureRequest,
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    database = _fresh_database(postgres_url, request.node.name[-40:])
+    engine = create_engine(database)
+    with engine.connect() as holder:
+        # This connection stands for an upgrade under way: it holds the migration lock.
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        holder.commit()
+        env = environment(tmp_path / "data", QUIRE_DATABASE_URL=database)
+        second = start([sys.executable, "-m", "app.migrate"], env)
+        second.until(lambda: waiting_for_advisory_lock(engine), "the upgrade waits for the lock")
+        assert not schema_revision(engine)  # it created nothing while it waited
+        holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        holder.commit()
+    assert second.exit_code() == 0, second.output()
+    head = ScriptDirectory.from_config(alembic_config(database)).get_current_head()
+    assert schema_revision(engine) == head
+    engine.dispose()
+
+
+def waiting_for_advisory_lock(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        waiting = connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+    return bool(waiting)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        revision: str | None = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        return revision
