@@ -42,6 +42,16 @@ STABLE_AFTER = 30.0
 CRASH_LOOP_RESTARTS = 5
 CRASH_LOOP_WINDOW = 60.0
 
+# The sweep before any worker of this runner starts. With SQLite no worker can be running yet,
+# so every file a previous run left IN_PROGRESS is an orphan: it is queued again at once. With
+# a database server, workers of other hosts may be converting such files right now: there the
+# ordinary sweep decides, from the leases, and re-sends this host's orphans once theirs run out.
+RESUME_SWEEP = (
+    "from app.config import get_settings; from workers.sweeper import sweep; "
+    "settings = get_settings(); "
+    "sweep(settings, resume_in_progress=not settings.database_is_shared)"
+)
+
 
 def log(message: str) -> None:
     print(f"quire: {message}", flush=True)
@@ -241,17 +251,7 @@ class Runner:
         # A worker's warm shutdown waits for its running conversion: up to the hard limit.
         self.stop_grace = settings.task_hard_time_limit + 30
         subprocess.run([PYTHON, "-m", "app.migrate"], check=True)
-        # No worker runs yet, so every file a previous run left IN_PROGRESS is an orphan: queue
-        # it again now, before any worker could claim files of its own.
-        subprocess.run(
-            [
-                PYTHON,
-                "-c",
-                "from app.config import get_settings; from workers.sweeper import sweep; "
-                "sweep(get_settings(), resume_in_progress=True)",
-            ],
-            check=True,
-        )
+        subprocess.run([PYTHON, "-c", RESUME_SWEEP], check=True)
         self.spawn(
             "worker",
             [

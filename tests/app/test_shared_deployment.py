@@ -10,6 +10,7 @@ API, every worker, beat and the embedded runner refuse to start, each through th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -19,14 +20,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
 import redis
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, inspect, select, text, update
 
+from app import transitions
 from app.config import (
     SecretKeyRequired,
     Settings,
@@ -36,9 +39,10 @@ from app.config import (
 )
 from app.db import make_engine, session_scope
 from app.migrate import MIGRATION_LOCK, alembic_config, upgrade
-from app.models import Worker
-from app.queue import CONTROL_QUEUE
+from app.models import File, Worker
+from app.queue import CONTROL_QUEUE, CONVERT_QUEUE
 from app.webhooks import webhook_secret
+from tests.app.helpers import make_job
 from tests.conftest import Backend, _fresh_database
 from tests.services import free_port
 from workers.leases import Heartbeat, Held, Registration
@@ -440,3 +444,42 @@ def schema_revision(engine: Engine) -> str | None:
             return None
         revision: str | None = connection.scalar(text("SELECT version_num FROM alembic_version"))
         return revision
+
+
+# -- make run beside other hosts ---------------------------------------------------------------
+
+
+def load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_embedded", REPO / "infra/run_embedded.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_runners_resume_takes_claimed_files_only_where_no_other_host_can_hold_them(
+    backend: Backend, broker: str, tmp_path: Path
+) -> None:
+    """The sweep ``make run`` makes before its workers start: with SQLite a claimed file is its
+    last run's orphan; with a database server, a live lease may be another host's worker."""
+    _, (running, _waiting) = make_job(2)
+    with session_scope() as session:
+        session.execute(update(File).where(File.id == running).values(input_bytes=10))
+        token = transitions.claim_file(session, running)
+    env = {**os.environ, **backend.env, "QUIRE_BROKER_URL": broker}
+    subprocess.run(
+        [sys.executable, "-c", load_runner().RESUME_SWEEP],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    sent = redis.Redis.from_url(broker).llen(CONVERT_QUEUE)
+    with session_scope() as session:
+        claim = session.scalar(select(File.lease_token).where(File.id == running))
+    if backend.name == "sqlite-local":
+        assert sent == 1  # queued again at once
+    else:
+        assert sent == 0  # left to the worker whose lease runs
+        assert claim == token
