@@ -21,6 +21,7 @@ from app.db import session_scope
 from app.models import File, FileStatus, Job, JobStatus, utcnow
 from app.services import job_actions
 from app.storage import LocalStore, get_store, input_key, merged_key, output_key
+from tests.bench.merge_probe import probe_job
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import bad_documents, make_docx, make_zip
 from tests.workers.helpers import files_by_name, run_to_the_end, submit
@@ -341,3 +342,16 @@ def test_a_page_tree_of_several_nodes_keeps_the_order(store: LocalStore, tmp_pat
     assert len(reader.pages) == count
     for n in (0, merge.PAGES_PER_NODE - 1, merge.PAGES_PER_NODE, count - 1):
         assert f"page {n:04d}" in page_text(reader, n)
+
+
+def test_the_bench_probe_merges_a_finished_jobs_pdfs_and_leaves_nothing(
+    backend: Backend, sent: SentTasks
+) -> None:
+    entries = {f"doc-{n}.docx": make_docx(f"document {n}") for n in range(3)}
+    job_id = submit(make_zip(entries))
+    run_to_the_end(job_id, sent, FakeConverter())
+    before = sorted(key for key, _ in get_store().list_objects(f"jobs/{job_id}/"))
+    figures = probe_job(job_id)
+    assert (figures["pdfs"], figures["pages"]) == (3, 3)
+    assert figures["merged_bytes"] > 0 and figures["peak_rss_mb"] > 0
+    assert sorted(key for key, _ in get_store().list_objects(f"jobs/{job_id}/")) == before
