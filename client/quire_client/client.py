@@ -77,12 +77,18 @@ _ANY: tuple[type[httpx.TransportError], ...] = (httpx.TransportError,)
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How a job converts: PDF/A level (``"1b"``, ``"2b"``, ``"3b"``), tagged PDF, and the URL
-    the server calls when the job ends."""
+    """How a job converts: PDF/A level (``"1b"``, ``"2b"``, ``"3b"``), tagged PDF, whether a
+    file with a missing font fails (``strict_fonts``), and the URL the server calls when the
+    job ends."""
 
     pdf_a: str | None = None
     tagged_pdf: bool = False
     callback_url: str | None = None
+    strict_fonts: bool = False
+    # One PDF of the whole job besides the zip (download_merged), ending with pages that list
+    # the failed files unless merge_failure_page is False.
+    merge: bool = False
+    merge_failure_page: bool = True
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
@@ -319,6 +325,9 @@ class Client:
             "pdf_a": options.pdf_a,
             "tagged_pdf": options.tagged_pdf,
             **({"callback_url": options.callback_url} if options.callback_url else {}),
+            **({"strict_fonts": True} if options.strict_fonts else {}),
+            **({"merge": True} if options.merge else {}),
+            **({} if options.merge_failure_page else {"merge_failure_page": False}),
         }
         # After a possibly long upload, a network blip must not lose it: the request is cheap
         # to send again, and its Idempotency-Key makes the server answer a repeat with the same
@@ -397,6 +406,12 @@ class Client:
             fields["pdf_a"] = options.pdf_a
         if options.tagged_pdf:
             fields["tagged_pdf"] = "true"
+        if options.strict_fonts:
+            fields["strict_fonts"] = "true"
+        if options.merge:
+            fields["merge"] = "true"
+        if not options.merge_failure_page:
+            fields["merge_failure_page"] = "false"
         if options.callback_url:
             fields["callback_url"] = options.callback_url
         head = b"".join(
@@ -526,6 +541,13 @@ class Client:
         if that file failed or is not converted yet."""
         path = _job_path(job_id, f"/files/{quote(file_id, safe='')}")
         return self._fetch(path, Path(target), "PDF", received)
+
+    def download_merged(
+        self, job_id: str, target: StrPath, *, received: Transferred | None = None
+    ) -> int:
+        """Save the job's merged PDF (submitted with ``merge``) to ``target``; returns the
+        bytes written. ``Conflict`` if the job has no merge or it is not ready yet."""
+        return self._fetch(_job_path(job_id, "/merged"), Path(target), "merged PDF", received)
 
     def download_to_folder(
         self, job_id: str, folder: StrPath, *, received: Transferred | None = None

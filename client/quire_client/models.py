@@ -114,6 +114,8 @@ class Job:
     error_message: str | None = None
     download_url: str | None = None
     result_bytes: int | None = None
+    merged_url: str | None = None  # the merged PDF, for a job submitted with merge
+    merged_bytes: int | None = None
     raw: Raw = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -133,6 +135,8 @@ class Job:
             error_message=data.get("error_message"),
             download_url=data.get("download_url"),
             result_bytes=data.get("result_bytes"),
+            merged_url=data.get("merged_url"),
+            merged_bytes=data.get("merged_bytes"),
             raw=data,
         )
 

@@ -20,6 +20,7 @@ from quire_client.cli.errors import (
 from quire_client.cli.render import (
     Display,
     display_for,
+    fonts_text,
     human_bytes,
     print_failures,
     print_jobs,
@@ -104,6 +105,23 @@ def parser() -> argparse.ArgumentParser:
     convert.add_argument("--pdf-a", choices=["1b", "2b", "3b"], help="produce PDF/A")
     convert.add_argument("--tagged-pdf", action="store_true", help="produce tagged PDF")
     convert.add_argument(
+        "--strict-fonts",
+        action="store_true",
+        help="fail a file that asks for a font the server lacks and could not replace",
+    )
+    convert.add_argument(
+        "--merge",
+        metavar="PDF",
+        type=Path,
+        help="also write one PDF of the whole job to PDF: the files in upload order, a "
+        "bookmark for each, and a last page listing the failed ones",
+    )
+    convert.add_argument(
+        "--no-failure-page",
+        action="store_true",
+        help="with --merge: leave out the page that lists the failed files",
+    )
+    convert.add_argument(
         "--quota-wait",
         metavar="SECONDS",
         type=float,
@@ -119,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
     download = command("download", "download a finished job's PDFs")
     download.add_argument("job_id", metavar="JOB")
     download.add_argument("-o", "--output", metavar="OUT", required=True, help=OUTPUT_HELP)
+    download.add_argument(
+        "--merged",
+        action="store_true",
+        help="the job's merged PDF (submitted with --merge) to OUT, instead of its PDFs",
+    )
 
     listing = command("list", "your jobs, newest first")
     listing.add_argument("--status", choices=[status.value for status in JobStatus])
@@ -177,6 +200,12 @@ def save(client: Client, job: Job, output: Output, display: Display) -> None:
     display.note(saved)
 
 
+def save_merged(client: Client, job: Job, target: Path, display: Display) -> None:
+    with display.transfer("Downloading the merged PDF", job.merged_bytes) as advance:
+        size = client.download_merged(job.job_id, target, received=advance)
+    display.note(f"Saved {target} ({human_bytes(size)}), one PDF of the whole job")
+
+
 def quota_note(refusal: TooManyRequests, seconds: float) -> str:
     """What `convert` shows while a quota keeps it waiting: the server's reason (its first
     sentence, e.g. "Quota reached: 2 active jobs of 2 allowed per API key") and the wait."""
@@ -186,7 +215,15 @@ def quota_note(refusal: TooManyRequests, seconds: float) -> str:
 
 def convert(args: argparse.Namespace, client: Client) -> int:
     display = display_for()
-    options = JobOptions(pdf_a=args.pdf_a, tagged_pdf=args.tagged_pdf)
+    if args.no_failure_page and args.merge is None:
+        raise CliError("--no-failure-page goes with --merge")
+    options = JobOptions(
+        pdf_a=args.pdf_a,
+        tagged_pdf=args.tagged_pdf,
+        strict_fonts=args.strict_fonts,
+        merge=args.merge is not None,
+        merge_failure_page=not args.no_failure_page,
+    )
     output = Output.parse(args.output)
     with upload_source(args.source) as (archive, counted):
         if counted:
@@ -216,8 +253,13 @@ def convert(args: argparse.Namespace, client: Client) -> int:
         f"Job {job_id} {job.status} in {elapsed:.1f}s: {progress.completed} converted, "
         f"{progress.failed} failed, {progress.total} files"
     )
+    fonts = fonts_text(dict(job.raw))
+    if fonts:
+        print(fonts)
     if job.status is JobStatus.COMPLETED:
         save(client, job, output, display)
+        if args.merge is not None:
+            save_merged(client, job, args.merge, display)
     elif job.error_message:
         print(f"The job failed: {job.error_message}")
     print_failures(dict(job.raw))
@@ -240,7 +282,10 @@ def download(args: argparse.Namespace, client: Client) -> int:
     if job.status is not JobStatus.COMPLETED:
         reason = f": {job.error_message}" if job.error_message else ""
         raise CliError(f"job {job.job_id} is {job.status}; it has no archive{reason}")
-    save(client, job, Output.parse(args.output), display_for())
+    if args.merged:
+        save_merged(client, job, Path(args.output), display_for())
+    else:
+        save(client, job, Output.parse(args.output), display_for())
     return EXIT_OK
 
 

@@ -62,6 +62,20 @@ def counts_text(progress: dict[str, Any]) -> str:
     return text + (f", {cancelled} cancelled" if cancelled else "")
 
 
+def fonts_text(job: dict[str, Any]) -> str:
+    """The job's font counts (README, "Fonts"); empty when no file had a font replaced or
+    missing, or the server reports none."""
+    fonts = job.get("fonts") or {}
+    substituted = fonts.get("files_with_substitutions", 0)
+    missing = fonts.get("files_with_missing_fonts", 0)
+    if not substituted and not missing:
+        return ""
+    return (
+        f"fonts: {substituted} files with substituted fonts, {missing} with missing fonts "
+        f"(quire status {job.get('job_id', '<job>')} --json shows each file's)"
+    )
+
+
 def finished(progress: dict[str, Any]) -> int:
     return int(sum(progress.get(key, 0) for key in ("completed", "failed", "cancelled")))
 
@@ -229,10 +243,20 @@ def print_status(job: dict[str, Any], stream: TextIO | None = None) -> None:
         print(f"  {waiting} not finished yet", file=stream)
     if job.get("error_message"):
         print(f"  error: {job['error_message']}", file=stream)
+    fonts = fonts_text(job)
+    if fonts:
+        print(f"  {fonts}", file=stream)
     if job.get("download_url"):
         size = job.get("result_bytes")
         extra = f" ({human_bytes(size)})" if isinstance(size, int) else ""
         print(f"  archive{extra}: quire download {job['job_id']} -o result.zip", file=stream)
+    if job.get("merged_url"):
+        size = job.get("merged_bytes")
+        extra = f" ({human_bytes(size)})" if isinstance(size, int) else ""
+        print(
+            f"  merged PDF{extra}: quire download {job['job_id']} --merged -o merged.pdf",
+            file=stream,
+        )
     print_failures(job, stream)
 
 
