@@ -95,6 +95,7 @@ SUBMIT_JOB_FORM: JsonDict = {
             "default": False,
             "description": "Also write one PDF of the whole job, in upload order, with one "
             "bookmark per file (GET /api/v1/jobs/{id}/merged).",
+            "examples": [True],
         },
         "merge_failure_page": {
             "type": "boolean",

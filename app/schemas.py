@@ -53,11 +53,13 @@ class SubmissionOptions(BaseModel):
         default=False,
         description="Also write one PDF of the whole job, in upload order, with one bookmark "
         "per file (GET /api/v1/jobs/{id}/merged).",
+        examples=[True],
     )
     merge_failure_page: bool = Field(
         default=True,
         description="With merge: end the merged PDF with pages listing the files that could "
         "not be converted, and why.",
+        examples=[False],
     )
 
     @field_validator("callback_url")
@@ -254,8 +256,11 @@ class JobStatusResponse(BaseModel):
         default=None,
         description="Absolute URL of the merged PDF (option merge); present once the job is "
         "COMPLETED with it.",
+        examples=["http://127.0.0.1:8000/api/v1/jobs/7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a/merged"],
     )
-    merged_bytes: int | None = None
+    merged_bytes: int | None = Field(
+        default=None, description="The merged PDF's size in bytes.", examples=[38112]
+    )
     options: JobOptions = Field(default_factory=JobOptions)
     webhook: WebhookStatus | None = Field(
         default=None, description="The callback to the job's callback_url; null without one."
