@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # on 2 cores: 27 docs/s with 2 processes, 32 with 3 (make bench; docs/benchmarks.md).
     worker_concurrency: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 1, ge=1)
     scratch_dir: Path | None = None  # default: data_dir/scratch
+    # A folder of font files an operator adds (TTF, OTF, TTC): LibreOffice may read it inside
+    # its sandbox, and fontconfig sees it beside the system's fonts, for the conversions and
+    # for the font report alike (workers/fonts.py). None: the system's fonts only.
+    fonts_dir: Path | None = None
 
     # A non-terminal file or job untouched this long is re-sent by the sweeper.
     stale_after: int = Field(default=900, ge=10)

@@ -77,6 +77,7 @@ FAILURE_REASONS = (
     "misconfigured",  # the instance runs without its safety settings: an installation problem
     "missing_input",  # its DOCX is no longer in the store
     "attempts_exhausted",  # QUIRE_MAX_ATTEMPTS conversions started and never finished
+    "missing_fonts",  # strict_fonts, and the document asks for a font nothing could replace
     "gave_up",  # the task's retries were spent on transient errors, or it hit its time limit
 )
 TASKS = (queue.INGEST_TASK, queue.CONVERT_TASK, queue.ARCHIVE_TASK)

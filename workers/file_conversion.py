@@ -9,8 +9,9 @@ import socket
 import threading
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import bindparam, select
 
@@ -20,7 +21,7 @@ from app.db import session_scope
 from app.logs import bind_ids, get_logger
 from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
-from workers import metrics
+from workers import fonts, metrics
 from workers.archive import queue_archive_after_commit
 from workers.libreoffice import (
     ConversionError,
@@ -63,14 +64,29 @@ def _crc32(path: Path) -> int:
 # than running it (#3).
 _FILES, _JOBS = transitions.FILES, transitions.JOBS
 _CLAIM_ROW = (
-    select(_FILES.c.job_id, _FILES.c.attempts, _JOBS.c.status, _JOBS.c.pdf_a, _JOBS.c.tagged_pdf)
+    select(
+        _FILES.c.job_id,
+        _FILES.c.attempts,
+        _JOBS.c.status,
+        _JOBS.c.pdf_a,
+        _JOBS.c.tagged_pdf,
+        _JOBS.c.strict_fonts,
+    )
     .join(_JOBS, _JOBS.c.id == _FILES.c.job_id)
     .where(_FILES.c.id == bindparam("file_id"))
 )
 
 
-def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions, str] | None:
-    """The file's job id, its job's PDF options and this claim's fencing token if this task
+@dataclass(frozen=True)
+class _Claimed:
+    job_id: str
+    options: PdfOptions
+    strict_fonts: bool  # a missing font fails the file (workers/fonts.py)
+    token: str  # this claim's fencing token
+
+
+def _claim(file_id: str, max_attempts: int) -> _Claimed | None:
+    """The file's job id, its job's options and this claim's fencing token if this task
     should convert it, None when there is nothing to do.
 
     A file whose conversion was already started ``max_attempts`` times and never finished (its
@@ -84,7 +100,8 @@ def _claim(file_id: str, max_attempts: int) -> tuple[str, PdfOptions, str] | Non
             token = transitions.claim_file(session, file_id)
             if token is None:
                 return None
-            return row.job_id, PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf), token
+            options = PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf)
+            return _Claimed(row.job_id, options, bool(row.strict_fonts), token)
     fail_file(
         file_id,
         f"The conversion of this document was started {row.attempts} times and never "
@@ -130,6 +147,7 @@ def _record(
     target: Path | None,
     error: str | None,
     token: str,
+    fonts: dict[str, Any] | None = None,
 ) -> bool:
     """The file's outcome: its PDF stored and COMPLETED, or FAILED with ``error``; False when
     another delivery of the same task had recorded it already, or claimed it since (``token``
@@ -141,7 +159,7 @@ def _record(
             # until commit, so a concurrent or redelivered conversion of the same file finds
             # it finished and never overwrites the PDF whose size and CRC were recorded.
             finished = transitions.complete_file(
-                session, file_id, output_bytes=size, crc32=crc, token=token
+                session, file_id, output_bytes=size, crc32=crc, token=token, fonts=fonts
             )
             if finished:
                 store.put_file(output_key(job_id, file_id), str(target), "application/pdf")
@@ -205,6 +223,16 @@ def _empty(work: Path) -> bool:
     return True
 
 
+def _font_report(source: Path, target: Path, settings: Settings) -> dict[str, Any] | None:
+    """The file's font report; None, logged, when it cannot be made: the PDF is good either
+    way, and a report is not worth failing a conversion for."""
+    try:
+        return fonts.font_report(source, target, settings)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("fonts.report_failed", error=f"{type(error).__name__}: {error}")
+        return None
+
+
 def convert_file(
     file_id: str, store: ObjectStore, converter: Converter, settings: Settings
 ) -> None:
@@ -220,7 +248,7 @@ def _convert_file(
     claimed = _claim(file_id, settings.max_attempts)
     if claimed is None:
         return
-    job_id, options, token = claimed
+    job_id, options, token = claimed.job_id, claimed.options, claimed.token
     _claimed.claim = (file_id, token)
     bind_ids(job_id=job_id)  # every line logged for this file carries its job's id too
     tracing.annotate(job_id=job_id)
@@ -235,6 +263,7 @@ def _convert_file(
     source, target = work / "input.docx", work / "output.pdf"
     error: str | None = None
     reason: str | None = None  # a fixed word for the metrics, beside the message for people
+    report: dict[str, Any] | None = None
     try:
         try:
             store.download_file(input_key(job_id, file_id), str(source))
@@ -242,6 +271,10 @@ def _convert_file(
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
+            report = _font_report(source, target, settings)
+            if claimed.strict_fonts and report is not None and report["missing"]:
+                error = fonts.strict_fonts_message(report["missing"])
+                reason = "missing_fonts"
         except ObjectNotFound:
             error = "The uploaded document is missing from the object store."
             reason = "missing_input"
@@ -256,7 +289,7 @@ def _convert_file(
             if failure.errno not in SCRATCH_ERRORS:
                 raise  # something else: the task retries it
             raise ScratchSpaceError(failure) from failure
-        recorded = _record(file_id, job_id, store, target, error, token)
+        recorded = _record(file_id, job_id, store, target, error, token, report)
         if recorded:
             metrics.conversion_finished(time.monotonic() - started, reason)
         outcome = ("failed" if error else "completed") if recorded else "recorded_already"

@@ -8,7 +8,7 @@ from typing import Any
 from app.db import session_scope
 from app.jobs import files_touched_since, status_counts
 from app.models import TERMINAL_FILE_STATUSES, TERMINAL_JOB_STATUSES, FileStatus, Job
-from app.status import archive_url
+from app.status import archive_url, font_counts
 
 # touched_at is stamped when a worker's transaction starts, not when it commits, so a change may
 # become visible with a stamp a little older than one already read: read back this far again
@@ -47,23 +47,23 @@ class JobWatch:
             ended = job.status in TERMINAL_JOB_STATUSES
             # The last reading before the end reads every file, so none can be missed.
             since = None if ended or self.since is None else self.since - OVERLAP
-            for file_id, filename, status, error, touched in files_touched_since(
+            reports: list[dict[str, Any] | None] = []
+            for file_id, filename, status, error, touched, fonts in files_touched_since(
                 session, self.job_id, since
             ):
                 self.since = touched  # ordered by touched_at: the last row is the newest
+                reports.append(fonts)
                 if self.sent.get(file_id, FileStatus.PENDING) != status:
                     self.sent[file_id] = status
-                    events.append(
-                        (
-                            "file",
-                            {
-                                "file_id": file_id,
-                                "filename": filename,
-                                "status": status.value,
-                                "error_message": error,
-                            },
-                        )
-                    )
+                    file: dict[str, Any] = {
+                        "file_id": file_id,
+                        "filename": filename,
+                        "status": status.value,
+                        "error_message": error,
+                    }
+                    if status == FileStatus.COMPLETED:
+                        file["fonts"] = fonts
+                    events.append(("file", file))
             progress = _progress(status_counts(session, self.job_id))
             if progress != self.progress:
                 self.progress = progress
@@ -79,6 +79,8 @@ class JobWatch:
                             "download_url": download,
                             "error_message": job.error_message,
                             "progress": progress,
+                            # The last reading reads every file: the whole job's counts.
+                            "fonts": font_counts(reports).model_dump(),
                         },
                     )
                 )

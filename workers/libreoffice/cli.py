@@ -10,7 +10,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from app.config import get_settings
 from app.logs import get_logger
+from workers.fonts import fontconfig_environment
 from workers.libreoffice import sandbox
 from workers.libreoffice.errors import ConversionError, ConversionTimeout, sandbox_refusal
 from workers.libreoffice.options import PLAIN_PDF, PdfOptions
@@ -45,6 +47,7 @@ class CliConverter:
         self.scratch_dir = scratch_dir
         self.sandboxed = use_sandbox(sandbox)
         self.memory_mb = use_memory_limit(memory_mb)
+        self.fonts_dir = get_settings().fonts_dir
         self.restarts = 0
 
     def convert(
@@ -76,12 +79,18 @@ class CliConverter:
                 str(staged),
             ]
             policy = sandbox.libreoffice_policy(
-                self.soffice, [work], memory_mb=self.memory_mb, confine=self.sandboxed
+                self.soffice,
+                [work],
+                memory_mb=self.memory_mb,
+                confine=self.sandboxed,
+                fonts_dir=self.fonts_dir,
             )
+            # The operator's fonts (QUIRE_FONTS_DIR), seen through a configuration in the profile.
+            fontconfig = fontconfig_environment(profile, self.fonts_dir)
             env = (
-                sandbox.environment(home=home, tmpdir=temp)
+                sandbox.environment(home=home, tmpdir=temp, fontconfig=fontconfig)
                 if self.sandboxed
-                else {**os.environ, "TMPDIR": str(temp)}
+                else {**os.environ, **fontconfig, "TMPDIR": str(temp)}
             )
             process = subprocess.Popen(
                 sandbox.command(policy, command),

@@ -9,6 +9,9 @@ document being converted; it can write only its profile; it can open no socket b
 (its UNO pipe), and in /tmp it can only create and remove sockets (LibreOffice always makes its
 pipes there).
 
+The fonts an operator adds (QUIRE_FONTS_DIR) are one more folder it may read; the worker
+points fontconfig at them with a FONTCONFIG_FILE in the profile (``workers.fonts``).
+
 It is built from what an unprivileged process gets from the kernel, so it works under the
 image's uid 10001 without capabilities:
 
@@ -128,10 +131,18 @@ class Policy:
 
 
 def libreoffice_policy(
-    soffice: str, writable: Sequence[Path], *, memory_mb: int | None, confine: bool
+    soffice: str,
+    writable: Sequence[Path],
+    *,
+    memory_mb: int | None,
+    confine: bool,
+    fonts_dir: Path | None = None,
 ) -> Policy:
-    """The policy of an instance that may write only ``writable`` (its profile)."""
+    """The policy of an instance that may write only ``writable`` (its profile), and read
+    ``fonts_dir`` too (QUIRE_FONTS_DIR: the fonts an operator adds)."""
     readable = [Path(path) for path in READABLE]
+    if fonts_dir is not None:
+        readable.append(fonts_dir.resolve())
     installation = installation_dir(soffice)
     if installation is not None:
         readable.append(installation)
@@ -152,9 +163,15 @@ def installation_dir(soffice: str) -> Path | None:
     return program.parent if program.name == "program" else program
 
 
-def environment(home: Path, tmpdir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+def environment(
+    home: Path,
+    tmpdir: Path,
+    base: dict[str, str] | None = None,
+    fontconfig: dict[str, str] | None = None,
+) -> dict[str, str]:
     """LibreOffice's environment inside the sandbox: the locale and nothing of the worker's
-    configuration, with HOME and TMPDIR inside its profile (fontconfig and dconf write there)."""
+    configuration, with HOME and TMPDIR inside its profile (fontconfig and dconf write there),
+    plus ``fontconfig`` (FONTCONFIG_FILE, when QUIRE_FONTS_DIR adds a folder of fonts)."""
     base = dict(os.environ) if base is None else base
     kept = {
         name: value
@@ -166,6 +183,7 @@ def environment(home: Path, tmpdir: Path, base: dict[str, str] | None = None) ->
     # room for the document.
     return {
         **kept,
+        **(fontconfig or {}),
         "PATH": SAFE_PATH,
         "HOME": str(home),
         "TMPDIR": str(tmpdir),

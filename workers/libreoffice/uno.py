@@ -33,8 +33,10 @@ import uno
 from com.sun.star.beans import PropertyValue
 from com.sun.star.connection import NoConnectException
 
+from app.config import get_settings
 from app.logs import get_logger
 from workers import metrics
+from workers.fonts import fontconfig_environment
 from workers.libreoffice import profile, sandbox
 from workers.libreoffice.errors import (
     ConversionError,
@@ -98,6 +100,7 @@ class UnoConverter:
         self.restart_after = restart_after
         self.sandboxed = use_sandbox(sandbox)
         self.memory_mb = use_memory_limit(memory_mb)
+        self.fonts_dir = get_settings().fonts_dir
         # LibreOffice's temporary files go here (TMPDIR), not to /tmp: a killed instance leaves
         # its folder behind, with whatever it was writing, and a restart empties it.
         self.temp_dir = self.profile_dir / "tmp"
@@ -127,18 +130,26 @@ class UnoConverter:
         for folder in (self.temp_dir, self.home_dir, self.work_dir):
             folder.mkdir(parents=True, exist_ok=True)
         empty_folder(self.work_dir)
+        # The operator's fonts (QUIRE_FONTS_DIR), seen through a configuration in the profile.
+        fontconfig = fontconfig_environment(self.profile_dir, self.fonts_dir)
         if self.sandboxed:
             try:
                 sandbox.check()
             except sandbox.SandboxError as error:
                 self.process = None
                 raise sandbox_refusal(str(error)) from None
-            env = sandbox.environment(home=self.home_dir, tmpdir=self.temp_dir)
+            env = sandbox.environment(
+                home=self.home_dir, tmpdir=self.temp_dir, fontconfig=fontconfig
+            )
         else:
             log.warning("libreoffice.sandbox_off", "QUIRE_SANDBOX=off: documents are not confined")
-            env = {**os.environ, "TMPDIR": str(self.temp_dir)}
+            env = {**os.environ, **fontconfig, "TMPDIR": str(self.temp_dir)}
         policy = sandbox.libreoffice_policy(
-            self.soffice, [self.profile_dir], memory_mb=self.memory_mb, confine=self.sandboxed
+            self.soffice,
+            [self.profile_dir],
+            memory_mb=self.memory_mb,
+            confine=self.sandboxed,
+            fonts_dir=self.fonts_dir,
         )
         command = [
             self.soffice,

@@ -1,0 +1,321 @@
+"""The font report (workers/fonts.py) and the fonts an operator adds (QUIRE_FONTS_DIR).
+
+What the document asks for is read from test documents built here; what was used comes from
+real LibreOffice conversions and the machine's real fontconfig (the fonts infra/bootstrap.sh
+installs: Carlito for Calibri, Noto CJK for Chinese and Japanese, DejaVu as the fallback).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pypdf import PdfReader
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import get_job_view
+from app.models import FileStatus, JobStatus
+from app.status import status_document
+from app.storage import get_store
+from tests.conftest import Backend, SentTasks
+from tests.docx_factory import make_zip
+from tests.font_docs import Run, fonts_docx, latin, renamed_font
+from tests.plugins.libreoffice import MakeUnoConverter
+from tests.workers.helpers import run_to_the_end, submit
+from workers import fonts
+from workers.libreoffice import Converter
+from workers.libreoffice.uno import UnoConverter
+
+NOBODY = "Nobody Has This Typeface"
+CHINESE = "你好世界。这是一段中文文本。"
+ADDED_FAMILY = "Quire Test Serif"  # no package ships it: made from DejaVu Serif in the test
+
+
+@pytest.fixture(scope="module")
+def converter(module_converter: UnoConverter) -> Converter:
+    return module_converter
+
+
+def convert(converter: Converter, docx: bytes, folder: Path) -> tuple[Path, Path]:
+    source, target = folder / "input.docx", folder / "output.pdf"
+    source.write_bytes(docx)
+    converter.convert(source, target, 60)
+    return source, target
+
+
+def report_of(converter: Converter, docx: bytes, folder: Path) -> dict[str, Any]:
+    source, target = convert(converter, docx, folder)
+    return fonts.font_report(source, target, get_settings())
+
+
+def embedded(pdf: Path) -> set[str]:
+    """The PDF's fonts, read here without workers/fonts.py: BaseFont less its subset prefix."""
+    names = set()
+    for page in PdfReader(pdf).pages:
+        resources: Any = page["/Resources"]
+        for font in resources.get_object()["/Font"].values():
+            names.add(str(font.get_object()["/BaseFont"]).lstrip("/").split("+", 1)[-1])
+    return names
+
+
+# -- real documents, real conversions ---------------------------------------------------------
+
+
+def test_calibri_is_substituted_by_carlito_which_keeps_the_layout(
+    converter: Converter, tmp_path: Path
+) -> None:
+    report = report_of(converter, fonts_docx(latin("Calibri", "Text in Calibri")), tmp_path)
+    assert report == {
+        "substituted": {"Calibri": {"used": "Carlito", "metric_compatible": True}},
+        "missing": [],
+    }
+
+
+def test_a_font_nobody_has_is_missing(converter: Converter, tmp_path: Path) -> None:
+    source, target = convert(converter, fonts_docx(latin(NOBODY, "Text")), tmp_path)
+    report = fonts.font_report(source, target, get_settings())
+    assert report == {"substituted": {}, "missing": [NOBODY]}
+    # What was drawn instead is fontconfig's generic fallback, the one the report compares with.
+    fallback = fonts.fontconfig_for(get_settings()).fallback
+    assert fonts.normalised(fallback) in {fonts.normalised(name) for name in embedded(target)}
+
+
+def test_chinese_text_in_a_missing_chinese_font_is_drawn_by_a_cjk_font(
+    converter: Converter, tmp_path: Path
+) -> None:
+    # As Word writes a Chinese run: SimSun in every slot, the text's language on the run.
+    run = Run(
+        CHINESE,
+        {"ascii": "SimSun", "hAnsi": "SimSun", "eastAsia": "SimSun"},
+        east_asian_language="zh-CN",
+    )
+    source, target = convert(converter, fonts_docx(run), tmp_path)
+    report = fonts.font_report(source, target, get_settings())
+    assert report["missing"] == []
+    used = report["substituted"]["SimSun"]
+    assert used["metric_compatible"] is False
+    # The family LibreOffice drew the Chinese text with (Noto Serif CJK, for a serif font).
+    assert used["used"].startswith("Noto Serif CJK")
+    assert fonts.normalised(used["used"]) in {fonts.normalised(name) for name in embedded(target)}
+
+
+def test_installed_fonts_are_in_neither_list(converter: Converter, tmp_path: Path) -> None:
+    docx = fonts_docx(latin("Liberation Sans", "Sans"), latin("DejaVu Serif", "Serif"))
+    assert report_of(converter, docx, tmp_path) == {"substituted": {}, "missing": []}
+
+
+def test_a_known_font_without_a_metric_alias_is_substituted_not_missing(
+    converter: Converter, tmp_path: Path
+) -> None:
+    # fontconfig knows Georgia is a serif (45-latin.conf) but has no metric-compatible font.
+    report = report_of(converter, fonts_docx(latin("Georgia", "Serif text")), tmp_path)
+    assert report["missing"] == []
+    assert report["substituted"]["Georgia"]["metric_compatible"] is False
+    assert report["substituted"]["Georgia"]["used"] != fonts.fontconfig_for(get_settings()).fallback
+
+
+# -- fonts an operator adds -------------------------------------------------------------------
+
+
+def added_font(folder: Path) -> Path:
+    """A folder holding a font that no package ships (DejaVu Serif renamed)."""
+    dejavu = subprocess.run(
+        ["fc-match", "-f", "%{file}", "DejaVu Serif"], capture_output=True, text=True, check=True
+    ).stdout
+    assert dejavu.endswith(".ttf"), dejavu
+    folder.mkdir()
+    (folder / "quire-test-serif.ttf").write_bytes(renamed_font(Path(dejavu), ADDED_FAMILY))
+    return folder
+
+
+def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
+    make_uno_converter: MakeUnoConverter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docx = fonts_docx(latin(ADDED_FAMILY, "Text in the operator's font"))
+    settings = get_settings()
+    monkeypatch.setattr(settings, "scratch_dir", tmp_path / "scratch")
+
+    # Without the folder: no package has it.
+    before = tmp_path / "before"
+    before.mkdir()
+    source, target = convert(make_uno_converter("without"), docx, before)
+    assert "QuireTestSerif" not in embedded(target)
+    assert fonts.font_report(source, target, settings)["missing"] == [ADDED_FAMILY]
+
+    # With it, LibreOffice, sandboxed (the default), reads it and embeds it.
+    monkeypatch.setattr(settings, "fonts_dir", added_font(tmp_path / "fonts"))
+    instance = make_uno_converter("with")
+    assert instance.sandboxed
+    after = tmp_path / "after"
+    after.mkdir()
+    source, target = convert(instance, docx, after)
+    assert "QuireTestSerif" in embedded(target)
+    assert fonts.font_report(source, target, settings) == {"substituted": {}, "missing": []}
+
+
+def test_the_fontconfig_file_adds_the_folder_to_the_system_configuration(tmp_path: Path) -> None:
+    environment = fonts.fontconfig_environment(tmp_path / "conf", added_font(tmp_path / "fonts"))
+    found = subprocess.run(
+        ["fc-match", "-f", "%{family}", ADDED_FAMILY],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
+    ).stdout
+    assert found == ADDED_FAMILY
+    assert fonts.fontconfig_environment(tmp_path / "conf", None) == {}
+
+
+# -- what the document asks for ---------------------------------------------------------------
+
+STYLES = (
+    "<w:docDefaults><w:rPrDefault><w:rPr>"
+    '<w:rFonts w:asciiTheme="minorHAnsi" w:hAnsiTheme="minorHAnsi" w:eastAsiaTheme="minorEastAsia"'
+    ' w:cstheme="minorBidi"/></w:rPr></w:rPrDefault></w:docDefaults>'
+    '<w:style w:type="paragraph" w:default="1" w:styleId="Normal">'
+    '<w:rPr><w:rFonts w:ascii="Garamond" w:hAnsi="Garamond"/></w:rPr></w:style>'
+    '<w:style w:type="paragraph" w:styleId="Base"><w:rPr><w:rFonts w:cs="Arial"/></w:rPr>'
+    "</w:style>"
+    '<w:style w:type="paragraph" w:styleId="Heading1"><w:basedOn w:val="Base"/>'
+    '<w:rPr><w:rFonts w:ascii="Ignored" w:asciiTheme="majorHAnsi"/></w:rPr></w:style>'
+    '<w:style w:type="paragraph" w:styleId="Unused">'
+    '<w:rPr><w:rFonts w:ascii="Unused Style Font"/></w:rPr></w:style>'
+)
+
+
+def test_requested_fonts_come_from_defaults_used_styles_runs_and_the_theme(
+    tmp_path: Path,
+) -> None:
+    docx = tmp_path / "styled.docx"
+    docx.write_bytes(
+        fonts_docx(
+            Run("Heading", {"eastAsia": "MS Mincho"}, style="Heading1"),
+            latin("Courier New", "Code"),
+            styles=STYLES,
+            theme={"minor_latin": "Calibri", "major_latin": "Cambria", "minor_ea": ""},
+            font_table=["Font Table Only"],
+        )
+    )
+    requested = fonts.requested_fonts(docx, get_settings().max_part_expanded_bytes)
+    assert requested.slots == {
+        "Calibri": {"ascii", "hAnsi"},  # the defaults, through the theme's minor font
+        "Garamond": {"ascii", "hAnsi"},  # the default paragraph style
+        "Cambria": {"ascii"},  # Heading1, through the theme's major font ("Ignored" is)
+        "Arial": {"cs"},  # the style Heading1 is based on
+        "MS Mincho": {"eastAsia"},  # a run
+        "Courier New": {"ascii", "hAnsi"},  # a run
+    }
+    assert not requested.east_asian_text
+
+
+def test_the_report_reads_a_bounded_number_of_families(tmp_path: Path) -> None:
+    runs = [latin(f"Family {number}", "x") for number in range(fonts.MAX_REQUESTED + 50)]
+    docx = tmp_path / "many.docx"
+    docx.write_bytes(fonts_docx(*runs))
+    requested = fonts.requested_fonts(docx, get_settings().max_part_expanded_bytes)
+    assert len(requested.slots) == fonts.MAX_REQUESTED
+
+
+def test_a_part_larger_than_the_bound_is_not_read_whole(tmp_path: Path) -> None:
+    docx = tmp_path / "large.docx"
+    docx.write_bytes(fonts_docx(latin("Calibri", "x" * 200_000)))
+    with pytest.raises(fonts.DocumentTooLarge):
+        fonts.requested_fonts(docx, 100_000)
+
+
+def test_a_part_with_a_dtd_is_refused(tmp_path: Path) -> None:
+    source = fonts_docx(latin("Calibri", "x"))
+    docx = tmp_path / "entities.docx"
+    with (
+        zipfile.ZipFile(io.BytesIO(source)) as original,
+        zipfile.ZipFile(docx, "w") as copy,
+    ):
+        for name in original.namelist():
+            data = original.read(name)
+            if name == "word/document.xml":
+                data = data.replace(
+                    b"?><w:document",
+                    b'?><!DOCTYPE d [<!ENTITY e "Calibri">]><w:document',
+                )
+            copy.writestr(name, data)
+    with pytest.raises(Exception, match="DTD"):
+        fonts.requested_fonts(docx, get_settings().max_part_expanded_bytes)
+
+
+def test_a_family_name_is_a_name_to_fontconfig_not_a_pattern(tmp_path: Path) -> None:
+    # Unescaped, ":lang=..." and "-..." would be fontconfig pattern syntax or an option, and
+    # "Liberation Sans:weight=bold" would match Liberation Sans.
+    config = fonts.fontconfig_for(get_settings())
+    for name in ("Liberation Sans:weight=bold", "-v", "Liberation Sans,DejaVu Sans"):
+        assert config.match(name, None)[0] == config.fallback, name
+
+
+def test_metric_compatibility_comes_from_fontconfig_s_aliases() -> None:
+    config = fonts.fontconfig_for(get_settings())
+    assert config.metric_compatible("Calibri", "Carlito")
+    assert config.metric_compatible("Cambria", "Caladea")
+    assert config.metric_compatible("Arial", "Liberation Sans")
+    assert config.metric_compatible("Times New Roman", "Liberation Serif")
+    assert not config.metric_compatible("Arial", "Liberation Serif")
+    assert not config.metric_compatible("Georgia", "DejaVu Serif")
+
+
+# -- the pipeline: the report stored with the file, and strict_fonts ---------------------------
+
+
+def test_the_report_is_stored_with_each_completed_file_and_counted_in_the_job(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    entries = {
+        "calibri.docx": fonts_docx(latin("Calibri", "Calibri")),
+        "nobody.docx": fonts_docx(latin(NOBODY, "Nobody")),
+        "plain.docx": fonts_docx(latin("Liberation Serif", "Plain")),
+    }
+    job_id = submit(make_zip(entries))
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        view = get_job_view(session, job_id)
+        assert view is not None
+        document = status_document(view, "http://test", get_store(), 60)
+    assert document.status == JobStatus.COMPLETED
+    by_name = {file.filename: file for file in document.files}
+    assert all(file.status == FileStatus.COMPLETED for file in document.files)
+    body = document.model_dump(mode="json")
+    reports = {file["filename"]: file["fonts"] for file in body["files"]}
+    assert reports == {
+        "calibri.docx": {
+            "substituted": {"Calibri": {"used": "Carlito", "metric_compatible": True}},
+            "missing": [],
+        },
+        "nobody.docx": {"substituted": {}, "missing": [NOBODY]},
+        "plain.docx": {"substituted": {}, "missing": []},
+    }
+    assert body["fonts"] == {"files_with_substitutions": 1, "files_with_missing_fonts": 1}
+    assert by_name["nobody.docx"].error_message is None
+
+
+def test_strict_fonts_fails_a_file_with_a_missing_font_naming_it(
+    backend: Backend, sent: SentTasks, converter: Converter
+) -> None:
+    entries = {
+        "calibri.docx": fonts_docx(latin("Calibri", "Calibri")),
+        "nobody.docx": fonts_docx(latin(NOBODY, "Nobody"), latin("Georgia", "Georgia")),
+    }
+    job_id = submit(make_zip(entries), strict_fonts=True)
+    run_to_the_end(job_id, sent, converter)
+    with session_scope() as session:
+        view = get_job_view(session, job_id)
+        assert view is not None
+        files = {file.filename: file for file in view.files}
+        assert view.job.status == JobStatus.COMPLETED
+    # A substitution is not a missing font: that file converts.
+    assert files["calibri.docx"].status == FileStatus.COMPLETED
+    assert files["nobody.docx"].status == FileStatus.FAILED
+    message = files["nobody.docx"].error_message or ""
+    assert NOBODY in message and "strict_fonts" in message
+    assert "Georgia" not in message

@@ -1,0 +1,612 @@
+"""The font report of a converted file: which fonts the document asked for that were replaced,
+and which had nothing suitable in their place (issue 18).
+
+Three sources, compared per requested family:
+
+- **What the document asks for**, read from the DOCX itself: the document defaults, the styles
+  the text uses (and the styles they are based on, and the default paragraph style), every
+  run's ``w:rFonts`` in the body, headers, footers, footnotes and endnotes, and the theme's
+  major and minor fonts where one of those names them (``asciiTheme="minorHAnsi"`` ...).
+  ``word/fontTable.xml`` is not read: Word lists fonts there that no text uses.
+  In a document with East Asian text, a family named in the East Asian slot (``w:eastAsia``)
+  is matched for the document's East Asian language (``w:lang w:eastAsia``; Japanese when none
+  is given, which is what LibreOffice 7.4 draws such text with here).
+- **What fontconfig chooses**: ``fc-match`` for each family, with the same configuration
+  LibreOffice sees (``QUIRE_FONTS_DIR`` included), and fontconfig's own metric aliases
+  (the ``binding="same"`` aliases of ``30-metric-aliases.conf``: Calibri ~ Carlito, Arial ~
+  Liberation Sans ...) for whether the layout holds.
+- **What the PDF holds**: the ``/BaseFont`` names of the fonts LibreOffice embedded, the
+  subset prefix (``ABCDEF+``) and style suffix (``-Bold``) taken away.
+
+A family fontconfig has, or that is embedded in the PDF under its own name, is installed and
+in neither list. Otherwise fontconfig's choice is reported as ``used`` (or, when the PDF holds
+a metric-compatible family of the requested one and not fontconfig's choice, that one:
+LibreOffice's own replacement table chose it). It is ``missing`` when that choice is
+fontconfig's generic fallback, the family it gives for a name no font and no rule knows, and
+no metric alias applies; a family fontconfig knows something about (Georgia is a serif, SimSun
+a Chinese serif) is ``substituted`` with ``metric_compatible`` false.
+
+The document is hostile: its parts are read as a stream (no tree is built), each at most
+QUIRE_MAX_PART_EXPANDED_BYTES, by expat with defusedxml's guards (no DTD, no entity
+declarations, nothing external); at most
+``MAX_REQUESTED`` families and ``MAX_NAME`` characters a name are judged. The PDF is read with
+pypdf, at most ``MAX_PDF_PAGES`` pages. fontconfig's answers are kept per process.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import subprocess
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.parsers import expat
+
+from defusedxml import (
+    DefusedXmlException,
+    DTDForbidden,
+    EntitiesForbidden,
+    ExternalReferenceForbidden,
+)
+from defusedxml.ElementTree import fromstring
+from pypdf import PdfReader
+from pypdf.generic import DictionaryObject
+
+from app.config import Settings
+from app.logs import get_logger
+
+log = get_logger("quire.fonts")
+
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+A_NS = "http://schemas.openxmlformats.org/drawingml/2006/main"
+REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+W = W_NS + " "  # expat's names: "namespace local"
+W_RFONTS, W_STYLE, W_BASED_ON, W_LANG, W_VAL = (
+    W + name for name in ("rFonts", "style", "basedOn", "lang", "val")
+)
+W_STYLE_REFERENCES = {W + "pStyle", W + "rStyle", W + "tblStyle"}
+A_THEME_GROUPS = {f"{A_NS} majorFont": "major", f"{A_NS} minorFont": "minor"}
+A_THEME_SCRIPTS = {f"{A_NS} {script}": script for script in ("latin", "ea", "cs")}
+# Relationship types (the part of the URL after the last slash) whose parts hold runs.
+TEXT_PARTS = {"header", "footer", "footnotes", "endnotes"}
+MAX_REQUESTED = 64  # Word's own font tables rarely list more than 30
+MAX_NAME = 64  # a font family name is at most 31 characters in Word's UI
+MAX_STYLES = 10_000
+MAX_PDF_PAGES = 2_000
+MAX_RELS_BYTES = 4 * 1024 * 1024
+CHUNK = 64 * 1024
+FC_TIMEOUT = 10.0
+NO_SUCH_FONT = "quire no such font family"  # fontconfig's generic fallback answers for it
+DEFAULT_EAST_ASIAN_LANGUAGE = "ja"
+EAST_ASIAN_LANGUAGES = ("ja", "zh-cn", "zh-tw", "zh-hk", "ko")
+METRIC_ALIASES = "*metric-aliases*.conf"
+SYSTEM_FONTS_CONF = Path("/etc/fonts/fonts.conf")
+SYSTEM_CONF_D = Path("/etc/fonts/conf.d")
+MAX_CACHE = 4096
+# Han, kana, Hangul, CJK punctuation and full-width forms: text the East Asian slot renders.
+EAST_ASIAN = re.compile(
+    "[\u1100-\u11ff\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff00-\uffef]"
+)
+
+# rFonts slots, and the theme font each *Theme value names: (major|minor, latin|ea|cs).
+SLOTS = ("ascii", "hAnsi", "eastAsia", "cs")
+THEME_SLOTS = {"ascii": "asciiTheme", "hAnsi": "hAnsiTheme", "eastAsia": "eastAsiaTheme"}
+THEME_SLOTS["cs"] = "cstheme"
+THEME_FONTS = {
+    "majorAscii": ("major", "latin"),
+    "majorHAnsi": ("major", "latin"),
+    "majorEastAsia": ("major", "ea"),
+    "majorBidi": ("major", "cs"),
+    "minorAscii": ("minor", "latin"),
+    "minorHAnsi": ("minor", "latin"),
+    "minorEastAsia": ("minor", "ea"),
+    "minorBidi": ("minor", "cs"),
+}
+
+
+class DocumentTooLarge(Exception):
+    """A part expands past the bound while the report reads it."""
+
+
+# -- what the document asks for ---------------------------------------------------------------
+
+
+@dataclass
+class Requested:
+    """Families the document asks for, each with the slots it is asked in."""
+
+    slots: dict[str, set[str]] = field(default_factory=dict)
+    east_asian_language: str | None = None
+    east_asian_text: bool = False
+
+    def add(self, family: str | None, slot: str) -> None:
+        name = _clean(family)
+        if not name:
+            return
+        known = self.slots.get(name)
+        if known is None:
+            if len(self.slots) >= MAX_REQUESTED:
+                return
+            known = self.slots[name] = set()
+        known.add(slot)
+
+
+def _clean(family: str | None) -> str:
+    """A family name as fontconfig is asked for it: no control characters, bounded, trimmed."""
+    if not family:
+        return ""
+    return "".join(ch for ch in family if ch.isprintable())[:MAX_NAME].strip()
+
+
+@dataclass
+class _Fonts:
+    """One w:rFonts: its explicit families and its theme references, per slot."""
+
+    families: dict[str, str] = field(default_factory=dict)
+    themes: dict[str, str] = field(default_factory=dict)
+
+    def read(self, attrs: dict[str, str]) -> None:
+        for slot in SLOTS:
+            theme = attrs.get(W + THEME_SLOTS[slot])
+            if theme:
+                self.themes[slot] = theme  # Word ignores the explicit family then
+                self.families.pop(slot, None)
+                continue
+            value = attrs.get(W + slot)
+            if value:
+                self.families[slot] = value
+
+
+@dataclass
+class _Style:
+    fonts: _Fonts = field(default_factory=_Fonts)
+    based_on: str | None = None
+
+
+class _PartReader:
+    """Streams parts, keeping only what the report needs (no tree is built). Element and
+    attribute names come from expat as "namespace local"."""
+
+    def __init__(self, *, nested: bool = False) -> None:
+        self.nested = nested  # styles and theme: what an element is inside of matters
+        self.runs: list[_Fonts] = []  # document defaults and runs
+        self.styles: dict[str, _Style] = {}
+        self.default_style: str | None = None
+        self.used_styles: set[str] = set()
+        self.languages: list[str] = []
+        self.theme: dict[tuple[str, str], str] = {}
+        self.east_asian_text = False
+        self._style: _Style | None = None
+        self._theme_group: str | None = None
+
+    def characters(self, content: str) -> None:
+        if not self.east_asian_text and EAST_ASIAN.search(content):
+            self.east_asian_text = True
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        if name == W_RFONTS:
+            fonts = self._style.fonts if self._style is not None else _Fonts()
+            fonts.read(attrs)
+            if self._style is None:
+                self.runs.append(fonts)
+        elif name in W_STYLE_REFERENCES:
+            value = attrs.get(W_VAL)
+            if value and len(self.used_styles) < MAX_STYLES:
+                self.used_styles.add(value)
+        elif name == W_LANG:
+            value = attrs.get(W + "eastAsia")
+            if value and not self.languages:
+                self.languages.append(value)
+        elif not self.nested:
+            return
+        elif name == W_STYLE:
+            if len(self.styles) < MAX_STYLES:
+                style_id = attrs.get(W + "styleId", "")
+                self._style = self.styles.setdefault(style_id, _Style())
+                if attrs.get(W + "default") in ("1", "true", "on") and (
+                    attrs.get(W + "type") == "paragraph"
+                ):
+                    self.default_style = style_id
+        elif name == W_BASED_ON and self._style is not None:
+            self._style.based_on = attrs.get(W_VAL)
+        elif name in A_THEME_GROUPS:
+            self._theme_group = A_THEME_GROUPS[name]
+        elif name in A_THEME_SCRIPTS and self._theme_group is not None:
+            typeface = attrs.get("typeface")
+            if typeface:
+                self.theme.setdefault((self._theme_group, A_THEME_SCRIPTS[name]), typeface)
+
+    def end(self, name: str) -> None:
+        if name == W_STYLE:
+            self._style = None
+        elif name in A_THEME_GROUPS:
+            self._theme_group = None
+
+
+def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, internal: bool) -> None:
+    raise DTDForbidden(name, sysid, pubid)
+
+
+def _refuse_entity(name: str, parameter: bool, value: str | None, *rest: str | None) -> None:
+    base, sysid, pubid, notation = rest
+    raise EntitiesForbidden(name, value, base, sysid, pubid, notation)
+
+
+def _refuse_unparsed_entity(name: str, *rest: str | None) -> None:
+    base, sysid, pubid, notation = rest
+    raise EntitiesForbidden(name, None, base, sysid, pubid, notation)
+
+
+def _refuse_external(context: str, base: str | None, sysid: str | None, pubid: str | None) -> int:
+    raise ExternalReferenceForbidden(context, base, sysid, pubid)
+
+
+def _parser(reader: _PartReader) -> Any:
+    """A bare expat parser with defusedxml's guards: no DTD, no entity declarations, nothing
+    external. (defusedxml's own SAX reader cost three times as much CPU, for the same
+    guards: most of it in building each element's SAX attributes.)"""
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.UnparsedEntityDeclHandler = _refuse_unparsed_entity
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.StartElementHandler = reader.start
+    if reader.nested:
+        parser.EndElementHandler = reader.end
+    else:
+        parser.CharacterDataHandler = reader.characters
+    return parser
+
+
+def _stream(package: zipfile.ZipFile, part: str, reader: _PartReader, limit: int) -> None:
+    try:
+        info = package.getinfo(part)
+    except KeyError:
+        return
+    parser = _parser(reader)
+    size = 0
+    with package.open(info) as handle:
+        while chunk := handle.read(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise DocumentTooLarge(part)
+            parser.Parse(chunk, False)
+            if reader.east_asian_text and not reader.nested:
+                parser.CharacterDataHandler = None  # found: the rest of the text is not needed
+    parser.Parse(b"", True)
+
+
+def _relationships(package: zipfile.ZipFile, part: str) -> dict[str, list[str]]:
+    """The package parts a part's relationships point at, by the last word of their type."""
+    folder, name = posixpath.split(part)
+    rels = posixpath.join(folder, "_rels", name + ".rels")
+    try:
+        info = package.getinfo(rels)
+    except KeyError:
+        return {}
+    if info.file_size > MAX_RELS_BYTES:
+        return {}
+    targets: dict[str, list[str]] = {}
+    for relation in fromstring(package.read(info)):
+        if relation.get("TargetMode", "Internal") != "Internal":
+            continue
+        target = relation.get("Target", "")
+        kind = relation.get("Type", "").rsplit("/", 1)[-1]
+        path = (
+            target.lstrip("/")
+            if target.startswith("/")
+            else posixpath.normpath(posixpath.join(folder, target))
+        )
+        targets.setdefault(kind, []).append(path)
+    return targets
+
+
+def _main_part(package: zipfile.ZipFile) -> str:
+    for parts in _relationships(package, "").get("officeDocument", []), ["word/document.xml"]:
+        if parts:
+            return parts[0]
+    return "word/document.xml"
+
+
+def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
+    """The font families the document's text asks for (see the module's docstring)."""
+    requested = Requested()
+    with zipfile.ZipFile(docx) as package:
+        main = _main_part(package)
+        related = _relationships(package, main)
+        styles, theme, body = _PartReader(nested=True), _PartReader(nested=True), _PartReader()
+        for part in related.get("styles", [])[:1]:
+            _stream(package, part, styles, max_part_bytes)
+        for part in related.get("theme", [])[:1]:
+            _stream(package, part, theme, max_part_bytes)
+        text_parts = [main] + [p for kind in TEXT_PARTS for p in related.get(kind, [])]
+        for part in text_parts[:64]:
+            _stream(package, part, body, max_part_bytes)
+    fonts = list(styles.runs) + list(body.runs)  # document defaults, then every run
+    # The styles the text uses, the default paragraph style, and what each is based on.
+    pending = list(body.used_styles) + ([styles.default_style] if styles.default_style else [])
+    seen: set[str] = set()
+    while pending:
+        style_id = pending.pop()
+        if style_id in seen or style_id not in styles.styles:
+            continue
+        seen.add(style_id)
+        style = styles.styles[style_id]
+        fonts.append(style.fonts)
+        if style.based_on:
+            pending.append(style.based_on)
+    for one in fonts:
+        for slot, family in one.families.items():
+            requested.add(family, slot)
+        for slot, reference in one.themes.items():
+            where = THEME_FONTS.get(reference)
+            if where is not None:
+                requested.add(theme.theme.get(where), slot)
+    languages = styles.languages + body.languages
+    requested.east_asian_language = languages[0] if languages else None
+    requested.east_asian_text = body.east_asian_text
+    return requested
+
+
+# -- what the PDF holds -----------------------------------------------------------------------
+
+
+def normalised(family: str) -> str:
+    """A family or PostScript name reduced for comparison: "Liberation Sans" and
+    "LiberationSans-Bold" and "ABCDEF+LiberationSans" all give "liberationsans"."""
+    if len(family) > 7 and family[6] == "+" and family[:6].isupper():
+        family = family[7:]
+    family = re.split(r"[-,]", family, maxsplit=1)[0]
+    return re.sub(r"[^0-9a-z]", "", family.lower())
+
+
+def _resources(reader: PdfReader) -> Iterator[DictionaryObject]:
+    """Every resource dictionary of the first MAX_PDF_PAGES pages and their forms, once."""
+    pending: list[Any] = []
+    for number, page in enumerate(reader.pages):
+        if number >= MAX_PDF_PAGES:
+            break
+        pending.append(page.get("/Resources"))
+    seen: set[int] = set()
+    while pending:
+        resources = pending.pop()
+        if resources is None:
+            continue
+        resources = resources.get_object()
+        if not isinstance(resources, DictionaryObject) or id(resources) in seen:
+            continue
+        seen.add(id(resources))
+        yield resources
+        xobjects = resources.get("/XObject")
+        if xobjects is None:
+            continue
+        for xobject in xobjects.get_object().values():
+            xobject = xobject.get_object()
+            if xobject.get("/Subtype") == "/Form" and len(seen) < 10 * MAX_PDF_PAGES:
+                pending.append(xobject.get("/Resources"))
+
+
+def pdf_fonts(pdf: Path) -> set[str]:
+    """The embedded fonts' names, normalised; empty when the PDF cannot be read."""
+    names: set[str] = set()
+    try:
+        reader = PdfReader(pdf)
+        for resources in _resources(reader):
+            fonts = resources.get("/Font")
+            if fonts is None:
+                continue
+            for font in fonts.get_object().values():
+                base = font.get_object().get("/BaseFont")
+                if base is not None:
+                    names.add(normalised(str(base).lstrip("/")))
+    except Exception as error:  # noqa: BLE001 - the PDF is evidence, not a requirement
+        log.warning("fonts.pdf_unreadable", error=type(error).__name__)
+    return names
+
+
+# -- what fontconfig chooses ------------------------------------------------------------------
+
+
+def fontconfig_file_text(fonts_dir: Path) -> str:
+    """A fontconfig configuration: the system's, plus the operator's folder."""
+    folder = str(fonts_dir.resolve()).replace("&", "&amp;").replace("<", "&lt;")
+    return (
+        '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">\n'
+        f'<fontconfig>\n  <include ignore_missing="yes">{SYSTEM_FONTS_CONF}</include>\n'
+        f"  <dir>{folder}</dir>\n</fontconfig>\n"
+    )
+
+
+def fontconfig_environment(folder: Path, fonts_dir: Path | None) -> dict[str, str]:
+    """FONTCONFIG_FILE for a process that must see ``fonts_dir`` (LibreOffice, fc-match),
+    written into ``folder``; empty when there is no such folder (the system's configuration)."""
+    if fonts_dir is None:
+        return {}
+    path = folder / "quire-fonts.conf"
+    text = fontconfig_file_text(fonts_dir)
+    try:
+        current = path.read_text(encoding="utf-8")
+    except OSError:
+        current = None
+    if current != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return {"FONTCONFIG_FILE": str(path)}
+
+
+def _metric_groups(conf_d: Path) -> tuple[dict[str, int], dict[str, str]]:
+    """Each family of fontconfig's metric aliases, by normalised name, and its group: the
+    families a ``binding="same"`` alias ties together, directly or through others; and each
+    one's spelling."""
+    parent: dict[str, str] = {}
+    spelling: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for conf in sorted(conf_d.glob(METRIC_ALIASES)):
+        try:
+            root = fromstring(conf.read_bytes()[:MAX_RELS_BYTES])
+        except (OSError, DefusedXmlException, SyntaxError):
+            continue
+        for alias in root.iter("alias"):
+            if alias.get("binding") != "same":
+                continue
+            names = []
+            for family in alias.iter("family"):
+                if family.text and family.text.strip():
+                    name = normalised(family.text)
+                    spelling.setdefault(name, family.text.strip())
+                    names.append(name)
+            for other in names[1:]:
+                parent[find(other)] = find(names[0])
+    roots: dict[str, int] = {}
+    groups = {name: roots.setdefault(find(name), len(roots)) for name in list(parent)}
+    return groups, spelling
+
+
+class Fontconfig:
+    """fc-match with LibreOffice's configuration, its answers kept for this process."""
+
+    def __init__(self, environment: dict[str, str], conf_d: Path = SYSTEM_CONF_D) -> None:
+        self.environment = {**os.environ, **environment}
+        self.groups, self.spelling = _metric_groups(conf_d)
+        self._answers: dict[tuple[str, str | None], list[str]] = {}
+        self._lock = threading.Lock()
+        self.fallback = self.match(NO_SUCH_FONT, None)[0]
+
+    def match(self, family: str, language: str | None) -> list[str]:
+        """The family names of fontconfig's best match (first: its preferred name)."""
+        key = (family, language)
+        with self._lock:
+            known = self._answers.get(key)
+        if known is not None:
+            return known
+        # Escaped as a fontconfig pattern: "-", ":", "," and "\" are its syntax, and a name
+        # starting with "-" would be an option.
+        pattern = re.sub(r"([\\\-:,=])", r"\\\1", family)
+        if language:
+            pattern += ":lang=" + re.sub(r"[^A-Za-z0-9-]", "", language)[:16]
+        try:
+            answer = subprocess.run(
+                ["fc-match", "-f", "%{family}", pattern],
+                capture_output=True,
+                text=True,
+                timeout=FC_TIMEOUT,
+                env=self.environment,
+                check=False,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            answer = ""
+        names = [name.strip() for name in answer.split(",") if name.strip()] or [""]
+        with self._lock:
+            if len(self._answers) >= MAX_CACHE:
+                self._answers.clear()
+            self._answers[key] = names
+        return names
+
+    def metric_compatible(self, requested: str, used: str) -> bool:
+        group = self.groups.get(normalised(requested))
+        return group is not None and group == self.groups.get(normalised(used))
+
+    def metric_family_in(self, requested: str, present: set[str]) -> str | None:
+        """A family metric-compatible with ``requested`` among the normalised ``present``."""
+        group = self.groups.get(normalised(requested))
+        if group is None:
+            return None
+        for name, other in self.groups.items():
+            if other == group and name in present and name != normalised(requested):
+                return self.spelling[name]
+        return None
+
+
+_fontconfigs: dict[str, Fontconfig] = {}
+_fontconfigs_lock = threading.Lock()
+
+
+def fontconfig_for(settings: Settings) -> Fontconfig:
+    """This process's Fontconfig for the settings' fonts folder."""
+    folder = settings.resolved_scratch_dir
+    environment = fontconfig_environment(folder, settings.fonts_dir)
+    key = environment.get("FONTCONFIG_FILE", "")
+    if settings.fonts_dir is not None:
+        # A font added to the folder changes its mtime: fontconfig's answers are asked again.
+        try:
+            key += f"@{settings.fonts_dir.stat().st_mtime_ns}"
+        except OSError:
+            key += "@missing"
+    with _fontconfigs_lock:
+        found = _fontconfigs.get(key)
+        if found is None:
+            if len(_fontconfigs) >= 8:
+                _fontconfigs.clear()
+            found = _fontconfigs[key] = Fontconfig(environment)
+        return found
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _in_pdf(family: str, present: set[str]) -> bool:
+    name = normalised(family)
+    return bool(name) and any(one == name or one.startswith(name) for one in present)
+
+
+def judge(requested: Requested, present: set[str], fontconfig: Fontconfig) -> dict[str, Any]:
+    """The report: ``{"substituted": {family: {"used": ..., "metric_compatible": ...}},
+    "missing": [family, ...]}``."""
+    substituted: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    east_asian = requested.east_asian_language or DEFAULT_EAST_ASIAN_LANGUAGE
+    for family, slots in requested.slots.items():
+        # The East Asian slot renders only East Asian text: a family asked for there, in a
+        # document that has some, is matched for that language (a Chinese font's Latin
+        # fallback would say nothing of how the Chinese text was drawn).
+        language = east_asian if requested.east_asian_text and "eastAsia" in slots else None
+        names = fontconfig.match(family, language)
+        wanted = normalised(family)
+        if any(normalised(name) == wanted for name in names) or _in_pdf(family, present):
+            continue  # installed
+        used = names[0]
+        if language is not None and not _in_pdf(used, present):
+            # LibreOffice may draw the text for another East Asian language than the one the
+            # document declares (Japanese, here, for text marked Chinese): the PDF says which.
+            for other in EAST_ASIAN_LANGUAGES:
+                candidate = fontconfig.match(family, other)[0]
+                if _in_pdf(candidate, present):
+                    used = candidate
+                    break
+        if used and not _in_pdf(used, present):
+            # LibreOffice's own replacement table may have chosen a metric-compatible family
+            # fontconfig did not put first: the PDF says which.
+            used = fontconfig.metric_family_in(family, present) or used
+        compatible = fontconfig.metric_compatible(family, used)
+        if not compatible and used == fontconfig.fallback:
+            missing.append(family)
+        else:
+            substituted[family] = {"used": used, "metric_compatible": compatible}
+    return {"substituted": substituted, "missing": sorted(missing)}
+
+
+def font_report(docx: Path, pdf: Path, settings: Settings) -> dict[str, Any]:
+    """The font report of one converted file (see the module's docstring)."""
+    requested = requested_fonts(docx, settings.max_part_expanded_bytes)
+    if not requested.slots:
+        return {"substituted": {}, "missing": []}
+    return judge(requested, pdf_fonts(pdf), fontconfig_for(settings))
+
+
+def strict_fonts_message(missing: list[str]) -> str:
+    return (
+        "The document asks for fonts that are not installed, and nothing suitable was found in "
+        f"their place: {', '.join(missing)} (strict_fonts). Add them to QUIRE_FONTS_DIR, or "
+        "convert without strict_fonts."
+    )
