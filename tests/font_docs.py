@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ A_NS = "http://schemas.openxmlformats.org/drawingml/2006/main"
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 STYLES_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.styles+xml"
 THEME_TYPE = "application/vnd.openxmlformats-officedocument.theme+xml"
+ADDED_FAMILY = "Quire Test Serif"  # no package ships it: added_font makes it
+ADDED_POSTSCRIPT = "QuireTestSerif"  # its name in a PDF's /BaseFont
 FONT_TABLE_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.fontTable+xml"
 
 
@@ -156,3 +159,16 @@ def renamed_font(source: Path, family: str) -> bytes:
             data += table
             return bytes(data)
     raise ValueError(f"{source} has no name table")
+
+
+def added_font(folder: Path) -> Path:
+    """``folder``, made, holding a font that no package ships: DejaVu Serif renamed
+    ADDED_FAMILY."""
+    dejavu = subprocess.run(
+        ["fc-match", "-f", "%{file}", "DejaVu Serif"], capture_output=True, text=True, check=True
+    ).stdout
+    if not dejavu.endswith(".ttf"):
+        raise RuntimeError(f"DejaVu Serif is not installed as a TrueType file: {dejavu!r}")
+    folder.mkdir(parents=True)
+    (folder / "quire-test-serif.ttf").write_bytes(renamed_font(Path(dejavu), ADDED_FAMILY))
+    return folder

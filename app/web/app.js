@@ -87,6 +87,7 @@ function buildForm(chosen) {
   const pdfA = $("pdf-a").value;
   if (pdfA) form.append("pdf_a", pdfA);
   if ($("tagged-pdf").checked) form.append("tagged_pdf", "true");
+  if ($("strict-fonts").checked) form.append("strict_fonts", "true");
   if (zips.length) form.append("file", zips[0], zips[0].name);
   else docx.forEach((f) => form.append("files", f, f.name));
   const label = zips.length ? zips[0].name : `${docx.length} DOCX file${docx.length > 1 ? "s" : ""}`;
@@ -247,7 +248,26 @@ function setRow(file) {
     row.cells[0].textContent = file.filename;
   }
   row.cells[1].replaceChildren(statusBadge(file.status));
-  row.cells[2].textContent = file.error_message || "";
+  row.cells[2].textContent = file.error_message || fontsNote(file.fonts);
+}
+
+// A converted file's font report in a few words: "Calibri → Carlito · missing: Brand Sans".
+function fontsNote(fonts) {
+  if (!fonts) return "";
+  const parts = Object.entries(fonts.substituted || {}).map(
+    ([requested, used]) => `${requested} → ${used.used}${used.metric_compatible ? "" : " (layout may differ)"}`,
+  );
+  if (fonts.missing && fonts.missing.length) parts.push(`missing: ${fonts.missing.join(", ")}`);
+  return parts.join(" · ");
+}
+
+// The job's font counts (the status document's fonts, the job event's): hidden when none.
+function setFonts(counts) {
+  const line = $("job-fonts");
+  const substituted = (counts && counts.files_with_substitutions) || 0;
+  const missing = (counts && counts.files_with_missing_fonts) || 0;
+  line.hidden = !substituted && !missing;
+  line.textContent = `Fonts: ${substituted} file${substituted === 1 ? "" : "s"} with substituted fonts · ${missing} with missing fonts`;
 }
 
 function setProgress(progress) {
@@ -287,6 +307,7 @@ function setJobStatus(status) {
 function render(job) {
   setJobStatus(job.status);
   setProgress(job.progress);
+  setFonts(job.fonts);
   setPlace(job);
   const fragment = document.createDocumentFragment();
   for (const file of job.files) {
@@ -320,6 +341,7 @@ async function streamEvents(jobId) {
           else if (name === "progress") setProgress(payload);
           else if (name === "job") {
             setProgress(payload.progress);
+            setFonts(payload.fonts);
             setJobStatus(payload.status);
             reader.cancel();
             return true;

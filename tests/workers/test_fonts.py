@@ -24,7 +24,7 @@ from app.status import status_document
 from app.storage import get_store
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_zip
-from tests.font_docs import Run, fonts_docx, latin, renamed_font
+from tests.font_docs import ADDED_FAMILY, ADDED_POSTSCRIPT, Run, added_font, fonts_docx, latin
 from tests.plugins.libreoffice import MakeUnoConverter
 from tests.workers.helpers import run_to_the_end, submit
 from workers import fonts
@@ -33,7 +33,6 @@ from workers.libreoffice.uno import UnoConverter
 
 NOBODY = "Nobody Has This Typeface"
 CHINESE = "你好世界。这是一段中文文本。"
-ADDED_FAMILY = "Quire Test Serif"  # no package ships it: made from DejaVu Serif in the test
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +121,6 @@ def test_a_known_font_without_a_metric_alias_is_substituted_not_missing(
 # -- fonts an operator adds -------------------------------------------------------------------
 
 
-def added_font(folder: Path) -> Path:
-    """A folder holding a font that no package ships (DejaVu Serif renamed)."""
-    dejavu = subprocess.run(
-        ["fc-match", "-f", "%{file}", "DejaVu Serif"], capture_output=True, text=True, check=True
-    ).stdout
-    assert dejavu.endswith(".ttf"), dejavu
-    folder.mkdir()
-    (folder / "quire-test-serif.ttf").write_bytes(renamed_font(Path(dejavu), ADDED_FAMILY))
-    return folder
-
-
 def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
     make_uno_converter: MakeUnoConverter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -144,7 +132,7 @@ def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
     before = tmp_path / "before"
     before.mkdir()
     source, target = convert(make_uno_converter("without"), docx, before)
-    assert "QuireTestSerif" not in embedded(target)
+    assert ADDED_POSTSCRIPT not in embedded(target)
     assert fonts.font_report(source, target, settings)["missing"] == [ADDED_FAMILY]
 
     # With it, LibreOffice, sandboxed (the default), reads it and embeds it.
@@ -154,7 +142,7 @@ def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
     after = tmp_path / "after"
     after.mkdir()
     source, target = convert(instance, docx, after)
-    assert "QuireTestSerif" in embedded(target)
+    assert ADDED_POSTSCRIPT in embedded(target)
     assert fonts.font_report(source, target, settings) == {"substituted": {}, "missing": []}
 
 
