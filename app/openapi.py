@@ -89,6 +89,7 @@ SUBMIT_JOB_FORM: JsonDict = {
             "default": False,
             "description": "Fail a file whose document asks for a font that is not installed "
             "and that nothing suitable replaced, naming the fonts.",
+            "examples": [True],
         },
         "merge": {
             "type": "boolean",

@@ -48,6 +48,7 @@ class SubmissionOptions(BaseModel):
         default=False,
         description="Fail a file whose document asks for a font that is not installed and "
         "that nothing suitable replaced (its font report's `missing`), naming the fonts.",
+        examples=[True],
     )
     merge: bool = Field(
         default=False,
@@ -139,7 +140,9 @@ class JobOptions(BaseModel):
         default=False, description="Write a tagged (structured, accessible) PDF."
     )
     strict_fonts: bool = Field(
-        default=False, description="A file with a missing font fails, naming the fonts."
+        default=False,
+        description="A file with a missing font fails, naming the fonts.",
+        examples=[False],
     )
     merge: bool = Field(
         default=False, description="One merged PDF of the whole job is written besides the zip."
@@ -153,7 +156,8 @@ class FontSubstitution(BaseModel):
     used: str = Field(description="The font drawn in its place.", examples=["Carlito"])
     metric_compatible: bool = Field(
         description="The replacement has the same metrics (fontconfig's metric aliases): the "
-        "layout, line breaks and page count hold."
+        "layout, line breaks and page count hold.",
+        examples=[True],
     )
 
 
@@ -175,10 +179,14 @@ class FontReport(BaseModel):
 
 class FontCounts(BaseModel):
     files_with_substitutions: int = Field(
-        default=0, description="COMPLETED files whose font report has a substitution."
+        default=0,
+        description="COMPLETED files whose font report has a substitution.",
+        examples=[12],
     )
     files_with_missing_fonts: int = Field(
-        default=0, description="COMPLETED files whose font report has a missing font."
+        default=0,
+        description="COMPLETED files whose font report has a missing font.",
+        examples=[1],
     )
 
 
@@ -204,6 +212,12 @@ class FileResult(BaseModel):
     fonts: FontReport | None = Field(
         default=None,
         description="The font report of a COMPLETED file; null until then.",
+        examples=[
+            {
+                "substituted": {"Calibri": {"used": "Carlito", "metric_compatible": True}},
+                "missing": ["Brand Sans"],
+            }
+        ],
     )
     download_url: str | None = Field(
         default=None,
@@ -269,6 +283,7 @@ class JobStatusResponse(BaseModel):
     fonts: FontCounts = Field(
         default_factory=FontCounts,
         description="How many of the job's converted files had a font replaced, or missing.",
+        examples=[{"files_with_substitutions": 12, "files_with_missing_fonts": 1}],
     )
     files_ahead: int = Field(
         default=0,
@@ -320,7 +335,13 @@ SUMMARY_EXAMPLE: JsonDict = {
     "updated_at": "2026-11-30T03:26:02.572975Z",
     "completed_at": "2026-11-30T03:26:02.572974Z",
     "error_message": None,
-    "options": {"pdf_a": None, "tagged_pdf": False, "merge": False, "merge_failure_page": True},
+    "options": {
+        "pdf_a": None,
+        "tagged_pdf": False,
+        "strict_fonts": False,
+        "merge": False,
+        "merge_failure_page": True,
+    },
     "status_url": "http://127.0.0.1:8000/api/v1/jobs/7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a",
 }
 
