@@ -464,6 +464,20 @@ class Cluster:
             )
             return {(str(row[0]), str(row[1])) for row in rows}
 
+    def open_transactions(self, name: str) -> int:
+        """How many of host ``name``'s database sessions are inside a transaction or running a
+        statement now: the rows it wrote stay locked until it commits or its session ends."""
+        assert self.engine is not None
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE client_addr = CAST(:address AS inet) AND state <> 'idle'"
+                ),
+                {"address": self.hosts[name].address},
+            ).scalar_one()
+        return int(count)
+
     def claim_of(self, file_id: str) -> tuple[str, str]:
         """A file's status and its latest claim's fencing token."""
         assert self.engine is not None
@@ -643,6 +657,44 @@ def wait_until(
             return
         time.sleep(0.2)
     raise AssertionError(f"{what} did not happen within {timeout} s:\n{logs()}")
+
+
+@contextlib.contextmanager
+def frozen_holding_claim(
+    cluster: Cluster, name: str, job_id: str, *, outside_transaction: bool = False
+) -> Iterator[tuple[str, str]]:
+    """Freeze every process of worker host ``name`` (SIGSTOP) at a moment it holds a claimed
+    file of the job, and yield that claim (file id, fencing token); its processes continue
+    (SIGCONT) when the block ends, or are killed in it.
+
+    A file IN_PROGRESS under the same claim before and after a second in which the other worker
+    host recorded a file is this host's: the other converts one file at a time, and this one is
+    frozen. Conversions take a fraction of a second, so a fault at a random moment often finds
+    the host between two files (its last one recorded, the next not yet received), holding
+    nothing to hand over. With ``outside_transaction`` the host also has no database
+    transaction open: frozen inside one (recording a file, renewing its leases), its row locks
+    would hold up every other writer of those rows for as long as it stays away."""
+    host = cluster.hosts[name]
+    (other,) = (cluster.hosts[one] for one in WORKER_CPUS if one != name)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        host.signal_all(signal.SIGSTOP)
+        try:
+            before = cluster.claims_in_progress(job_id)
+            # Read after ``before``: the other host converts one file at a time, so once it
+            # records a file after that look, no claim held at both looks can be its own.
+            offset = other.log_size()
+            time.sleep(1)
+            held = before & cluster.claims_in_progress(job_id)
+            other_recorded = conversions_recorded(other.log_since(offset)) > 0
+            idle = not outside_transaction or cluster.open_transactions(name) == 0
+            if held and other_recorded and idle:
+                yield held.pop()
+                return
+        finally:
+            host.signal_all(signal.SIGCONT)
+        time.sleep(0.3)
+    raise AssertionError(f"{name} never held a file:\n{cluster.logs(*WORKER_CPUS)}")
 
 
 def conversions_recorded(text: str) -> int:
