@@ -190,12 +190,21 @@ def test_worker_host_sigterm_is_a_graceful_scale_in(
     job_id, markers, _ = start_mid_job(cluster, "scale-in", api=1)
     worker_1 = cluster.hosts["worker-1"]
     main = worker_1.processes[-1]  # ip netns exec and taskset exec: this is Celery's main
-    signalled_at = worker_1.log_size()
-    os.kill(main.pid, signal.SIGTERM)
+    # SIGTERM while worker-1 holds a claimed file: sent while its processes are frozen, the
+    # signal waits until they continue, with that conversion under way.
+    with frozen_holding_claim(cluster, "worker-1", job_id) as (file_id, token):
+        signalled_at = worker_1.log_size()
+        os.kill(main.pid, signal.SIGTERM)
     try:
         code = main.wait(timeout=120)
         assert code == 0, cluster.logs("worker-1")
-        assert "Warm shutdown" in worker_1.log_since(signalled_at), cluster.logs("worker-1")
+        after = worker_1.log_since(signalled_at)
+        assert "Warm shutdown" in after, cluster.logs("worker-1")
+        # That conversion finished on worker-1 before it exited, recorded under worker-1's own
+        # claim (nobody claimed the file since).
+        recorded = {record.get("file_id") for record in events(after, "file.completed")}
+        assert file_id in recorded, cluster.logs("worker-1")
+        assert cluster.claim_of(file_id) == ("COMPLETED", token), cluster.claim_of(file_id)
         outcome = settle(cluster, job_id, markers)
         account(summary, outcome, cluster)
     finally:
