@@ -29,14 +29,18 @@ def summary() -> ClusterSummary:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not SUMMARY.jobs:
         return
-    scaling = "n/a" if SUMMARY.scaling is None else f"{SUMMARY.scaling:.2f}"
-    rates = ""
-    if SUMMARY.one_host_rate is not None and SUMMARY.two_hosts_rate is not None:
+    figure = SUMMARY.scaling
+    scaling, rates = "n/a", ""
+    if figure is not None:
+        scaling = f"{figure.ratio:.2f}"
         rates = (
-            f" (one worker host {SUMMARY.one_host_rate:.2f} files/s,"
-            f" two {SUMMARY.two_hosts_rate:.2f} files/s)"
+            f" (one worker host {figure.rate(1):.2f} files/s, two {figure.rate(2):.2f} files/s,"
+            f" in {len(figure.windows)} phases taken in turns)"
         )
     terminalreporter.section("cluster")
     terminalreporter.write_line(
         f"cluster: lost={SUMMARY.lost} duplicates={SUMMARY.duplicates} scaling={scaling}{rates}"
     )
+    if figure is not None:
+        phases = ", ".join(f"{w.hosts}: {w.files / w.seconds:.1f}" for w in figure.windows)
+        terminalreporter.write_line(f"scaling phases in turns (hosts: files/s): {phases}")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +28,16 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from celery import Celery
 
+from app.queue import CONVERT_QUEUE
+from tests.bench.documents import bench_zip, marker
 from tests.pdf import pdf_pages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,12 +213,18 @@ class Cluster:
     pg_dir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     engine: sa.Engine | None = None
+    # The test's own Celery client, for the workers' remote control (the scaling measurement).
+    controller: Celery | None = None
 
     # -- addresses ---------------------------------------------------------------------------
 
     @property
     def database_url(self) -> str:
         return f"postgresql+psycopg://postgres@{self.hosts['postgres'].address}:{PG_PORT}/quire"
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://{self.hosts['redis'].address}:{REDIS_PORT}/0"
 
     @property
     def api_urls(self) -> list[str]:
@@ -263,7 +275,7 @@ class Cluster:
             "QUIRE_DATA_DIR": str(host.root / "data"),
             "QUIRE_SCRATCH_DIR": str(host.root / "scratch"),
             "QUIRE_DATABASE_URL": self.database_url,
-            "QUIRE_BROKER_URL": f"redis://{self.hosts['redis'].address}:{REDIS_PORT}/0",
+            "QUIRE_BROKER_URL": self.broker_url,
             "QUIRE_STORAGE_BACKEND": "s3",
             "QUIRE_S3_ENDPOINT_URL": f"http://{self.hosts['s3'].address}:{S3_PORT}",
             "QUIRE_S3_BUCKET": "quire-cluster",
@@ -487,22 +499,53 @@ class Cluster:
             ).one()
         return str(status), str(token)
 
-    def conversion_span(self, job_id: str) -> tuple[int, float]:
-        """How many of the job's files finished, and the seconds from the first to the last."""
+    def file_counts(self, job_id: str) -> tuple[int, int]:
+        """How many of the job's files are copied into the store (ingested), and how many are
+        COMPLETED."""
         assert self.engine is not None
         with self.engine.connect() as connection:
-            count, first, last = connection.execute(
+            ingested, completed = connection.execute(
                 sa.text(
-                    "SELECT count(*), min(finished_at), max(finished_at) FROM files "
-                    "WHERE job_id = :job AND status = 'COMPLETED'"
+                    "SELECT count(input_bytes), count(*) FILTER (WHERE status = 'COMPLETED') "
+                    "FROM files WHERE job_id = :job"
                 ),
                 {"job": job_id},
             ).one()
-        return int(count), (last - first).total_seconds()
+        return int(ingested), int(completed)
+
+    def affinities(self, name: str) -> set[frozenset[int]]:
+        """The CPUs each process of host ``name`` may run on, LibreOffice included."""
+        found = set()
+        for pid in namespace_pids(self.hosts[name].namespace):
+            with contextlib.suppress(ProcessLookupError):
+                found.add(frozenset(os.sched_getaffinity(pid)))
+        return found
+
+    def set_converting(self, name: str, converting: bool) -> None:
+        """Let worker host ``name`` take conversions, or stop it taking more (Celery's remote
+        control: add or cancel its consumer of the conversion queue). Either way it stays up,
+        warm, with its LibreOffice running and its place in the registry (so the scheduler's
+        window stays the same); a conversion it runs when stopped finishes."""
+        if self.controller is None:
+            self.controller = Celery(
+                "quire-cluster-test", broker=self.broker_url, set_as_current=False
+            )
+        node = [f"{name}@{socket.gethostname()}"]  # every namespace shares the hostname
+        control = self.controller.control
+        if converting:
+            replies = control.add_consumer(CONVERT_QUEUE, destination=node, reply=True, timeout=10)
+        else:
+            replies = control.cancel_consumer(
+                CONVERT_QUEUE, destination=node, reply=True, timeout=10
+            )
+        assert replies is not None and len(replies) == 1, replies
+        assert "ok" in next(iter(replies[0].values())), replies
 
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
+        if self.controller is not None:
+            self.controller.close()
         remove_network()
         for host in self.hosts.values():
             for process in host.processes:
@@ -575,16 +618,7 @@ class ClusterSummary:
     jobs: int = 0
     lost: int = 0
     duplicates: int = 0
-    # Conversions a second, from a batch's first file finished to its last, on one worker host
-    # and on two (the scaling test); scaling is their ratio.
-    one_host_rate: float | None = None
-    two_hosts_rate: float | None = None
-
-    @property
-    def scaling(self) -> float | None:
-        if self.one_host_rate is None or self.two_hosts_rate is None:
-            return None
-        return self.two_hosts_rate / self.one_host_rate
+    scaling: ScalingFigure | None = None  # the scaling test's measurement
 
 
 @dataclass
@@ -649,13 +683,17 @@ def settle(cluster: Cluster, job_id: str, markers: dict[str, str], timeout: floa
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, logs: Callable[[], str], timeout: float = 120
+    check: Callable[[], bool],
+    what: str,
+    logs: Callable[[], str],
+    timeout: float = 120,
+    interval: float = 0.2,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"{what} did not happen within {timeout} s:\n{logs()}")
 
 
@@ -700,6 +738,169 @@ def frozen_holding_claim(
 def conversions_recorded(text: str) -> int:
     """How many conversions a worker host's log says it recorded (``file.completed``)."""
     return sum(1 for line in text.splitlines() if '"event": "file.completed"' in line)
+
+
+# -- scaling: one worker host against two, in turns, within one job ------------------------------
+
+# Conversions per phase of the scaling measurement, whose phases take one worker host and two
+# in turns. Short phases, many of them: the machine's other load comes and goes over seconds,
+# and the more often the two kinds of phase take turns, the more alike it weighs on both.
+SCALING_PHASE_FILES = 30
+# The job's last files are left out of every phase: with fewer files waiting than the
+# scheduler's window, a host may idle for want of work.
+SCALING_TAIL = 10
+# Conversions each host makes before the first phase starts: both hosts warm, their LibreOffice
+# started and their first documents behind them.
+SCALING_WARM_UP = 3
+
+
+def scaling_phases(files: int) -> tuple[int, ...]:
+    """The phases for ``files`` conversions, by how many worker hosts take them: two, one, two,
+    ..., two (odd, so symmetric: a steady drift of the machine's speed weighs on both alike)."""
+    count = max(3, files // SCALING_PHASE_FILES)
+    count -= 1 - count % 2
+    return tuple(2 if index % 2 == 0 else 1 for index in range(count))
+
+
+def bench_batch(count: int, tag: str, pages: int = 2) -> tuple[bytes, dict[str, str]]:
+    """A zip of ``count`` of make bench's documents (tests/bench/documents.py: tables, an image,
+    non-Latin text; ``pages`` pages each) under folder ``tag``: entry name -> the text of its
+    first page."""
+    markers = {f"{tag}/doc-{i:05}.docx": marker(i, 1) for i in range(count)}
+    return bench_zip(count, pages, folder=tag), markers
+
+
+def finishes(host: Host, offset: int, job_id: str) -> list[datetime]:
+    """When worker host ``host`` finished each of the job's conversions, by its own log (from
+    ``offset`` on): the time of each ``file.completed`` record, in order."""
+    times = []
+    for line in host.log_since(offset).splitlines():
+        if '"file.completed"' in line and job_id in line:
+            record = json.loads(line)
+            if record.get("event") == "file.completed" and record.get("job_id") == job_id:
+                times.append(datetime.fromisoformat(record["timestamp"]))
+    return sorted(times)
+
+
+@dataclass(frozen=True)
+class ScalingWindow:
+    """One phase's steady conversion rate: ``files`` conversions finished in ``seconds``,
+    counted from the phase's first finish to its last, after the switch had taken effect."""
+
+    hosts: int
+    files: int
+    seconds: float
+    # A one-host phase: worker-2's conversions finished after it was told to stop (the one it
+    # was running, at most); the phase is counted from the last of them.
+    stragglers: int = 0
+    # A two-host phase: how many of its conversions were worker-2's.
+    second_host_files: int = 0
+
+
+@dataclass
+class ScalingFigure:
+    windows: list[ScalingWindow]
+
+    def rate(self, hosts: int) -> float:
+        """Conversions a second with ``hosts`` worker hosts, over all their phases."""
+        mine = [window for window in self.windows if window.hosts == hosts]
+        return sum(w.files for w in mine) / sum(w.seconds for w in mine)
+
+    @property
+    def ratio(self) -> float:
+        return self.rate(2) / self.rate(1)
+
+
+def scaling_window(
+    hosts: int, start: datetime, end: datetime, first: list[datetime], second: list[datetime]
+) -> ScalingWindow:
+    """The steady part of a phase that ran from ``start`` to ``end``, from the finish times of
+    worker-1 (``first``) and worker-2 (``second``). A one-host phase starts once worker-2's
+    last conversion finished; a two-host phase once worker-2 finished its first (until then,
+    worker-1 converted alone)."""
+    seconds_in = [t for t in second if start <= t <= end]
+    if hosts == 1:
+        begin = max([start, *seconds_in])
+        times = [t for t in first if begin < t <= end]
+    else:
+        assert seconds_in, f"worker-2 converted nothing from {start} to {end}"
+        begin = max(start, seconds_in[0])
+        times = sorted(t for t in first + second if begin <= t <= end)
+    assert len(times) >= 10, f"{len(times)} conversions in a {hosts}-host phase: too few to count"
+    return ScalingWindow(
+        hosts,
+        len(times) - 1,
+        (times[-1] - times[0]).total_seconds(),
+        stragglers=len(seconds_in) if hosts == 1 else 0,
+        second_host_files=len(seconds_in) if hosts == 2 else 0,
+    )
+
+
+def completed_at_least(cluster: Cluster, job_id: str, count: int) -> bool:
+    return cluster.file_counts(job_id)[1] >= count
+
+
+def measure_scaling(
+    cluster: Cluster, batch: bytes, documents: int, timeout: float = 600
+) -> tuple[str, ScalingFigure]:
+    """Submit ``batch`` and measure its conversion rate on one worker host and on two, in
+    turns within the job (scaling_phases); return the job's id and the figure. The job is left
+    to finish: the caller settles it.
+
+    Measured so that only the conversions' own pace counts: from the workers' own finish times
+    (their logs), once the whole batch is in the store (the ingest runs on a worker host's
+    core) and each host has converted a few (LibreOffice started, warm), and before the job's
+    tail and its archive. Worker-2 is switched on and off by Celery's remote control, so it
+    stays warm and registered between phases. Nothing polls the API meanwhile: this process
+    reads two counters from the database four times a second."""
+    offsets = {name: cluster.hosts[name].log_size() for name in WORKER_CPUS}
+
+    def times(name: str) -> list[datetime]:
+        return finishes(cluster.hosts[name], offsets[name], job_id)
+
+    def logs() -> str:
+        return cluster.logs(*WORKER_CPUS)
+
+    job_id = submit(cluster, batch, api=0)
+    wait_until(
+        lambda: cluster.file_counts(job_id)[0] == documents,
+        "the batch's ingest",
+        logs,
+        timeout=timeout,
+    )
+    wait_until(
+        lambda: all(len(times(name)) >= SCALING_WARM_UP for name in WORKER_CPUS),
+        "both worker hosts converting",
+        logs,
+        timeout=timeout,
+    )
+    left = documents - cluster.file_counts(job_id)[1] - SCALING_TAIL
+    sequence = scaling_phases(left)
+    step = left // len(sequence)
+    assert step >= 20, f"{documents} documents leave {step} a phase: too few to measure"
+    phases: list[tuple[int, datetime, datetime]] = []
+    converting = True
+    try:
+        for hosts in sequence:
+            if (hosts == 2) != converting:
+                converting = hosts == 2
+                cluster.set_converting("worker-2", converting)
+            start = datetime.now(UTC)
+            target = cluster.file_counts(job_id)[1] + step
+            wait_until(
+                functools.partial(completed_at_least, cluster, job_id, target),
+                f"{step} conversions on {hosts} worker host(s)",
+                logs,
+                timeout=timeout,
+                interval=0.25,
+            )
+            phases.append((hosts, start, datetime.now(UTC)))
+    finally:
+        if not converting:
+            cluster.set_converting("worker-2", True)
+    first, second = times("worker-1"), times("worker-2")
+    windows = [scaling_window(hosts, start, end, first, second) for hosts, start, end in phases]
+    return job_id, ScalingFigure(windows)
 
 
 if __name__ == "__main__":  # pragma: no cover - by hand: remove what a killed run left
