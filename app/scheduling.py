@@ -39,8 +39,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from app import queue, transitions
 from app.config import Settings, get_settings
@@ -73,29 +74,43 @@ _FLYING_FILES = select(FILES.c.job_id).where(
     FILES.c.dispatched_at > bindparam("long_ago", type_=FILES.c.dispatched_at.type),
     FILES.c.status.not_in(TERMINAL_FILE_STATUSES),
 )
-_JOBS_WITH_WAITING_FILES = select(JOBS.c.id, JOBS.c.owner).where(
-    JOBS.c.status == JobStatus.IN_PROGRESS,
+# Every running job with its key, and whether it has a file waiting: what a top-up chooses among,
+# and whose conversions in flight count against the window, in one statement.
+_RUNNING_JOBS = select(
+    JOBS.c.id,
+    JOBS.c.owner,
     select(FILES.c.id).where(FILES.c.job_id == JOBS.c.id, _WAITING).exists(),
-)
+).where(JOBS.c.status == JobStatus.IN_PROGRESS)
 # Built once, as the other per-file statements are (app/transitions.py): a top-up runs for every
 # finished file.
 _NEXT_WAITING = (
     select(FILES.c.id)
-    .where(FILES.c.job_id == bindparam("job_id"), _WAITING)
+    .where(FILES.c.job_id == bindparam("of_job"), _WAITING)
     .order_by(FILES.c.position)
     .limit(bindparam("count"))
 )
 _NEXT_WAITING_SKIP_LOCKED = _NEXT_WAITING.with_for_update(skip_locked=True)
-_MARK_DISPATCHED = (
-    update(FILES)
-    .where(
-        FILES.c.id.in_(bindparam("file_ids", expanding=True)),
-        FILES.c.status == FileStatus.PENDING,
-        FILES.c.dispatched_at.is_(None),
+
+
+def _marking(chosen: ColumnElement[bool]) -> ReturningUpdate[tuple[str, int]]:
+    """Set ``dispatched_at`` on the ``chosen`` files still waiting; their ids and positions."""
+    return (
+        update(FILES)
+        .where(chosen, FILES.c.status == FileStatus.PENDING, FILES.c.dispatched_at.is_(None))
+        .values(dispatched_at=bindparam("now", type_=FILES.c.dispatched_at.type))
+        .returning(FILES.c.id, FILES.c.position)
     )
-    .values(dispatched_at=bindparam("now", type_=FILES.c.dispatched_at.type))
-    .returning(FILES.c.id)
-)
+
+
+_MARK_DISPATCHED = _marking(FILES.c.id.in_(bindparam("file_ids", expanding=True)))
+# The next ``count`` waiting files of one job, chosen and marked in one statement: what a top-up
+# does when one job alone has files waiting (a big job running alone: every finished file).
+_TAKE_NEXT_WAITING = _marking(FILES.c.id.in_(_NEXT_WAITING.correlate(None)))
+# On PostgreSQL the rows are chosen in a materialized CTE: inside ``IN (…)`` the planner may run
+# the locking subquery once per row it updates, and SKIP LOCKED then finds new rows each time,
+# taking more than ``count`` (seen in tests/workers/test_scheduling.py).
+_NEXT_LOCKED = _NEXT_WAITING_SKIP_LOCKED.cte("next_waiting").prefix_with("MATERIALIZED")
+_TAKE_NEXT_WAITING_SKIP_LOCKED = _marking(FILES.c.id.in_(select(_NEXT_LOCKED.c.id)))
 
 
 @dataclass
@@ -187,34 +202,36 @@ def _next_waiting(session: Session, job_id: str, count: int) -> list[str]:
     """Up to ``count`` waiting files of the job, in zip order, that no other top-up holds."""
     locking = session.get_bind().dialect.name == "postgresql"
     query = _NEXT_WAITING_SKIP_LOCKED if locking else _NEXT_WAITING
-    return list(session.execute(query, {"job_id": job_id, "count": count}).scalars())
+    return list(session.execute(query, {"of_job": job_id, "count": count}).scalars())
 
 
 def _choose(
-    session: Session, room: int, owner_of: dict[str, str], flying: list[InFlight]
+    session: Session,
+    room: int,
+    candidates: dict[str, str],
+    job_flight: Counter[str],
+    owner_of: dict[str, str],
 ) -> list[str]:
-    """The next ``room`` files to send, in the order they go: fewest in flight first, by key,
-    then by job (module docstring)."""
-    job_flight: Counter[str] = Counter()
+    """The next ``room`` files of the ``candidates`` (job id -> key) to send, in the order they
+    go: fewest in flight first, by key, then by job (module docstring). ``owner_of`` holds every
+    running job's key: a job with nothing waiting still counts for its key."""
     owner_flight: Counter[str] = Counter()
-    for one in flying:
-        job_flight[one.job_id] += one.count
-        # A job with nothing waiting still counts for its key: its files are in flight.
-        owner_flight[one.owner] += one.count
-    candidates = _Candidates(owner_of, job_flight, owner_flight)
+    for running, count in job_flight.items():
+        owner_flight[owner_of[running]] += count
+    chooser = _Candidates(dict(candidates), Counter(job_flight), owner_flight)
     fetched: dict[str, list[str]] = {}
     chosen: list[str] = []
     while len(chosen) < room:
-        job_id = candidates.next_job()
+        job_id = chooser.next_job()
         if job_id is None:
             break
         if job_id not in fetched:
             fetched[job_id] = _next_waiting(session, job_id, room - len(chosen))
         if not fetched[job_id]:
-            del candidates.owner_of[job_id]  # nothing (left) to take from it in this top-up
+            del chooser.owner_of[job_id]  # nothing (left) to take from it in this top-up
             continue
         chosen.append(fetched[job_id].pop(0))
-        candidates.sent(job_id)
+        chooser.sent(job_id)
     return chosen
 
 
@@ -224,23 +241,43 @@ def mark_dispatched(session: Session, file_ids: Iterable[str], now: datetime) ->
     ids = list(file_ids)
     if not ids:
         return []
-    taken = set(session.execute(_MARK_DISPATCHED, {"file_ids": ids, "now": now}).scalars())
+    taken = {row.id for row in session.execute(_MARK_DISPATCHED, {"file_ids": ids, "now": now})}
     return [file_id for file_id in ids if file_id in taken]
+
+
+def _take_next_waiting(session: Session, job_id: str, count: int, now: datetime) -> list[str]:
+    """Mark the job's next ``count`` waiting files in flight; their ids, in zip order."""
+    locking = session.get_bind().dialect.name == "postgresql"
+    statement = _TAKE_NEXT_WAITING_SKIP_LOCKED if locking else _TAKE_NEXT_WAITING
+    rows = session.execute(statement, {"of_job": job_id, "count": count, "now": now})
+    return [row.id for row in sorted(rows, key=lambda row: row.position)]
 
 
 def dispatch(session: Session, settings: Settings | None = None) -> list[str]:
     """Top up the window: choose the next files, mark them in flight, and send their
     conversions once this session's transaction commits. Returns their ids.
 
+    It runs for every finished file, so it costs two reads and one write when one job alone has
+    files waiting (measured: docs/benchmarks.md, "What the scheduler costs").
     On SQLite call it after the transaction's first write (see the module docstring)."""
     settings = settings or get_settings()
-    flying = in_flight(session)
-    room = window(session, settings) - sum(one.count for one in flying)
-    if room <= 0:
+    flying = Counter(session.execute(_FLYING_FILES, {"long_ago": _LONG_AGO}).scalars())
+    owner_of: dict[str, str] = {}
+    waiting: dict[str, str] = {}  # the running jobs with a file waiting, and their keys
+    for job_id, owner, has_waiting in session.execute(_RUNNING_JOBS):
+        owner_of[job_id] = owner
+        if has_waiting:
+            waiting[job_id] = owner
+    # Only running jobs' conversions count against the window, as in_flight() reports them.
+    job_flight = Counter({job_id: n for job_id, n in flying.items() if job_id in owner_of})
+    room = window(session, settings) - job_flight.total()
+    if room <= 0 or not waiting:
         return []
-    owner_of = {job_id: owner for job_id, owner in session.execute(_JOBS_WITH_WAITING_FILES)}
-    chosen = _choose(session, room, owner_of, flying)
-    sent = mark_dispatched(session, chosen, utcnow())
+    now = utcnow()
+    if len(waiting) == 1:
+        sent = _take_next_waiting(session, next(iter(waiting)), room, now)
+    else:
+        sent = mark_dispatched(session, _choose(session, room, waiting, job_flight, owner_of), now)
     queue.queue_after_commit(session, queue.CONVERT_TASK, *sent)
     return sent
 
