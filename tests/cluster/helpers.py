@@ -521,6 +521,18 @@ class Cluster:
                 found.add(frozenset(os.sched_getaffinity(pid)))
         return found
 
+    def set_priority(self, niceness: int) -> None:
+        """Give every thread of every host's processes this niceness (new processes inherit
+        it). During the scaling phases the cluster runs ahead of the machine's other work (at
+        niceness 0), as if the two cores were its own, while its hosts still compete with each
+        other as equals."""
+        for host in self.hosts.values():
+            for pid in namespace_pids(host.namespace):
+                with contextlib.suppress(OSError):
+                    for task in os.listdir(f"/proc/{pid}/task"):
+                        with contextlib.suppress(OSError):
+                            os.setpriority(os.PRIO_PROCESS, int(task), niceness)
+
     def set_converting(self, name: str, converting: bool) -> None:
         """Let worker host ``name`` take conversions, or stop it taking more (Celery's remote
         control: add or cancel its consumer of the conversion queue). Either way it stays up,
@@ -746,6 +758,9 @@ def conversions_recorded(text: str) -> int:
 # in turns. Short phases, many of them: the machine's other load comes and goes over seconds,
 # and the more often the two kinds of phase take turns, the more alike it weighs on both.
 SCALING_PHASE_FILES = 30
+# The cluster's niceness during the scaling phases: ahead of whatever else runs on the machine
+# (other test runs, at 0), so each worker host has its core, as the measurement assumes.
+SCALING_NICENESS = -10
 # The job's last files are left out of every phase: with fewer files waiting than the
 # scheduler's window, a host may idle for want of work.
 SCALING_TAIL = 10
@@ -850,7 +865,8 @@ def measure_scaling(
     Measured so that only the conversions' own pace counts: from the workers' own finish times
     (their logs), once the whole batch is in the store (the ingest runs on a worker host's
     core) and each host has converted a few (LibreOffice started, warm), and before the job's
-    tail and its archive. Worker-2 is switched on and off by Celery's remote control, so it
+    tail and its archive; with the cluster's processes ahead of the machine's other work
+    (SCALING_NICENESS). Worker-2 is switched on and off by Celery's remote control, so it
     stays warm and registered between phases. Nothing polls the API meanwhile: this process
     reads two counters from the database four times a second."""
     offsets = {name: cluster.hosts[name].log_size() for name in WORKER_CPUS}
@@ -880,6 +896,7 @@ def measure_scaling(
     assert step >= 20, f"{documents} documents leave {step} a phase: too few to measure"
     phases: list[tuple[int, datetime, datetime]] = []
     converting = True
+    cluster.set_priority(SCALING_NICENESS)
     try:
         for hosts in sequence:
             if (hosts == 2) != converting:
@@ -896,6 +913,7 @@ def measure_scaling(
             )
             phases.append((hosts, start, datetime.now(UTC)))
     finally:
+        cluster.set_priority(0)
         if not converting:
             cluster.set_converting("worker-2", True)
     first, second = times("worker-1"), times("worker-2")
