@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Integer, bindparam, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
@@ -74,20 +74,33 @@ _FLYING_FILES = select(FILES.c.job_id).where(
     FILES.c.dispatched_at > bindparam("long_ago", type_=FILES.c.dispatched_at.type),
     FILES.c.status.not_in(TERMINAL_FILE_STATUSES),
 )
+# A job's waiting files in zip order, sorted as ix_files_job_waiting holds them. The leading
+# columns are constant among a job's waiting files, but PostgreSQL does not count IS NULL as
+# one: sorted by position alone, it walked ix_files_job_position from the job's first file and
+# filtered out every finished one, a read that grows with the job (6.7 ms per top-up 7,000 files
+# into a 10,000-file job), where this order reads the index from the first waiting file.
+_WAITING_IN_ZIP_ORDER = (FILES.c.job_id, FILES.c.status, FILES.c.dispatched_at, FILES.c.position)
 # Every running job with its key, and whether it has a file waiting: what a top-up chooses among,
-# and whose conversions in flight count against the window, in one statement.
+# and whose conversions in flight count against the window, in one statement. The waiting file
+# is looked for as the job's first (not with EXISTS, which PostgreSQL's planner ran as a scan of
+# the files table per job, expecting a match early).
 _RUNNING_JOBS = select(
     JOBS.c.id,
     JOBS.c.owner,
-    select(FILES.c.id).where(FILES.c.job_id == JOBS.c.id, _WAITING).exists(),
+    select(FILES.c.id)
+    .where(FILES.c.job_id == JOBS.c.id, _WAITING)
+    .order_by(*_WAITING_IN_ZIP_ORDER)
+    .limit(1)
+    .scalar_subquery()
+    .is_not(None),
 ).where(JOBS.c.status == JobStatus.IN_PROGRESS)
 # Built once, as the other per-file statements are (app/transitions.py): a top-up runs for every
 # finished file.
 _NEXT_WAITING = (
     select(FILES.c.id)
     .where(FILES.c.job_id == bindparam("of_job"), _WAITING)
-    .order_by(FILES.c.position)
-    .limit(bindparam("count"))
+    .order_by(*_WAITING_IN_ZIP_ORDER)
+    .limit(bindparam("count", type_=Integer))
 )
 _NEXT_WAITING_SKIP_LOCKED = _NEXT_WAITING.with_for_update(skip_locked=True)
 

@@ -191,7 +191,7 @@ def _counting_statements() -> Iterator[list[int]]:
         event.remove(engine, "before_cursor_execute", counted)
 
 
-def _measure(big_job: int, files_per_round: int, rounds: int) -> dict[str, Any]:
+def _measure(big_job: int, files_per_round: int, rounds: int, alone: bool) -> dict[str, Any]:
     from app import queue, scheduling, transitions
     from app.db import session_scope
     from app.models import FileStatus, JobStatus
@@ -205,14 +205,13 @@ def _measure(big_job: int, files_per_round: int, rounds: int) -> dict[str, Any]:
     queue.send_conversions = capture
     server = ServerCpu()
     server.watch()  # before the first connection
-    _make_rows(
-        {
-            "big-job-key-a": ("key-a", big_job),
-            "job-key-b": ("key-b", 2_000),
-            "job-1-key-c": ("key-c", 1_000),
-            "job-2-key-c": ("key-c", 1_000),
-        }
-    )
+    # Alone: the big job is the only one with files waiting, as in make bench's main run.
+    others = {
+        "job-key-b": ("key-b", 2_000),
+        "job-1-key-c": ("key-c", 1_000),
+        "job-2-key-c": ("key-c", 1_000),
+    }
+    _make_rows({"big-job-key-a": ("key-a", big_job), **({} if alone else others)})
     with session_scope() as session:
         scheduling.dispatch(session)
     # Sent once the top-up's transaction committed.
@@ -297,12 +296,14 @@ class Sizes:
     big_job: int  # files of key a's running job
     files_per_round: int  # files recorded per variant and round
     rounds: int  # measured rounds, after one discarded
+    alone: bool = False  # the big job without the other keys' jobs beside it
 
     def arguments(self) -> list[str]:
         return [
             f"--big-job={self.big_job}",
             f"--files-per-round={self.files_per_round}",
             f"--rounds={self.rounds}",
+            *(["--alone"] if self.alone else []),
         ]
 
 
@@ -310,7 +311,7 @@ def _child(database: str, database_url: str | None, sizes: Sizes) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="quire-scheduler-cost-"))
     try:
         _environment(workdir, database_url)
-        result = _measure(sizes.big_job, sizes.files_per_round, sizes.rounds)
+        result = _measure(sizes.big_job, sizes.files_per_round, sizes.rounds, sizes.alone)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({"database": database, "sizes": asdict(sizes), **result}))
@@ -403,11 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--files-per-round", type=int, default=150, help="files per variant and round"
     )
+    parser.add_argument(
+        "--alone", action="store_true", help="the big job alone, without other keys' jobs"
+    )
     parser.add_argument("--output", type=Path, help="also write the figures here as JSON")
     parser.add_argument("--child", choices=DATABASES, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = Sizes(args.big_job, args.files_per_round, args.rounds)
+    sizes = Sizes(args.big_job, args.files_per_round, args.rounds, args.alone)
     if args.child:
         _child(args.child, args.database_url, sizes)
         return 0
