@@ -217,7 +217,9 @@ def _plan(statement: Any, **values: Any) -> str:
         return "\n".join(str(row[-1]) for row in session.execute(text(explain + sql)))
 
 
-def test_a_top_up_reads_a_big_jobs_waiting_files_from_the_first_one(backend: Backend) -> None:
+def test_a_top_up_reads_a_big_jobs_waiting_files_from_the_first_one(
+    backend: Backend, sent: SentTasks
+) -> None:
     """A top-up runs for every finished file, so it must find a job's next waiting files without
     reading its finished ones: through ix_files_job_waiting, from the first waiting file. Sorted
     by position alone, PostgreSQL's planner walked ix_files_job_position from the job's first
@@ -253,4 +255,5 @@ def test_a_top_up_reads_a_big_jobs_waiting_files_from_the_first_one(backend: Bac
         assert "ix_files_job_waiting" in plan, plan
         assert "ix_files_job_position" not in plan, plan
     with session_scope() as session:  # and it does take the first waiting files
-        assert scheduling.dispatch(session)[:2] == ["file-02500", "file-02501"]
+        scheduling.dispatch(session)
+    assert sent.conversions[:2] == ["file-02500", "file-02501"]
