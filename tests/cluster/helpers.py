@@ -522,12 +522,15 @@ class Cluster:
         return found
 
     def set_priority(self, niceness: int) -> None:
-        """Give every thread of every host's processes this niceness (new processes inherit
-        it). During the scaling phases the cluster runs ahead of the machine's other work (at
-        niceness 0), as if the two cores were its own, while its hosts still compete with each
-        other as equals."""
+        """Give every host's processes this niceness: their scheduler autogroups (each host
+        process starts a session, and with autogroups on, a niceness weighs only inside its
+        group) and every thread of them (new processes inherit it). During the scaling phases
+        the cluster runs ahead of the machine's other work (at niceness 0), as if the two cores
+        were its own, while its hosts still compete with each other as equals."""
         for host in self.hosts.values():
             for pid in namespace_pids(host.namespace):
+                with contextlib.suppress(OSError):
+                    Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
                 with contextlib.suppress(OSError):
                     for task in os.listdir(f"/proc/{pid}/task"):
                         with contextlib.suppress(OSError):
@@ -890,7 +893,8 @@ def measure_scaling(
         logs,
         timeout=timeout,
     )
-    left = documents - cluster.file_counts(job_id)[1] - SCALING_TAIL
+    done = cluster.file_counts(job_id)[1]
+    left = documents - done - SCALING_TAIL
     sequence = scaling_phases(left)
     step = left // len(sequence)
     assert step >= 20, f"{documents} documents leave {step} a phase: too few to measure"
@@ -898,12 +902,14 @@ def measure_scaling(
     converting = True
     cluster.set_priority(SCALING_NICENESS)
     try:
-        for hosts in sequence:
+        for index, hosts in enumerate(sequence):
             if (hosts == 2) != converting:
                 converting = hosts == 2
                 cluster.set_converting("worker-2", converting)
             start = datetime.now(UTC)
-            target = cluster.file_counts(job_id)[1] + step
+            # Each phase ends at a count fixed beforehand: the conversions that finish while a
+            # switch is under way do not push the later phases past the job's end.
+            target = done + (index + 1) * step
             wait_until(
                 functools.partial(completed_at_least, cluster, job_id, target),
                 f"{step} conversions on {hosts} worker host(s)",
