@@ -64,7 +64,6 @@ log = get_logger("quire.fonts")
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 A_NS = "http://schemas.openxmlformats.org/drawingml/2006/main"
-REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 W = W_NS + " "  # expat's names: "namespace local"
 W_RFONTS, W_STYLE, W_BASED_ON, W_LANG, W_VAL = (
     W + name for name in ("rFonts", "style", "basedOn", "lang", "val")
@@ -77,6 +76,8 @@ TEXT_PARTS = {"header", "footer", "footnotes", "endnotes"}
 MAX_REQUESTED = 64  # Word's own font tables rarely list more than 30
 MAX_NAME = 64  # a font family name is at most 31 characters in Word's UI
 MAX_STYLES = 10_000
+MAX_RUN_FONTS = 1_024  # distinct (slot, family or theme reference) pairs of the runs kept
+MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
 MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -95,8 +96,12 @@ EAST_ASIAN = re.compile(
 
 # rFonts slots, and the theme font each *Theme value names: (major|minor, latin|ea|cs).
 SLOTS = ("ascii", "hAnsi", "eastAsia", "cs")
-THEME_SLOTS = {"ascii": "asciiTheme", "hAnsi": "hAnsiTheme", "eastAsia": "eastAsiaTheme"}
-THEME_SLOTS["cs"] = "cstheme"
+THEME_SLOTS = {
+    "ascii": "asciiTheme",
+    "hAnsi": "hAnsiTheme",
+    "eastAsia": "eastAsiaTheme",
+    "cs": "cstheme",
+}
 THEME_FONTS = {
     "majorAscii": ("major", "latin"),
     "majorHAnsi": ("major", "latin"),
@@ -154,12 +159,19 @@ class _Fonts:
         for slot in SLOTS:
             theme = attrs.get(W + THEME_SLOTS[slot])
             if theme:
-                self.themes[slot] = theme  # Word ignores the explicit family then
+                self.themes[slot] = theme[:MAX_VALUE]  # Word ignores the explicit family then
                 self.families.pop(slot, None)
                 continue
             value = attrs.get(W + slot)
             if value:
-                self.families[slot] = value
+                self.families[slot] = value[:MAX_VALUE]
+
+    def pairs(self) -> Iterator[tuple[str, str, bool]]:
+        """(slot, family or theme reference, whether it is a theme reference)."""
+        for slot, family in self.families.items():
+            yield slot, family, False
+        for slot, reference in self.themes.items():
+            yield slot, reference, True
 
 
 @dataclass
@@ -174,7 +186,9 @@ class _PartReader:
 
     def __init__(self, *, nested: bool = False) -> None:
         self.nested = nested  # styles and theme: what an element is inside of matters
-        self.runs: list[_Fonts] = []  # document defaults and runs
+        # What the document defaults and the runs ask for: distinct pairs, at most
+        # MAX_RUN_FONTS (a document of a million runs asks for a few fonts a million times).
+        self.runs: dict[tuple[str, str, bool], None] = {}
         self.styles: dict[str, _Style] = {}
         self.default_style: str | None = None
         self.used_styles: set[str] = set()
@@ -190,36 +204,41 @@ class _PartReader:
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         if name == W_RFONTS:
-            fonts = self._style.fonts if self._style is not None else _Fonts()
+            if self._style is not None:
+                self._style.fonts.read(attrs)
+                return
+            fonts = _Fonts()
             fonts.read(attrs)
-            if self._style is None:
-                self.runs.append(fonts)
+            for pair in fonts.pairs():
+                if len(self.runs) < MAX_RUN_FONTS:
+                    self.runs[pair] = None
         elif name in W_STYLE_REFERENCES:
             value = attrs.get(W_VAL)
             if value and len(self.used_styles) < MAX_STYLES:
-                self.used_styles.add(value)
+                self.used_styles.add(value[:MAX_VALUE])
         elif name == W_LANG:
             value = attrs.get(W + "eastAsia")
             if value and not self.languages:
-                self.languages.append(value)
+                self.languages.append(value[:MAX_VALUE])
         elif not self.nested:
             return
         elif name == W_STYLE:
             if len(self.styles) < MAX_STYLES:
-                style_id = attrs.get(W + "styleId", "")
+                style_id = attrs.get(W + "styleId", "")[:MAX_VALUE]
                 self._style = self.styles.setdefault(style_id, _Style())
                 if attrs.get(W + "default") in ("1", "true", "on") and (
                     attrs.get(W + "type") == "paragraph"
                 ):
                     self.default_style = style_id
         elif name == W_BASED_ON and self._style is not None:
-            self._style.based_on = attrs.get(W_VAL)
+            self._style.based_on = (attrs.get(W_VAL) or "")[:MAX_VALUE] or None
         elif name in A_THEME_GROUPS:
             self._theme_group = A_THEME_GROUPS[name]
         elif name in A_THEME_SCRIPTS and self._theme_group is not None:
             typeface = attrs.get("typeface")
             if typeface:
-                self.theme.setdefault((self._theme_group, A_THEME_SCRIPTS[name]), typeface)
+                where = (self._theme_group, A_THEME_SCRIPTS[name])
+                self.theme.setdefault(where, typeface[:MAX_VALUE])
 
     def end(self, name: str) -> None:
         if name == W_STYLE:
@@ -308,10 +327,8 @@ def _relationships(package: zipfile.ZipFile, part: str) -> dict[str, list[str]]:
 
 
 def _main_part(package: zipfile.ZipFile) -> str:
-    for parts in _relationships(package, "").get("officeDocument", []), ["word/document.xml"]:
-        if parts:
-            return parts[0]
-    return "word/document.xml"
+    found = _relationships(package, "").get("officeDocument")
+    return found[0] if found else "word/document.xml"
 
 
 def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
@@ -328,7 +345,7 @@ def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
         text_parts = [main] + [p for kind in TEXT_PARTS for p in related.get(kind, [])]
         for part in text_parts[:64]:
             _stream(package, part, body, max_part_bytes)
-    fonts = list(styles.runs) + list(body.runs)  # document defaults, then every run
+    pairs = [*styles.runs, *body.runs]  # the document defaults, then the runs
     # The styles the text uses, the default paragraph style, and what each is based on.
     pending = list(body.used_styles) + ([styles.default_style] if styles.default_style else [])
     seen: set[str] = set()
@@ -338,16 +355,14 @@ def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
             continue
         seen.add(style_id)
         style = styles.styles[style_id]
-        fonts.append(style.fonts)
+        pairs.extend(style.fonts.pairs())
         if style.based_on:
             pending.append(style.based_on)
-    for one in fonts:
-        for slot, family in one.families.items():
-            requested.add(family, slot)
-        for slot, reference in one.themes.items():
-            where = THEME_FONTS.get(reference)
-            if where is not None:
-                requested.add(theme.theme.get(where), slot)
+    for slot, value, is_theme in pairs:
+        if not is_theme:
+            requested.add(value, slot)
+        elif (where := THEME_FONTS.get(value)) is not None:
+            requested.add(theme.theme.get(where), slot)
     languages = styles.languages + body.languages
     requested.east_asian_language = languages[0] if languages else None
     requested.east_asian_text = body.east_asian_text

@@ -209,6 +209,17 @@ def test_the_report_reads_a_bounded_number_of_families(tmp_path: Path) -> None:
     assert len(requested.slots) == fonts.MAX_REQUESTED
 
 
+def test_the_runs_kept_are_bounded_however_many_there_are() -> None:
+    reader = fonts._PartReader()
+    parser = fonts._parser(reader)
+    parser.Parse(f'<w:body xmlns:w="{fonts.W_NS}">'.encode(), False)
+    for number in range(fonts.MAX_RUN_FONTS + 500):
+        parser.Parse(f'<w:r><w:rPr><w:rFonts w:ascii="F{number}"/></w:rPr></w:r>'.encode(), False)
+    parser.Parse(b"</w:body>", True)
+    assert len(reader.runs) == fonts.MAX_RUN_FONTS
+    assert ("ascii", "F0", False) in reader.runs
+
+
 def test_a_part_larger_than_the_bound_is_not_read_whole(tmp_path: Path) -> None:
     docx = tmp_path / "large.docx"
     docx.write_bytes(fonts_docx(latin("Calibri", "x" * 200_000)))
