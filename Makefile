@@ -27,7 +27,8 @@ lint: bootstrap-dev
 test: lint
 	$(VENV)/bin/pytest
 
-## Throughput and memory against LibreOffice's own limit (BENCH_ARGS="--documents 200" etc.).
+## Throughput and memory against LibreOffice's own limit, the fairness scenario and the scaling
+## across hosts (tests/bench/cluster.py; needs root) (BENCH_ARGS="--documents 200" etc.).
 bench: bootstrap-dev
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
 

@@ -8,7 +8,10 @@ Measured in one run, on the same generated documents (tests/bench/documents.py):
    POST to the job being COMPLETED with its archive written;
 4. the fairness scenario (issue #16, ``tests/bench/fairness.py``): small jobs beside a big
    batch, two API keys side by side, on the embedded default and on PostgreSQL + S3
-   (``--no-fairness`` skips it, ``--fairness-only`` runs it alone).
+   (``--no-fairness`` skips it, ``--fairness-only`` runs it alone);
+5. the scaling across hosts (issue #17, ``tests/bench/cluster.py``): one worker host against
+   two on the multi-host cluster of the tests, with 1,000 documents (``--no-cluster`` skips it,
+   ``--cluster-only`` runs it alone).
 
 Also: the POST's time against an HTTP endpoint that only writes the same bytes to the store
 (both the best of ``--post-runs``, taken in turns against an API with no worker beside it; the
@@ -44,6 +47,7 @@ from typing import Any
 import httpx
 
 from app.config import Settings
+from tests.bench import cluster as cluster_scaling
 from tests.bench import fairness
 from tests.bench.documents import bench_docx, bench_zip
 from tests.services import cmdline, descendants, free_port
@@ -592,10 +596,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "latest.json")
     fairness.add_arguments(parser)
+    cluster_scaling.add_arguments(parser)
     args = parser.parse_args(argv)
     k, count = args.concurrency, args.documents
     if args.fairness_only:
         return _fairness_only(args)
+    if args.cluster_only:
+        return cluster_scaling.cluster_only(args)
 
     workdir = Path(tempfile.mkdtemp(prefix="quire-bench-"))
     try:
@@ -632,6 +639,11 @@ def main(argv: list[str] | None = None) -> int:
         fair = (
             fairness.measure_fairness(fairness.options_from(args), k, workdir / "fairness", Service)
             if args.fairness
+            else None
+        )
+        across_hosts = (
+            cluster_scaling.measure_cluster(args.cluster_documents, args.pages, workdir / "cluster")
+            if args.cluster
             else None
         )
     finally:
@@ -677,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         report["large_job"] = large
     if fair is not None:
         report["fairness"] = fair
+    if across_hosts is not None:
+        report["cluster"] = across_hosts
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
@@ -788,6 +802,8 @@ def render(report: dict[str, Any]) -> str:
         )
     if "fairness" in report:
         lines += ["", *fairness.render_fairness(report["fairness"])]
+    if "cluster" in report:
+        lines += ["", *cluster_scaling.render_cluster(report["cluster"])]
     return "\n".join(lines)
 
 
