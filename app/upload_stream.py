@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from app.storage import ObjectStore, ObjectWriter
-from app.zipinput import UploadRejected
+from app.zipinput import UploadRejected, is_document_name
 
 ZIP_FIELD = "file"
 DOCX_FIELD = "files"
@@ -236,9 +236,11 @@ async def receive_upload(
     def _begin_docx(name: str) -> None:
         if state.zip_seen:
             raise UploadRejected(400, "Send either a zip in 'file' or .docx files in 'files'.")
-        if not name.lower().endswith(".docx"):
+        if not is_document_name(name):
             raise UploadRejected(
-                400, f"The part {name!r} in the field 'files' is not a .docx file."
+                400,
+                f"The part {name!r} in the field 'files' is not a .docx, .docm, .doc, .rtf or "
+                ".odt file.",
             )
         if state.docx_count == max_files:
             raise UploadRejected(

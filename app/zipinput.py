@@ -67,12 +67,22 @@ def decode_entry_name(info: zipfile.ZipInfo) -> str:
 SYMLINK_TYPE = stat.S_IFLNK >> 12
 
 
+# The names of the documents a job converts; each file is then checked by what its bytes are
+# (workers/formats.py), the name only chooses the entries.
+DOCUMENT_SUFFIXES = (".docx", ".docm", ".doc", ".rtf", ".odt")
+
+
+def is_document_name(name: str) -> bool:
+    return name.lower().endswith(DOCUMENT_SUFFIXES)
+
+
 def is_ignored(name: str) -> bool:
-    """Entries a person did not mean to convert: folders, OS litter, Word lock files, non-DOCX."""
+    """Entries a person did not mean to convert: folders, OS litter, Word lock files, names
+    that are no document's (DOCUMENT_SUFFIXES)."""
     base = name[max(name.rfind("/"), name.rfind("\\")) + 1 :]
     # The suffix first: it alone settles most entries, including folders and .DS_Store.
     return (
-        not base.lower().endswith(".docx")
+        not is_document_name(base)
         or base.startswith(("._", "~$"))
         or ("__MACOSX" in name and "__MACOSX" in name.replace("\\", "/").split("/"))
     )
@@ -328,7 +338,9 @@ def list_docx_entries(source: BinaryIO, max_files: int) -> list[DocxEntry]:
         if len(entries) > max_files:
             raise _too_many_files(max_files, len(entries))
     if not entries:
-        raise UploadRejected(400, "The zip archive contains no .docx files.")
+        raise UploadRejected(
+            400, "The zip archive contains no .docx, .docm, .doc, .rtf or .odt files."
+        )
     return entries
 
 
@@ -361,7 +373,8 @@ def output_names(entry_names: list[str]) -> list[str]:
     names = []
     for entry_name in entry_names:
         path = safe_relative_path(entry_name)
-        stem = path[:-5] if path[-5:].lower() == ".docx" else path
+        suffix = path[path.rfind(".") :].lower()
+        stem = path[: -len(suffix)] if suffix in DOCUMENT_SUFFIXES else path
         candidate = f"{stem}.pdf"
         counter = 2
         while candidate.lower() in taken:

@@ -23,6 +23,7 @@ from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers import fonts, metrics
 from workers.archive import queue_archive_after_commit
+from workers.formats import prepare_document
 from workers.libreoffice import (
     ConversionError,
     ConversionTimeout,
@@ -30,7 +31,6 @@ from workers.libreoffice import (
     ConverterCrashed,
     PdfOptions,
 )
-from workers.sanitize import prepare_docx
 from workers.validation import InvalidDocument
 
 log = get_logger("quire.convert")
@@ -67,6 +67,7 @@ _CLAIM_ROW = (
     select(
         _FILES.c.job_id,
         _FILES.c.attempts,
+        _FILES.c.filename,
         _JOBS.c.status,
         _JOBS.c.pdf_a,
         _JOBS.c.tagged_pdf,
@@ -83,6 +84,7 @@ class _Claimed:
     options: PdfOptions
     strict_fonts: bool  # a missing font fails the file (workers/fonts.py)
     token: str  # this claim's fencing token
+    filename: str  # the name it was sent under: words the message when its bytes are no document
 
 
 def _claim(file_id: str, max_attempts: int) -> _Claimed | None:
@@ -101,7 +103,7 @@ def _claim(file_id: str, max_attempts: int) -> _Claimed | None:
             if token is None:
                 return None
             options = PdfOptions(pdf_a=row.pdf_a, tagged=row.tagged_pdf)
-            return _Claimed(row.job_id, options, bool(row.strict_fonts), token)
+            return _Claimed(row.job_id, options, bool(row.strict_fonts), token, row.filename)
     fail_file(
         file_id,
         f"The conversion of this document was started {row.attempts} times and never "
@@ -259,19 +261,22 @@ def _convert_file(
         if failure.errno not in SCRATCH_ERRORS:
             raise
         raise ScratchSpaceError(failure) from failure
-    # Scratch names are fixed, never the name the file had in the zip.
-    source, target = work / "input.docx", work / "output.pdf"
+    # Scratch names are fixed, never the name the file had in the zip; the suffix is the kind
+    # its bytes say it is (workers/formats.py).
+    source, target = work / "input", work / "output.pdf"
     error: str | None = None
     reason: str | None = None  # a fixed word for the metrics, beside the message for people
     report: dict[str, Any] | None = None
     try:
         try:
             store.download_file(input_key(job_id, file_id), str(source))
-            prepare_docx(source)  # validated, and local links rewritten, in one read
+            # Validated by what it is, and local links rewritten, in one read.
+            source = prepare_document(source, claimed.filename)
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
-            report = _font_report(source, target, settings)
+            # The report reads the fonts a DOCX asks for; other kinds have none yet.
+            report = _font_report(source, target, settings) if source.suffix == ".docx" else None
             if claimed.strict_fonts and report is not None and report["missing"]:
                 error = fonts.strict_fonts_message(report["missing"])
                 reason = "missing_fonts"

@@ -26,6 +26,9 @@ second, so each rule judges the text LibreOffice will read, not a normalised for
   ``@import`` in attributes and ``<style>``, processing instructions (``xml-stylesheet``). A
   nested ``data:image/svg+xml`` is dropped, since it could hold references of its own. An SVG
   that cannot be parsed safely (entities, malformed) is replaced by an empty picture.
+- A macro-enabled document's VBA project (``vbaProject.bin``, ``vbaData.xml``, any part a
+  ``.../vbaProject`` relationship points at) is emptied and unlinked: macros never run
+  (LibreOffice is told so twice), and this way a ``.docm`` carries none to LibreOffice at all.
 - A package inside the package (an altChunk or embedded object that is itself a DOCX, XLSX...)
   is sanitised the same way, to a bounded depth; LibreOffice renders an altChunk DOCX, shapes
   and all. A nested zip that is no OPC package (an ODF object, say) is emptied: its preview
@@ -67,6 +70,11 @@ MAX_SVG_BYTES = 32 * 1024 * 1024  # an SVG (also once decompressed) larger than 
 MAX_NESTED_BYTES = 64 * 1024 * 1024  # a package inside the package is read into memory
 MAX_DEPTH = 3  # packages inside packages inside packages: deeper is refused
 SNIFF_BYTES = 8192  # LibreOffice's format detection looks for "<svg" within the first 2 KiB
+# A .docm's macros: the VBA project (and its data), emptied and unlinked. LibreOffice runs no
+# macro anyway (MacroExecutionMode NEVER_EXECUTE, the profile's DisableMacrosExecution); this
+# way there is none to run.
+MACRO_RELATIONSHIP = "/vbaProject"
+MACRO_PARTS = {"vbaproject.bin", "vbadata.xml"}
 
 # As written, not as a URL parser would read it: scheme, then printable ASCII only, without
 # spaces, controls or backslashes (which LibreOffice may turn into a path separator).
@@ -158,7 +166,9 @@ def _rewritten_relationships(name: str, xml: bytes) -> bytes | None:
             continue
         target = relation.get("Target", "")
         mode = relation.get("TargetMode")
-        if mode is None or mode == "Internal":
+        if relation.get("Type", "").endswith(MACRO_RELATIONSHIP):
+            safe = False  # a .docm's VBA project: unlinked, so no macro of it can ever load
+        elif mode is None or mode == "Internal":
             safe = _internal_target_ok(name, target)
         else:
             safe = EXTERNAL_ALLOWED.fullmatch(target) is not None
@@ -314,6 +324,9 @@ def _collect_contents(package: zipfile.ZipFile, rewrites: Rewrites, depth: int =
     for info in package.infolist():
         if info.is_dir() or info.filename.lower().endswith(".rels"):
             continue
+        if posixpath.basename(info.filename).lower() in MACRO_PARTS:
+            rewrites[info.filename] = b""  # the VBA code itself, also where no relation says so
+            continue
         new = _content(package, info, depth)
         if new is not None:
             rewrites[info.filename] = new
@@ -358,6 +371,20 @@ def strip_local_links(path: Path) -> int:
                 _collect(rewrites, info, _read_bounded(package, info, MAX_RELS_BYTES))
 
     return _sanitize(path, relationships)
+
+
+def rewritten_content(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes | None:
+    """What a part of another kind of package (an ODT's picture or embedded package) must
+    become under the rules above, or None to keep it."""
+    if posixpath.basename(info.filename).lower() in MACRO_PARTS:
+        return b""
+    return _content(package, info, 0)
+
+
+def copy_with(package: zipfile.ZipFile, target: IO[bytes], rewrites: Rewrites) -> None:
+    """A copy of ``package`` into ``target`` with the rewritten parts, each entry keeping its
+    own compression (an ODT's ``mimetype`` stays first and stored)."""
+    _copy_with(package, target, rewrites)
 
 
 def _partial(path: Path) -> Path:

@@ -24,6 +24,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from app.config import get_settings
+from workers.ole2 import word_document_problem
 
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -42,11 +43,11 @@ class InvalidDocument(Exception):
     """The file is not a convertible DOCX; the message tells a person why."""
 
 
-def _describe_non_zip(head: bytes) -> str:
+def _describe_non_zip(path: Path, head: bytes) -> str:
     if head.startswith(OLE2_MAGIC):
-        return (
-            "The file is a password-protected DOCX or a legacy Word .doc (an OLE2 container), "
-            "not a DOCX package. Remove the password or save it as .docx, then upload it again."
+        # An encrypted .docx, or a Word 97-2003 .doc (which workers.formats converts as one).
+        return word_document_problem(path) or (
+            "The file is a Word 97-2003 document (.doc), not a DOCX package."
         )
     if head.startswith(b"%PDF"):
         return "The file is already a PDF, not a DOCX document."
@@ -119,7 +120,7 @@ def open_package(path: Path) -> zipfile.ZipFile:
             head = handle.read(8)
         if not head:
             raise InvalidDocument("The file is empty (0 bytes).") from None
-        raise InvalidDocument(_describe_non_zip(head)) from None
+        raise InvalidDocument(_describe_non_zip(path, head)) from None
 
 
 # Called with each relationship part (``*.rels``) and its bytes, as the check reads them.

@@ -187,7 +187,11 @@ def test_several_docx_files_in_one_request(client: TestClient, sent: SentTasks) 
 
 
 def test_several_files_refusals_leave_nothing(client: TestClient) -> None:
-    assert_error(post_files(client, [("notes.txt", b"x")]), 400, "not a .docx file")
+    assert_error(
+        post_files(client, [("notes.txt", b"x")]),
+        400,
+        "not a .docx, .docm, .doc, .rtf or .odt file",
+    )
     mixed = client.post(
         "/api/v1/jobs",
         files=[

@@ -45,9 +45,34 @@ def test_keeps_docx_entries_with_their_paths_and_skips_litter() -> None:
             "folder/~$lock.docx": b"junk",
             "notes.txt": b"text",
             "old.doc": b"legacy",
+            "folder/~$old.doc": b"junk",
+            "memo.RTF": b"{\\rtf1}",
+            "report.odt": b"odt",
+            "macros.docm": b"docm",
+            "sheet.xls": b"xls",
         }
     )
-    assert names == ["a.docx", "Folder/Sub/b.DOCX"]
+    # By name only: what each really is, the worker decides (workers/formats.py).
+    assert names == [
+        "a.docx",
+        "Folder/Sub/b.DOCX",
+        "old.doc",
+        "memo.RTF",
+        "report.odt",
+        "macros.docm",
+    ]
+
+
+def test_every_kind_of_document_gets_its_stem_and_pdf() -> None:
+    assert output_names(["a.doc", "a.docx", "b.RTF", "c.odt", "d.docm", "e.txt.odt", "f"]) == [
+        "a.pdf",
+        "a (2).pdf",
+        "b.pdf",
+        "c.pdf",
+        "d.pdf",
+        "e.txt.pdf",
+        "f.pdf",
+    ]
 
 
 def test_directory_entries_and_symlinks_are_skipped() -> None:

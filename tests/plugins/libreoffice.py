@@ -95,3 +95,62 @@ def make_uno_converter(tmp_path: Path) -> Iterator[MakeUnoConverter]:
     yield make
     for instance in built:
         instance.close()
+
+
+# The formats LibreOffice writes a DOCX into, with the filter names of soffice --convert-to.
+LEGACY_FILTERS = {"doc": "doc:MS Word 97", "rtf": "rtf:Rich Text Format", "odt": "odt:writer8"}
+
+
+@pytest.fixture(scope="session")
+def legacy_documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A corpus DOCX saved by LibreOffice itself as .doc, .rtf and .odt (made once per session,
+    each by a cold ``soffice --convert-to`` with a profile of its own), and the DOCX: by suffix."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import CORPUS
+
+    folder = tmp_path_factory.mktemp("legacy")
+    source = folder / "source.docx"
+    shutil.copyfile(CORPUS / "pandoc" / "test__docx__lists.docx", source)
+    made = {"docx": source}
+    for suffix, target_filter in LEGACY_FILTERS.items():
+        subprocess.run(
+            [
+                "soffice",
+                f"-env:UserInstallation=file://{folder}/profile",
+                "--headless",
+                "--convert-to",
+                target_filter,
+                "--outdir",
+                str(folder),
+                str(source),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        made[suffix] = folder / f"source.{suffix}"
+        assert made[suffix].stat().st_size > 0, suffix
+    made["encrypted-doc"] = folder / "encrypted.doc"
+    made["encrypted-doc"].write_bytes(with_encrypted_flag(made["doc"]))
+    return made
+
+
+def with_encrypted_flag(doc: Path) -> bytes:
+    """The .doc with its FibBase.fEncrypted bit set: what Word's password protection marks
+    (LibreOffice's command line cannot save a .doc with a password)."""
+    import struct
+
+    from workers.ole2 import F_ENCRYPTED, CompoundFile
+
+    with open(doc, "rb") as handle:
+        # Found by its first bytes, as the parser reads them: LibreOffice's WordDocument stream
+        # is small enough to lie in the mini stream, so no sector arithmetic finds it.
+        head = CompoundFile(handle).read_stream("WordDocument", 32)
+    data = bytearray(doc.read_bytes())
+    assert head[:2] == b"\xec\xa5" and data.count(head) == 1
+    flags_at = data.index(head) + 0x0A
+    flags = struct.unpack_from("<H", data, flags_at)[0]
+    struct.pack_into("<H", data, flags_at, flags | F_ENCRYPTED)
+    return bytes(data)

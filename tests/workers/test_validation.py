@@ -29,7 +29,7 @@ EXPECTED_MESSAGES = {
     "plain-text.docx": "not a zip package",
     "random-bytes.docx": "not a zip package",
     "truncated.docx": "damaged or truncated",
-    "legacy-word.docx": "legacy Word .doc",
+    "legacy-word.docx": "damaged or truncated Word 97-2003 document (.doc)",
     "no-main-part.docx": "main document part 'word/document.xml' is missing",
     "no-content-types.docx": "no [Content_Types].xml",
     "spreadsheet.docx": "not a Word document",

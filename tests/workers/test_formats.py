@@ -1,0 +1,337 @@
+""".doc, .rtf and .odt inputs: told apart by their bytes, checked, cleaned, converted.
+
+The documents are written by LibreOffice itself from a corpus DOCX (``legacy_documents``);
+damaged and encrypted ones are made from those.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from tests.conftest import CORPUS
+from tests.docx_factory import make_docx
+from tests.hostile_docs import SECRET_PNG
+from tests.pdf import pdf_pages
+from tests.plugins.libreoffice import MakeUnoConverter
+from workers.formats import Format, detect, prepare_document
+from workers.libreoffice import profile
+from workers.libreoffice.uno import UnoConverter
+from workers.odf import prepare_odt, safe_reference
+from workers.ole2 import ENCRYPTED_DOC, ENCRYPTED_OOXML
+from workers.rtf import instruction_text, neutralised, prepare_rtf
+from workers.sanitize import NOWHERE, prepare_docx
+from workers.validation import InvalidDocument, validate_docx
+
+SECRET = "quire-secret-7f3a"
+
+
+def copy(source: Path, folder: Path, name: str) -> Path:
+    target = folder / name
+    shutil.copyfile(source, target)
+    return target
+
+
+def words(pdf: Path) -> list[str]:
+    """The PDF's words; list bullets left out (each format draws its own glyph)."""
+    text = " ".join(pdf_pages(pdf.read_bytes()))
+    return [word for word in text.split() if any(char.isalnum() for char in word)]
+
+
+@pytest.mark.parametrize("suffix", ["docx", "doc", "rtf", "odt"])
+def test_each_kind_is_known_by_its_bytes_not_its_name(
+    legacy_documents: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    # Under a name that says nothing, and under another kind's name.
+    for name in ("input", "misnamed.docx" if suffix != "docx" else "misnamed.doc"):
+        path = copy(legacy_documents[suffix], tmp_path, name)
+        assert detect(path, name) is Format(f".{suffix}")
+
+
+@pytest.mark.parametrize("suffix", ["doc", "rtf", "odt"])
+def test_libreoffice_documents_convert_with_the_docx_text(
+    legacy_documents: dict[str, Path],
+    module_converter: UnoConverter,
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    docx = prepare_document(copy(legacy_documents["docx"], tmp_path, "a"), "a.docx")
+    module_converter.convert(docx, tmp_path / "docx.pdf", 60)
+    source = prepare_document(copy(legacy_documents[suffix], tmp_path, "input"), f"x.{suffix}")
+    assert source.name == f"input.{suffix}"  # LibreOffice is given the kind as its suffix
+    module_converter.convert(source, tmp_path / "out.pdf", 60)
+    expected = words(tmp_path / "docx.pdf")
+    assert len(expected) > 20
+    assert words(tmp_path / "out.pdf") == expected
+
+
+def test_a_docx_saved_as_doc_converts_as_a_docx(
+    legacy_documents: dict[str, Path], tmp_path: Path
+) -> None:
+    path = prepare_document(copy(legacy_documents["docx"], tmp_path, "input"), "letter.doc")
+    assert path.suffix == ".docx"
+
+
+def test_an_encrypted_doc_is_told_apart(legacy_documents: dict[str, Path], tmp_path: Path) -> None:
+    path = copy(legacy_documents["encrypted-doc"], tmp_path, "input")
+    with pytest.raises(InvalidDocument) as caught:
+        prepare_document(path, "secret.doc")
+    assert str(caught.value) == ENCRYPTED_DOC
+
+
+def test_an_encrypted_docx_is_told_apart_from_a_doc(tmp_path: Path) -> None:
+    for source in sorted((CORPUS / "encrypted").glob("*_password.docx")):
+        path = copy(source, tmp_path, "input")
+        with pytest.raises(InvalidDocument) as caught:
+            prepare_document(path, source.name)
+        assert str(caught.value) == ENCRYPTED_OOXML
+        with pytest.raises(InvalidDocument) as caught:
+            validate_docx(source)  # the DOCX check says the same, not "or a legacy .doc"
+        assert str(caught.value) == ENCRYPTED_OOXML
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        ("doc", "damaged or truncated Word 97-2003 document (.doc)"),
+        ("rtf", "damaged or truncated RTF document"),
+        ("odt", "damaged or truncated OpenDocument text (.odt)"),
+    ],
+)
+def test_truncated_documents_are_damage(
+    legacy_documents: dict[str, Path], tmp_path: Path, suffix: str, message: str
+) -> None:
+    data = legacy_documents[suffix].read_bytes()
+    path = tmp_path / "input"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidDocument, match=re.escape(message)):
+        prepare_document(path, f"cut.{suffix}")
+
+
+def test_a_loop_in_the_directory_chain_is_damage_not_a_hang(
+    legacy_documents: dict[str, Path], tmp_path: Path
+) -> None:
+    path = copy(legacy_documents["doc"], tmp_path, "input")
+    data = bytearray(path.read_bytes())
+    first_fat, directory = (
+        struct.unpack_from("<L", data, 76)[0],
+        struct.unpack_from("<L", data, 48)[0],
+    )
+    # The FAT's entry for the directory's first sector points back at that sector.
+    struct.pack_into("<L", data, (first_fat + 1) * 512 + 4 * directory, directory)
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidDocument, match="chain of sectors is broken or loops"):
+        prepare_document(path, "loop.doc")
+
+
+def test_names_only_word_the_message_for_what_is_no_document(tmp_path: Path) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(b"just some notes\n")
+    with pytest.raises(InvalidDocument, match=r"^The file is not a Word 97-2003 document \(.doc\)"):
+        detect(path, "notes.doc")
+    with pytest.raises(InvalidDocument, match="not a DOCX document: it is not a zip package"):
+        detect(path, "notes.docx")
+    path.write_bytes(b"")
+    with pytest.raises(InvalidDocument, match="empty"):
+        detect(path, "empty.rtf")
+
+
+def odt(
+    content_body: str,
+    mimetype: str = "application/vnd.oasis.opendocument.text",
+    manifest_extra: str = "",
+) -> bytes:
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+        'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" '
+        'xmlns:xlink="http://www.w3.org/1999/xlink" office:version="1.2">'
+        f"<office:body><office:text>{content_body}</office:text></office:body>"
+        "</office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+        'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" '
+        f'manifest:version="1.2" manifest:media-type="{mimetype}"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">'
+        f"{manifest_extra}</manifest:file-entry></manifest:manifest>"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", mimetype)
+        archive.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
+        archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def test_references_outside_the_package() -> None:
+    for kept in ("Pictures/a.png", "./Object 1", "#bookmark", "https://example.com/x"):
+        assert safe_reference(kept), kept
+    for removed in (
+        "../secret.png",
+        "Pictures/../../x",
+        "file:///etc/hostname",
+        "/etc/hostname",
+        "%2e%2e/x",
+        "vnd.sun.star.script:Standard.Module1.Run?language=Basic",
+    ):
+        assert not safe_reference(removed), removed
+
+
+def linking_odt(secret_text: Path, picture: Path) -> bytes:
+    """An ODT that links a text file (a linked section) and a picture on the worker's disk."""
+    return odt(
+        "<text:p>visible text</text:p>"
+        '<text:section text:name="linked"><text:section-source xlink:type="simple" '
+        f'xlink:href="file://{secret_text}"/><text:p>cached copy</text:p></text:section>'
+        '<text:p><draw:frame svg:width="2cm" svg:height="2cm"><draw:image xlink:type="simple" '
+        f'xlink:href="file://{picture}"/></draw:frame></text:p>'
+    )
+
+
+def linking_rtf(secret_text: Path, picture: Path) -> bytes:
+    """An RTF whose fields include a text file and a picture from the worker's disk."""
+    return rtf_with_field(
+        f'INCLUDETEXT "{secret_text}"}}{{\\fldrslt cached}}}}'
+        f'{{\\field{{\\*\\fldinst INCLUDEPICTURE "{picture}" \\\\d'.encode()
+    )
+
+
+LINKING = {"odt": linking_odt, "rtf": linking_rtf}
+
+
+def secrets(folder: Path) -> tuple[Path, Path]:
+    text, picture = folder / "secret.txt", folder / "secret.png"
+    text.write_text(f"{SECRET}\n")
+    picture.write_bytes(SECRET_PNG)
+    return text, picture
+
+
+def images(pdf: Path) -> int:
+    return sum(len(page.images) for page in PdfReader(pdf).pages)
+
+
+@pytest.mark.parametrize("suffix", sorted(LINKING))
+def test_a_document_linking_local_files_converts_without_them(
+    module_converter: UnoConverter, tmp_path: Path, suffix: str
+) -> None:
+    text, picture = secrets(tmp_path)
+    path = tmp_path / "input"
+    path.write_bytes(LINKING[suffix](text, picture))
+    source = prepare_document(path, f"linked.{suffix}")
+    cleaned = source.read_bytes()
+    if suffix == "odt":
+        with zipfile.ZipFile(source) as package:
+            assert package.namelist()[0] == "mimetype"  # still first, still stored
+            assert package.getinfo("mimetype").compress_type == zipfile.ZIP_STORED
+            cleaned = package.read("content.xml")
+            assert cleaned.count(NOWHERE.encode()) == 2
+        assert prepare_odt(source) == 0  # nothing left to rewrite
+    else:
+        assert b"INCLUDE" not in cleaned
+        assert b"{\\*\\fldinst PAGE}" in cleaned  # a harmless field is kept
+    assert str(text).encode() not in cleaned and str(picture).encode() not in cleaned
+    module_converter.convert(source, tmp_path / "out.pdf", 60)
+    assert "visible text" in " ".join(pdf_pages((tmp_path / "out.pdf").read_bytes()))
+    assert SECRET not in " ".join(pdf_pages((tmp_path / "out.pdf").read_bytes()))
+    assert images(tmp_path / "out.pdf") == 0
+
+
+@pytest.mark.parametrize("suffix", sorted(LINKING))
+def test_control_stock_libreoffice_draws_the_linked_picture(
+    make_uno_converter: MakeUnoConverter,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    """Without the sanitizer, the sandbox and the profile's settings, the same document does
+    bring the worker's picture into the PDF: the test above's "no picture" is a real finding."""
+    monkeypatch.setattr(profile, "PROFILE_SETTINGS", ())
+    monkeypatch.setattr(profile, "NETWORK_PROVIDERS", {})
+    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ())
+    instance = make_uno_converter(sandbox="off")
+    text, picture = secrets(tmp_path)
+    source = tmp_path / f"input.{suffix}"
+    source.write_bytes(LINKING[suffix](text, picture))
+    instance.convert(source, tmp_path / "out.pdf", 60)
+    assert images(tmp_path / "out.pdf") == 1
+
+
+def test_odf_kinds_other_than_text_and_encrypted_odts_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(odt("", "application/vnd.oasis.opendocument.spreadsheet"))
+    with pytest.raises(InvalidDocument, match=r"OpenDocument a spreadsheet \(.ods\)"):
+        prepare_document(path, "sheet.odt")
+    path.write_bytes(odt("<text:p>x</text:p>", manifest_extra="<manifest:encryption-data/>"))
+    with pytest.raises(InvalidDocument, match="password-protected"):
+        prepare_document(path, "locked.odt")
+
+
+def rtf_with_field(instruction: bytes) -> bytes:
+    return (
+        b"{\\rtf1\\ansi{\\fonttbl{\\f0 Liberation Serif;}}\\f0 visible text\\par "
+        b"{\\field{\\*\\fldinst " + instruction + b"}{\\fldrslt cached result}}\\par"
+        b"{\\field{\\*\\fldinst PAGE}{\\fldrslt 1}}\\par}"
+    )
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        b'INCLUDEPICTURE "file:///etc/hostname"',
+        b'{\\rtlch INCLUDE}{PICTURE} "x.png"',  # split across groups
+        b'INCLUDE\\\'50ICTURE "x.png"',  # a hex escape inside the keyword
+        b'\\u73 ?NCLUDETEXT "x"',  # a Unicode escape for its first letter
+        b'{\\*\\junk PAGE }IMPORT "x"',  # a skipped destination before it
+        b'PAGE {\\v INCLUDETEXT "x"}',  # a harmless kind naming a file-reading one
+        b'UNKNOWNFIELD "x"',  # not known to be harmless
+    ],
+)
+def test_disguised_file_fields_are_emptied(instruction: bytes) -> None:
+    cleaned, count = neutralised(rtf_with_field(instruction))
+    assert count == 1
+    assert b"cached result" in cleaned and instruction not in cleaned
+
+
+def test_instruction_text_reads_escapes_as_libreoffice_does() -> None:
+    assert instruction_text(b"{\\*\\fldinst INCLUDE\\'50ICTURE x}").strip() == "INCLUDEPICTURE x"
+    assert instruction_text(b"{\\*\\fldinst {\\*\\skip PAGE}REF a}").strip() == "REF a"
+
+
+def test_rtf_bin_data_may_hold_braces(tmp_path: Path) -> None:
+    path = tmp_path / "input.rtf"
+    path.write_bytes(b"{\\rtf1 {\\pict\\bin4 }}}{}text}")
+    assert prepare_rtf(path) == 0
+    path.write_bytes(b"{\\rtf1 {\\pict text}")
+    with pytest.raises(InvalidDocument, match="groups do not close"):
+        prepare_rtf(path)
+
+
+def test_a_docm_loses_its_vba_project(tmp_path: Path) -> None:
+    buffer = io.BytesIO(make_docx("macro document"))
+    with zipfile.ZipFile(buffer, "a") as package:
+        package.writestr("word/vbaProject.bin", b"\xd0\xcf\x11\xe0 Sub AutoOpen() ...")
+        package.writestr(
+            "word/_rels/document.xml.rels",
+            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+            'openxmlformats.org/package/2006/relationships"><Relationship Id="rVba" '
+            'Type="http://schemas.microsoft.com/office/2006/relationships/vbaProject" '
+            'Target="vbaProject.bin"/></Relationships>',
+        )
+    path = tmp_path / "input.docx"
+    path.write_bytes(buffer.getvalue())
+    assert prepare_docx(path) == 2
+    with zipfile.ZipFile(path) as package:
+        assert package.read("word/vbaProject.bin") == b""
+        rels = package.read("word/_rels/document.xml.rels").decode()
+    assert 'Target="vbaProject.bin"' not in rels and NOWHERE in rels
