@@ -71,17 +71,21 @@ async function getJson(path) {
 
 // -- choosing and uploading ------------------------------------------------------------------
 
-// One zip goes in the field "file"; DOCX files each go in a repeated field "files".
+// The documents the service converts (app/zipinput.py DOCUMENT_SUFFIXES); what each really
+// is, the worker decides from its bytes.
+const DOCUMENT_SUFFIXES = [".docx", ".docm", ".doc", ".rtf", ".odt"];
+
+// One zip goes in the field "file"; documents each go in a repeated field "files".
 function buildForm(chosen) {
   const files = Array.from(chosen);
   const zips = files.filter((f) => f.name.toLowerCase().endsWith(".zip"));
-  const docx = files.filter((f) => f.name.toLowerCase().endsWith(".docx"));
+  const docx = files.filter((f) => DOCUMENT_SUFFIXES.some((s) => f.name.toLowerCase().endsWith(s)));
   if (!files.length) return null;
   if (zips.length > 1 || (zips.length === 1 && files.length > 1)) {
-    throw new Error("Choose one zip, or DOCX files, not both.");
+    throw new Error("Choose one zip, or documents, not both.");
   }
   if (!zips.length && docx.length !== files.length) {
-    throw new Error("Only a .zip or .docx files can be converted.");
+    throw new Error("Only a .zip or .docx, .doc, .rtf and .odt files can be converted.");
   }
   const form = new FormData();
   const pdfA = $("pdf-a").value;
@@ -90,7 +94,7 @@ function buildForm(chosen) {
   if ($("strict-fonts").checked) form.append("strict_fonts", "true");
   if (zips.length) form.append("file", zips[0], zips[0].name);
   else docx.forEach((f) => form.append("files", f, f.name));
-  const label = zips.length ? zips[0].name : `${docx.length} DOCX file${docx.length > 1 ? "s" : ""}`;
+  const label = zips.length ? zips[0].name : `${docx.length} document${docx.length > 1 ? "s" : ""}`;
   return { form, label };
 }
 

@@ -1,4 +1,4 @@
-"""What a submission uploads: a zip as it is, or a folder or DOCX files zipped on the fly."""
+"""What a submission uploads: a zip as it is, or a folder or documents zipped on the fly."""
 
 from __future__ import annotations
 
@@ -11,9 +11,15 @@ from pathlib import Path
 
 from quire_client.errors import InputError
 
+# The documents the server converts (.docx, .docm, .doc, .rtf, .odt; app/zipinput.py): the
+# server decides from each file's bytes what it is, so the name only chooses what is sent.
+DOCUMENT_SUFFIXES = (".docx", ".docm", ".doc", ".rtf", ".odt")
+KINDS = ".docx, .docm, .doc, .rtf or .odt"
+
 
 def docx_files(folder: Path) -> list[tuple[Path, str]]:
-    """Every ``.docx`` under ``folder`` with its path inside the zip (``/``-separated, relative).
+    """Every document (DOCUMENT_SUFFIXES) under ``folder`` with its path inside the zip
+    (``/``-separated, relative).
 
     Word's ``~$`` lock files are left out (the server would ignore them anyway); symbolic links
     to folders are not followed, so a link loop cannot make the walk endless. Sorted, so the
@@ -24,7 +30,11 @@ def docx_files(folder: Path) -> list[tuple[Path, str]]:
         dirs.sort()
         for name in sorted(files):
             path = Path(root, name)
-            if name.lower().endswith(".docx") and not name.startswith("~$") and path.is_file():
+            if (
+                name.lower().endswith(DOCUMENT_SUFFIXES)
+                and not name.startswith("~$")
+                and path.is_file()
+            ):
                 found.append((path, path.relative_to(folder).as_posix()))
     return found
 
@@ -41,26 +51,26 @@ Source = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
 def _entries(source: Path) -> list[tuple[Path, str]] | None:
-    """The DOCX files ``source`` stands for with their names in the zip; None for a zip."""
+    """The documents ``source`` stands for with their names in the zip; None for a zip."""
     if not source.exists():
         raise InputError(f"{source} does not exist")
     if source.is_dir():
         entries = docx_files(source)
         if not entries:
-            raise InputError(f"{source} holds no .docx file")
+            raise InputError(f"{source} holds no {KINDS} file")
         return entries
-    if source.suffix.lower() == ".docx":
+    if source.suffix.lower() in DOCUMENT_SUFFIXES:
         return [(source, source.name)]
     if zipfile.is_zipfile(source):
         return None
-    raise InputError(f"{source} is neither a folder, a zip nor a .docx file")
+    raise InputError(f"{source} is neither a folder, a zip nor a {KINDS} file")
 
 
 def _several(paths: list[Path]) -> list[tuple[Path, str]]:
     entries: list[tuple[Path, str]] = []
     for path in paths:
-        if not path.is_file() or path.suffix.lower() != ".docx":
-            raise InputError(f"{path} is not a .docx file (several sources must all be)")
+        if not path.is_file() or path.suffix.lower() not in DOCUMENT_SUFFIXES:
+            raise InputError(f"{path} is not a {KINDS} file (several sources must all be)")
         entries.append((path, path.name))
     names = [name for _, name in entries]
     twice = sorted({name for name in names if names.count(name) > 1})

@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from quire_client.sources import DOCUMENT_SUFFIXES
+
 NOT_A_DOCX = "The file is not a DOCX document: it is not a zip package."
 STORE = "/fake-store/"  # where the direct upload's PUT goes; no API key is needed there
 
@@ -48,8 +50,10 @@ class _File:
 
     @property
     def output_name(self) -> str:
-        stem = self.filename[: -len(".docx")] if self.filename.lower().endswith(".docx") else ""
-        return (stem or self.filename) + ".pdf"
+        stem, dot, suffix = self.filename.rpartition(".")
+        return (
+            stem if dot and f".{suffix.lower()}" in DOCUMENT_SUFFIXES else self.filename
+        ) + ".pdf"
 
     def convert(self) -> None:
         if zipfile.is_zipfile(io.BytesIO(self.data)):
@@ -268,13 +272,13 @@ class FakeQuire:
                 files = [
                     _File(str(uuid.uuid4()), info.filename, archive.read(info))
                     for info in archive.infolist()
-                    if info.filename.lower().endswith(".docx")
+                    if info.filename.lower().endswith(DOCUMENT_SUFFIXES)
                     and not info.filename.rsplit("/", 1)[-1].startswith("~$")
                 ]
         except zipfile.BadZipFile:
             return _error(400, "The upload is not a zip file.")
         if not files:
-            return _error(400, "The zip holds no .docx file.")
+            return _error(400, "The zip holds no .docx, .docm, .doc, .rtf or .odt file.")
         job = _Job(str(uuid.uuid4()), files, options)
         self.jobs[job.job_id] = job
         self._run(job)

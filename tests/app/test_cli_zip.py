@@ -42,6 +42,17 @@ def test_only_docx_files_with_their_relative_paths_in_a_stable_order(folder: Pat
     assert docx_files(folder) == docx_files(folder)
 
 
+def test_doc_rtf_odt_and_docm_files_are_sent_too(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    for name in ("a.doc", "b.RTF", "c.odt", "d.docm", "e.xls", "f.pdf", "~$g.doc"):
+        write(root, name, b"x")
+    assert [name for _, name in docx_files(root)] == ["a.doc", "b.RTF", "c.odt", "d.docm"]
+    with upload_source(root / "a.doc") as (_, count):
+        assert count == 1
+    with upload_source([root / "b.RTF", root / "c.odt"]) as (_, count):
+        assert count == 2
+
+
 def test_a_folder_is_zipped_to_a_temporary_file_removed_afterwards(folder: Path) -> None:
     with upload_source(folder) as (archive, count):
         assert count == 3
@@ -71,8 +82,11 @@ def test_a_zip_goes_as_it_is_and_one_docx_is_zipped_alone(tmp_path: Path) -> Non
     ("setup", "message"),
     [
         (lambda p: None, "does not exist"),
-        (lambda p: p.mkdir(), "holds no .docx file"),
-        (lambda p: p.write_text("hello"), "is neither a folder, a zip nor a .docx file"),
+        (lambda p: p.mkdir(), "holds no .docx, .docm, .doc, .rtf or .odt file"),
+        (
+            lambda p: p.write_text("hello"),
+            "is neither a folder, a zip nor a .docx, .docm, .doc, .rtf or .odt file",
+        ),
     ],
 )
 def test_nothing_to_send_is_a_clear_error(tmp_path: Path, setup: object, message: str) -> None:

@@ -479,7 +479,7 @@ def test_nothing_to_send_is_an_input_error_before_any_request(
     for source, message in [
         (tmp_path / "missing", "does not exist"),
         ([tmp_path / "x" / "a.docx", tmp_path / "y" / "a.docx"], "more than one file is named"),
-        ([tmp_path / "notes.txt"], "is not a .docx file"),
+        ([tmp_path / "notes.txt"], "is not a .docx, .docm, .doc, .rtf or .odt file"),
         ([], "no file given"),
     ]:
         with pytest.raises(InputError, match=message):

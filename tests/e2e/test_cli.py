@@ -111,7 +111,7 @@ def test_convert_a_folder_reports_failures_and_exits_non_zero(
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     # Only the .docx files went up, lock files left out, with their paths.
-    assert f"Zipped {len(GOOD) + len(BAD)} .docx files" in result.stderr
+    assert f"Zipped {len(GOOD) + len(BAD)} documents" in result.stderr
     assert "Uploaded" in result.stderr
     assert "no direct upload" not in result.stderr  # PUT to the store's signed URL
     assert "polling" not in result.stderr  # followed through the event stream
@@ -256,7 +256,9 @@ def test_expected_failures_are_one_clean_line(service: Service, tmp_path: Path) 
     (nothing / "readme.txt").write_text("no documents")
     result = quire("convert", str(nothing), "-o", str(tmp_path / "o.zip"), "--server", service.url)
     assert result.returncode == 3
-    assert result.stderr == f"quire: error: {nothing} holds no .docx file\n"
+    assert result.stderr == (
+        f"quire: error: {nothing} holds no .docx, .docm, .doc, .rtf or .odt file\n"
+    )
 
     # The server refuses a zip without documents: its own message, one line.
     empty_zip = tmp_path / "empty.zip"

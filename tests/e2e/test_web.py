@@ -368,3 +368,28 @@ def test_at_a_full_quota_the_page_says_why_and_submits_when_a_slot_frees(
     assert not notice.is_displayed()
     assert body.get_attribute("data-quota-refusals") == "2"
     assert rows_by_name(driver) == {"memo.docx": ("COMPLETED", "")}
+
+
+def test_the_page_sends_doc_rtf_and_odt_files(
+    make_service: Callable[[dict[str, str]], Service],
+    browser: tuple[WebDriver, Path],
+    legacy_documents: dict[str, Path],
+) -> None:
+    service = make_service({"QUIRE_WORKER_CONCURRENCY": "1"})
+    service.start()
+    driver, _ = browser
+    driver.get(f"{service.url}/")
+    chooser = driver.find_element(By.ID, "file-input")
+    # The file picker offers them...
+    accepted = (chooser.get_attribute("accept") or "").split(",")
+    assert {".docx", ".doc", ".rtf", ".odt"} <= set(accepted)
+    # ...and the page sends them as 'files' parts, each converted.
+    chooser.send_keys("\n".join(str(legacy_documents[kind]) for kind in ("doc", "rtf", "odt")))
+    status = driver.find_element(By.ID, "job-status")
+    wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
+    assert not driver.find_element(By.ID, "error").is_displayed()
+    assert rows_by_name(driver) == {
+        "source.doc": ("COMPLETED", ""),
+        "source.rtf": ("COMPLETED", ""),
+        "source.odt": ("COMPLETED", ""),
+    }

@@ -92,8 +92,9 @@ def parser() -> argparse.ArgumentParser:
     convert = command(
         "convert",
         "upload a folder or zip of DOCX files, follow the job, download the PDFs",
-        description="Upload a folder (only its .docx files are sent, with their relative\n"
-        "paths), a zip or one .docx file; follow the conversion; download the PDFs.",
+        description="Upload a folder (only its .docx, .docm, .doc, .rtf and .odt files are sent,\n"
+        "with their relative paths), a zip or one document; follow the conversion; download the "
+        "PDFs.",
     )
     convert.add_argument("source", metavar="DIR_OR_ZIP", type=Path)
     convert.add_argument("-o", "--output", metavar="OUT", required=True, help=OUTPUT_HELP)
@@ -227,7 +228,7 @@ def convert(args: argparse.Namespace, client: Client) -> int:
     output = Output.parse(args.output)
     with upload_source(args.source) as (archive, counted):
         if counted:
-            display.note(f"Zipped {counted} .docx files from {args.source}")
+            display.note(f"Zipped {counted} documents from {args.source}")
         size = archive.stat().st_size
         with display.transfer("Uploading", size) as advance:
             created = client.submit_zip(
