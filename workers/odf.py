@@ -37,11 +37,11 @@ from workers.validation import CHUNK, InvalidDocument
 
 ODT_MIMETYPE = b"application/vnd.oasis.opendocument.text"
 OTHER_ODF = {
-    b"application/vnd.oasis.opendocument.spreadsheet": "a spreadsheet (.ods)",
-    b"application/vnd.oasis.opendocument.presentation": "a presentation (.odp)",
-    b"application/vnd.oasis.opendocument.graphics": "a drawing (.odg)",
-    b"application/vnd.oasis.opendocument.text-master": "a master document (.odm)",
-    b"application/vnd.oasis.opendocument.text-template": "a text template (.ott)",
+    b"application/vnd.oasis.opendocument.spreadsheet": "spreadsheet (.ods)",
+    b"application/vnd.oasis.opendocument.presentation": "presentation (.odp)",
+    b"application/vnd.oasis.opendocument.graphics": "drawing (.odg)",
+    b"application/vnd.oasis.opendocument.text-master": "master document (.odm)",
+    b"application/vnd.oasis.opendocument.text-template": "text template (.ott)",
 }
 LINK_ATTRIBUTES = {"href", "image-data", "src"}
 MAX_XML_PART = 64 * 1024 * 1024  # content.xml of a long book is a few MB

@@ -3,8 +3,8 @@
 ::
 
     QuireError                    anything this package raises on purpose
-    ├── InputError                a local path cannot be sent: missing, no .docx in it, not a
-    │                             zip nor a .docx, or zipping it failed
+    ├── InputError                a local path cannot be sent: missing, no document in it, not
+    │                             a zip nor a document, or zipping it failed
     ├── TransportError            no answer at all: the server is unreachable, timed out or
     │   │                         dropped the connection (``cause`` is httpx's exception)
     │   ├── ConnectError          nothing accepted the connection

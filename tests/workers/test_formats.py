@@ -270,7 +270,7 @@ def test_control_stock_libreoffice_draws_the_linked_picture(
 def test_odf_kinds_other_than_text_and_encrypted_odts_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "input"
     path.write_bytes(odt("", "application/vnd.oasis.opendocument.spreadsheet"))
-    with pytest.raises(InvalidDocument, match=r"OpenDocument a spreadsheet \(.ods\)"):
+    with pytest.raises(InvalidDocument, match=r"OpenDocument spreadsheet \(.ods\)"):
         prepare_document(path, "sheet.odt")
     path.write_bytes(odt("<text:p>x</text:p>", manifest_extra="<manifest:encryption-data/>"))
     with pytest.raises(InvalidDocument, match="password-protected"):
