@@ -17,7 +17,8 @@ Also: the POST's time against an HTTP endpoint that only writes the same bytes t
 (both the best of ``--post-runs``, taken in turns against an API with no worker beside it; the
 direct-upload flow too when the API offers it), the peak memory of the API (also while
 receiving a large upload), of the worker processes and of the archive build. CPU profiles of
-the per-document worker path and of the POST: ``python -m tests.bench.profile --help``.
+the per-document worker path and of the POST: ``python -m tests.bench.profile --help``. The
+merged PDF's build is measured on the same job (``tests/bench/merge_probe.py``).
 Prints a table and writes the same as JSON. Timings on shared machines are noisy, so the
 figures that matter are the ratios, measured in the same run.
 """
@@ -541,6 +542,16 @@ def measure_quire(
             text=True,
         )
         result["archive"] = json.loads(probe.stdout.strip().splitlines()[-1])
+        # The merged PDF of the same job (issue #18: under 300 MB at 1,000 files).
+        merge_probe = subprocess.run(
+            [sys.executable, "-m", "tests.bench.merge_probe", job_id],
+            cwd=REPO,
+            env=service.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        result["merge"] = json.loads(merge_probe.stdout.strip().splitlines()[-1])
         if big_mb:
             started = time.monotonic()
             service.submit(big_upload_body(big_mb, BOUNDARY), MULTIPART)
@@ -779,6 +790,9 @@ def render(report: dict[str, Any]) -> str:
         f"{quire['worker_peak_rss_mb']:.0f} MB, LibreOffice {quire['libreoffice_peak_rss_mb']:.0f}"
         f" MB, archive build {quire['archive']['peak_rss_mb']:.0f} MB "
         f"({quire['archive']['pdfs']} PDFs, {quire['archive']['archive_bytes'] / 1e6:.1f} MB)",
+        f"merged PDF build: peak RSS {quire['merge']['peak_rss_mb']:.0f} MB (target < 300) for "
+        f"{quire['merge']['pdfs']} PDFs, {quire['merge']['pages']} pages, "
+        f"{quire['merge']['merged_bytes'] / 1e6:.1f} MB in {quire['merge']['seconds']:.1f} s",
         "CPU ms per document during the job: "
         + ", ".join(
             f"{name} {ms:.1f}" for name, ms in sorted(quire["cpu_ms_per_document"].items())
