@@ -64,17 +64,21 @@ URI: JsonDict = {"type": "string", "format": "uri"}
 # and reads the options into SubmissionOptions, so the option fields are the JSON body's.
 SUBMIT_JOB_FORM: JsonDict = {
     "title": "SubmitJobForm",
-    "description": "A zip of DOCX files (`file`) or several DOCX files (`files`), and the "
-    "job's options.",
+    "description": "A zip of documents (`file`) or several documents (`files`), and the job's "
+    "options. Documents: .docx, .docm, .doc, .rtf and .odt, each checked by what its bytes are.",
     "type": "object",
     "properties": {
-        "file": {**BINARY, "description": "A zip archive of .docx files (folders allowed)."},
+        "file": {
+            **BINARY,
+            "description": "A zip archive of .docx, .docm, .doc, .rtf and .odt files (folders "
+            "allowed; other entries are ignored).",
+        },
         "files": {
             "type": "array",
             "items": BINARY,
             # A multipart body cannot send an empty list: a field without parts is absent.
             "minItems": 1,
-            "description": "Several .docx files, instead of a zip.",
+            "description": "Several .docx, .docm, .doc, .rtf or .odt files, instead of a zip.",
         },
         "callback_url": {
             "type": "string",

@@ -272,6 +272,7 @@ def test_the_served_document_is_the_completed_one(client: TestClient) -> None:
     served = client.get("/openapi.json").json()
     assert served["components"]["schemas"]["SubmitJobForm"]["properties"]["file"] == {
         **BINARY,
-        "description": "A zip archive of .docx files (folders allowed).",
+        "description": "A zip archive of .docx, .docm, .doc, .rtf and .odt files (folders "
+        "allowed; other entries are ignored).",
     }
     assert unresolved(served) == []
