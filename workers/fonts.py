@@ -118,6 +118,10 @@ class DocumentTooLarge(Exception):
     """A part expands past the bound while the report reads it."""
 
 
+class FontconfigUnavailable(Exception):
+    """fc-match cannot be run or answers nothing: no report can be made."""
+
+
 # -- what the document asks for ---------------------------------------------------------------
 
 
@@ -510,6 +514,7 @@ class Fontconfig:
         pattern = re.sub(r"([\\\-:,=])", r"\\\1", family)
         if language:
             pattern += ":lang=" + re.sub(r"[^A-Za-z0-9-]", "", language)[:16]
+        # fc-match is fontconfig's, a dependency of libreoffice-core: wherever LibreOffice is.
         try:
             answer = subprocess.run(
                 ["fc-match", "-f", "%{family}", pattern],
@@ -519,9 +524,13 @@ class Fontconfig:
                 env=self.environment,
                 check=False,
             ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            answer = ""
-        names = [name.strip() for name in answer.split(",") if name.strip()] or [""]
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise FontconfigUnavailable(f"fc-match did not answer: {error}") from error
+        names = [name.strip() for name in answer.split(",") if name.strip()]
+        if not names:
+            # Without an answer every font would look like the fallback, and so missing (and
+            # strict_fonts would fail every file): no report is better than a wrong one.
+            raise FontconfigUnavailable(f"fc-match found no font for {family!r}")
         with self._lock:
             if len(self._answers) >= MAX_CACHE:
                 self._answers.clear()

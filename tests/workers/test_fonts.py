@@ -254,6 +254,19 @@ def test_a_family_name_is_a_name_to_fontconfig_not_a_pattern(tmp_path: Path) -> 
         assert config.match(name, None)[0] == config.fallback, name
 
 
+def test_without_fc_match_there_is_no_report_rather_than_every_font_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docx, pdf = tmp_path / "a.docx", tmp_path / "a.pdf"
+    docx.write_bytes(fonts_docx(latin("Calibri", "x")))
+    pdf.write_bytes(b"%PDF-1.4")
+    fonts._fontconfigs.clear()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no fc-match on it
+    with pytest.raises(fonts.FontconfigUnavailable):
+        fonts.font_report(docx, pdf, get_settings())
+    fonts._fontconfigs.clear()
+
+
 def test_metric_compatibility_comes_from_fontconfig_s_aliases() -> None:
     config = fonts.fontconfig_for(get_settings())
     assert config.metric_compatible("Calibri", "Carlito")
