@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BaseUrlDep, OwnerDep, SessionDep, SettingsDep, StoreDep, caller
 from app.api.errors import ApiError, responses
+from app.config import Settings
 from app.jobs import Cursor, list_jobs, new_job_id
 from app.models import JobStatus
 from app.openapi import BINARY, URI, component_ref
@@ -228,6 +229,25 @@ def _stream(store: ObjectStore, key: str, *, filename: str, content_type: str) -
     )
 
 
+def _download(
+    store: ObjectStore,
+    settings: Settings,
+    base: str,
+    key: str,
+    *,
+    filename: str,
+    content_type: str,
+    redirect: bool,
+) -> RedirectResponse | StreamingResponse:
+    """A stored result: a redirect to a presigned URL, or (``redirect`` false) streamed."""
+    if not redirect:
+        return _stream(store, key, filename=filename, content_type=content_type)
+    url = store.presigned_get_url(
+        key, filename=filename, content_type=content_type, expires_in=settings.presigned_url_ttl
+    )
+    return RedirectResponse(absolute(base, url), status_code=307)
+
+
 def _download_responses(media_type: str, what: str) -> dict[int | str, dict[str, Any]]:
     return {
         **responses(401, 403, 404, 409),
@@ -301,15 +321,15 @@ def download_job(
     redirect: RedirectQuery = True,
 ) -> RedirectResponse | StreamingResponse:
     archive = job_service.completed_archive(session, store, job_id, owner)
-    if redirect:
-        url = store.presigned_get_url(
-            archive.key,
-            filename=archive.filename,
-            content_type="application/zip",
-            expires_in=settings.presigned_url_ttl,
-        )
-        return RedirectResponse(absolute(base, url), status_code=307)
-    return _stream(store, archive.key, filename=archive.filename, content_type="application/zip")
+    return _download(
+        store,
+        settings,
+        base,
+        archive.key,
+        filename=archive.filename,
+        content_type="application/zip",
+        redirect=redirect,
+    )
 
 
 @router.get(
@@ -336,12 +356,12 @@ def download_merged(
     pages at the end listing the files that failed. 409 while the job runs, and for a job
     without `merge`."""
     merged = job_service.merged_pdf(session, store, job_id, owner)
-    if redirect:
-        url = store.presigned_get_url(
-            merged.key,
-            filename=merged.filename,
-            content_type="application/pdf",
-            expires_in=settings.presigned_url_ttl,
-        )
-        return RedirectResponse(absolute(base, url), status_code=307)
-    return _stream(store, merged.key, filename=merged.filename, content_type="application/pdf")
+    return _download(
+        store,
+        settings,
+        base,
+        merged.key,
+        filename=merged.filename,
+        content_type="application/pdf",
+        redirect=redirect,
+    )
