@@ -55,6 +55,8 @@ def measure_cluster(documents: int, pages: int, workdir: Path) -> dict[str, Any]
         "two_hosts_docs_per_second": figure.rate(2),
         "scaling": figure.ratio,
         "phases": [asdict(window) for window in figure.windows],
+        # Phases left out, by their hosts: a LibreOffice (re)started in them.
+        "phases_left_out": figure.skipped,
         "status": outcome.status["status"],
         "lost": len(outcome.lost),
         "duplicates": outcome.duplicates,
@@ -72,7 +74,8 @@ def render_cluster(result: dict[str, Any]) -> list[str]:
         f"job; one worker host {result['one_host_docs_per_second']:.2f} docs/s, two "
         f"{result['two_hosts_docs_per_second']:.2f} docs/s: {result['scaling']:.2f} x "
         "(target >= 1.6)",
-        f"  phases in turns (hosts: docs/s): {phases}; job {result['status']}, "
+        f"  phases in turns (hosts: docs/s): {phases}; left out (a LibreOffice starting): "
+        f"{result['phases_left_out'] or 'none'}; job {result['status']}, "
         f"lost={result['lost']} duplicates={result['duplicates']}; load average "
         f"{result['load_average_before'][0]:.1f} before, {result['load_average_after'][0]:.1f} "
         "after",

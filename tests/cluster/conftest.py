@@ -43,4 +43,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     if figure is not None:
         phases = ", ".join(f"{w.hosts}: {w.files / w.seconds:.1f}" for w in figure.windows)
-        terminalreporter.write_line(f"scaling phases in turns (hosts: files/s): {phases}")
+        skipped = f"; left out, a LibreOffice starting: {figure.skipped}" if figure.skipped else ""
+        terminalreporter.write_line(f"scaling phases in turns (hosts: files/s): {phases}{skipped}")

@@ -788,16 +788,21 @@ def bench_batch(count: int, tag: str, pages: int = 2) -> tuple[bytes, dict[str, 
     return bench_zip(count, pages, folder=tag), markers
 
 
-def finishes(host: Host, offset: int, job_id: str) -> list[datetime]:
-    """When worker host ``host`` finished each of the job's conversions, by its own log (from
-    ``offset`` on): the time of each ``file.completed`` record, in order."""
+def log_times(host: Host, offset: int, event: str, job_id: str | None = None) -> list[datetime]:
+    """When worker host ``host`` logged ``event`` (of the job ``job_id``, if given), by its own
+    log from ``offset`` on, in order."""
     times = []
     for line in host.log_since(offset).splitlines():
-        if '"file.completed"' in line and job_id in line:
+        if f'"{event}"' in line and (job_id is None or job_id in line):
             record = json.loads(line)
-            if record.get("event") == "file.completed" and record.get("job_id") == job_id:
+            if record.get("event") == event and job_id in (None, record.get("job_id")):
                 times.append(datetime.fromisoformat(record["timestamp"]))
     return sorted(times)
+
+
+def finishes(host: Host, offset: int, job_id: str) -> list[datetime]:
+    """When worker host ``host`` finished each of the job's conversions (``file.completed``)."""
+    return log_times(host, offset, "file.completed", job_id)
 
 
 @dataclass(frozen=True)
@@ -818,6 +823,10 @@ class ScalingWindow:
 @dataclass
 class ScalingFigure:
     windows: list[ScalingWindow]
+    # Phases left out because a LibreOffice started in them (a recycle after
+    # QUIRE_LIBREOFFICE_RESTART_AFTER conversions): its start, not the conversions, set their
+    # pace. By how many hosts each had.
+    skipped: list[int] = field(default_factory=list)
 
     def rate(self, hosts: int) -> float:
         """Conversions a second with ``hosts`` worker hosts, over all their phases."""
@@ -866,12 +875,13 @@ def measure_scaling(
     to finish: the caller settles it.
 
     Measured so that only the conversions' own pace counts: from the workers' own finish times
-    (their logs), once the whole batch is in the store (the ingest runs on a worker host's
-    core) and each host has converted a few (LibreOffice started, warm), and before the job's
-    tail and its archive; with the cluster's processes ahead of the machine's other work
-    (SCALING_NICENESS). Worker-2 is switched on and off by Celery's remote control, so it
-    stays warm and registered between phases. Nothing polls the API meanwhile: this process
-    reads two counters from the database four times a second."""
+    (their logs), once the whole batch is in the store (the ingest runs on a worker host's core)
+    and each host has converted a few (LibreOffice started, warm), and before the job's tail and
+    its archive, and without the phases in which a LibreOffice (re)started; with the cluster's
+    processes ahead of the machine's other work (SCALING_NICENESS). Worker-2 is switched on and
+    off by Celery's remote control, so it stays warm and registered between phases. Nothing
+    polls the API meanwhile: this process reads two counters from the database four times a
+    second."""
     offsets = {name: cluster.hosts[name].log_size() for name in WORKER_CPUS}
 
     def times(name: str) -> list[datetime]:
@@ -923,8 +933,19 @@ def measure_scaling(
         if not converting:
             cluster.set_converting("worker-2", True)
     first, second = times("worker-1"), times("worker-2")
-    windows = [scaling_window(hosts, start, end, first, second) for hosts, start, end in phases]
-    return job_id, ScalingFigure(windows)
+    starts = [
+        moment
+        for name in WORKER_CPUS
+        for moment in log_times(cluster.hosts[name], offsets[name], "libreoffice.started")
+    ]
+    figure = ScalingFigure([])
+    for hosts, start, end in phases:
+        if any(start <= moment <= end for moment in starts):
+            figure.skipped.append(hosts)
+        else:
+            figure.windows.append(scaling_window(hosts, start, end, first, second))
+    assert {window.hosts for window in figure.windows} == {1, 2}, figure
+    return job_id, figure
 
 
 if __name__ == "__main__":  # pragma: no cover - by hand: remove what a killed run left
