@@ -5,7 +5,6 @@ zip, the job commands. The same runs against the real service in tests/e2e/test_
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import zipfile
@@ -15,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from quire_client import Client
 from quire_client.cli import commands
 from quire_client.cli.errors import EXIT_ERROR, EXIT_OK
+from tests.client.helpers import use_stand_in
 from tests.docx_factory import make_docx
 
 JOB = "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a"
@@ -123,14 +122,7 @@ class FakeApi:
 
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
-    fake = FakeApi()
-    # The network, and only it, is replaced: the CLI builds its Client as it always does.
-    monkeypatch.setattr(
-        commands, "Client", functools.partial(Client, transport=httpx.MockTransport(fake))
-    )
-    monkeypatch.delenv("QUIRE_SERVER", raising=False)
-    monkeypatch.delenv("QUIRE_API_KEY", raising=False)
-    return fake
+    return use_stand_in(monkeypatch, FakeApi())
 
 
 @pytest.fixture

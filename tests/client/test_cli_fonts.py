@@ -4,7 +4,6 @@ same in tests/e2e/test_fonts.py."""
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import zipfile
@@ -13,13 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from python_multipart.multipart import parse_options_header
 
 from quire_client import Client
 from quire_client.cli import commands
 from quire_client.cli.errors import EXIT_OK
 from quire_client.client import JobOptions
-from tests.docx_factory import make_docx
+from tests.client.helpers import form_fields, one_document_folder, use_stand_in
 
 JOB = "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a"
 COUNTS = {"files_with_substitutions": 2, "files_with_missing_fonts": 1}
@@ -84,35 +82,13 @@ class FontsApi:
         return httpx.Response(200, json=status_document(self.fonts))
 
 
-def form_fields(request: httpx.Request) -> dict[str, str]:
-    """The small parts of a multipart body by name (the zip part left out)."""
-    _, options = parse_options_header(request.headers["content-type"])
-    boundary = b"--" + options[b"boundary"]
-    fields = {}
-    for part in request.read().split(boundary):
-        head, _, body = part.partition(b"\r\n\r\n")
-        if b"filename=" in head or b'name="' not in head:
-            continue
-        name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
-        fields[name] = body.removesuffix(b"\r\n").decode()
-    return fields
-
-
 def use(monkeypatch: pytest.MonkeyPatch, fake: FontsApi) -> FontsApi:
-    monkeypatch.setattr(
-        commands, "Client", functools.partial(Client, transport=httpx.MockTransport(fake))
-    )
-    monkeypatch.delenv("QUIRE_SERVER", raising=False)
-    monkeypatch.delenv("QUIRE_API_KEY", raising=False)
-    return fake
+    return use_stand_in(monkeypatch, fake)
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "documents"
-    root.mkdir()
-    (root / "a.docx").write_bytes(make_docx("a"))
-    return root
+    return one_document_folder(tmp_path)
 
 
 def test_convert_with_strict_fonts_asks_for_it_and_prints_the_counts(

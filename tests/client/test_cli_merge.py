@@ -5,7 +5,6 @@ tests/e2e/test_merged_pdf.py."""
 
 from __future__ import annotations
 
-import functools
 import io
 import zipfile
 from pathlib import Path
@@ -13,12 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from python_multipart.multipart import parse_options_header
 
-from quire_client import Client
 from quire_client.cli import commands
 from quire_client.cli.errors import EXIT_OK
-from tests.docx_factory import make_docx
+from tests.client.helpers import form_fields, one_document_folder, use_stand_in
 
 JOB = "7d9f5c1e-3b1a-4a8e-9c61-2f0b8f6c1d2a"
 MERGED = b"%PDF-1.7 the whole job"
@@ -71,37 +68,14 @@ class MergingApi:
         return httpx.Response(200, json=status_document())
 
 
-def form_fields(request: httpx.Request) -> dict[str, str]:
-    """The small parts of a multipart body by name (the zip part left out)."""
-    _, options = parse_options_header(request.headers["content-type"])
-    boundary = b"--" + options[b"boundary"]
-    fields = {}
-    for part in request.read().split(boundary):
-        head, _, body = part.partition(b"\r\n\r\n")
-        if b"filename=" in head or b'name="' not in head:
-            continue
-        name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
-        fields[name] = body.removesuffix(b"\r\n").decode()
-    return fields
-
-
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> MergingApi:
-    fake = MergingApi()
-    monkeypatch.setattr(
-        commands, "Client", functools.partial(Client, transport=httpx.MockTransport(fake))
-    )
-    monkeypatch.delenv("QUIRE_SERVER", raising=False)
-    monkeypatch.delenv("QUIRE_API_KEY", raising=False)
-    return fake
+    return use_stand_in(monkeypatch, MergingApi())
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "documents"
-    root.mkdir()
-    (root / "a.docx").write_bytes(make_docx("a"))
-    return root
+    return one_document_folder(tmp_path)
 
 
 def test_convert_with_merge_asks_for_it_and_writes_the_merged_pdf(
