@@ -12,9 +12,11 @@ the directory holds at most as many entries as its sectors can.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeAlias
 
 MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 HEADER = struct.Struct("<8s16s5H6s9L")
@@ -30,6 +32,24 @@ STORAGE, STREAM, ROOT = 1, 2, 5
 SECTOR_SHIFTS = {3: 9, 4: 12}
 MINI_SECTOR_SHIFT = 6
 MINI_STREAM_CUTOFF = 4096
+# Word writes a few dozen directory entries; embedded objects add a few each. Past this, a
+# directory chain is refused rather than read into memory.
+MAX_DIRECTORY_ENTRIES = 16384
+
+# Sector numbers, 4 bytes each as in the file: a FAT of a 100 MB file is 800 KB, not a list of
+# 200,000 int objects.
+Table: TypeAlias = "array[int]"
+
+
+def _table() -> Table:
+    return array("I")
+
+
+def _extend(table: Table, sector: bytes) -> None:
+    values = array("I", sector)
+    if sys.byteorder == "big":
+        values.byteswap()  # the file is little-endian
+    table.extend(values)
 
 
 class DamagedCompound(Exception):
@@ -68,11 +88,13 @@ class CompoundFile:
         self._mini_cutoff = fields[12]
         mini_fat_start, mini_fat_sectors = fields[13], fields[14]
         difat_start, difat_sectors = fields[15], fields[16]
+        # Writers allocate FAT sectors generously (msoffcrypto-tool writes 3 for a 35-sector
+        # file), so only the file bounds them: the FAT read is then at most the file's size.
         if fat_sectors > self._sectors or difat_sectors > self._sectors:
             raise DamagedCompound("its header counts more sectors than the file holds")
         self._fat = self._read_fat(header, fat_sectors, difat_start, difat_sectors)
         self._mini_fat_start, self._mini_fat_sectors = mini_fat_start, mini_fat_sectors
-        self._mini_fat: list[int] | None = None
+        self._mini_fat: Table | None = None
         self._root, self.entries = self._read_directory(directory_start)
 
     # -- sectors and chains ----------------------------------------------------------------------
@@ -86,7 +108,7 @@ class CompoundFile:
             raise DamagedCompound("the file ends inside a sector")
         return data
 
-    def _chain(self, start: int, table: list[int], limit: int) -> list[int]:
+    def _chain(self, start: int, table: Table, limit: int) -> list[int]:
         """The sector numbers of the chain from ``start``: each at most once, at most
         ``limit`` of them, every one inside ``table``."""
         chain: list[int] = []
@@ -104,7 +126,7 @@ class CompoundFile:
 
     def _read_fat(
         self, header: bytes, fat_sectors: int, difat_start: int, difat_sectors: int
-    ) -> list[int]:
+    ) -> Table:
         per_sector = self._sector_size // 4
         locations = list(struct.unpack_from(f"<{HEADER_DIFAT}L", header, DIFAT_OFFSET))
         number, seen = difat_start, set()
@@ -115,17 +137,18 @@ class CompoundFile:
             values = struct.unpack(f"<{per_sector}L", self._sector(number))
             locations.extend(values[:-1])
             number = values[-1]  # the last entry of a DIFAT sector points at the next one
-        fat: list[int] = []
+        fat = _table()
         for location in locations[:fat_sectors]:
             if location > MAX_REGULAR_SECTOR:
                 raise DamagedCompound("its FAT is incomplete")
-            fat.extend(struct.unpack(f"<{per_sector}L", self._sector(location)))
+            _extend(fat, self._sector(location))
         if len(locations) < fat_sectors:
             raise DamagedCompound("its FAT is incomplete")
         return fat
 
     def _read_directory(self, start: int) -> tuple[Entry, dict[str, Entry]]:
-        sectors = self._chain(start, self._fat, self._sectors)
+        limit = max(1, MAX_DIRECTORY_ENTRIES * ENTRY_SIZE // self._sector_size)
+        sectors = self._chain(start, self._fat, min(self._sectors, limit))
         data = b"".join(self._sector(number) for number in sectors)
         count = len(data) // ENTRY_SIZE
         if count == 0:
@@ -178,13 +201,9 @@ class CompoundFile:
 
     def _read_mini(self, start: int, wanted: int) -> bytes:
         if self._mini_fat is None:
-            per_sector = self._sector_size // 4
-            chain = self._chain(self._mini_fat_start, self._fat, self._mini_fat_sectors)
-            self._mini_fat = [
-                value
-                for number in chain
-                for value in struct.unpack(f"<{per_sector}L", self._sector(number))
-            ]
+            self._mini_fat = _table()
+            for number in self._chain(self._mini_fat_start, self._fat, self._mini_fat_sectors):
+                _extend(self._mini_fat, self._sector(number))
         mini = 1 << MINI_SECTOR_SHIFT
         mini_chain = self._chain(start, self._mini_fat, len(self._mini_fat))
         # The mini stream is the root entry's stream, in regular sectors.

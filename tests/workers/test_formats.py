@@ -131,6 +131,26 @@ def test_a_loop_in_the_directory_chain_is_damage_not_a_hang(
         prepare_document(path, "loop.doc")
 
 
+@pytest.mark.parametrize(
+    ("offset", "value", "message"),
+    [
+        (30, 10, "impossible sector size"),  # a 1 KiB sector: version 3 has 512 bytes
+        (44, 0x7FFFFFFF, "counts more sectors than the file holds"),  # FAT sectors
+        (72, 0x7FFFFFFF, "counts more sectors than the file holds"),  # DIFAT sectors
+        (48, 0x7FFFFFF0, "chain of sectors is broken"),  # the directory past the end
+    ],
+)
+def test_a_header_that_lies_is_damage(
+    legacy_documents: dict[str, Path], tmp_path: Path, offset: int, value: int, message: str
+) -> None:
+    data = bytearray(legacy_documents["doc"].read_bytes())
+    struct.pack_into("<H" if offset == 30 else "<L", data, offset, value)
+    path = tmp_path / "input"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidDocument, match=message):
+        prepare_document(path, "lying.doc")
+
+
 def test_names_only_word_the_message_for_what_is_no_document(tmp_path: Path) -> None:
     path = tmp_path / "input"
     path.write_bytes(b"just some notes\n")
