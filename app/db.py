@@ -14,6 +14,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import queue
 from app.config import get_settings
 
+# TCP keepalives on both ends of every PostgreSQL session. A host cut off (or powered off) in the
+# middle of a transaction keeps that transaction's row locks until the server ends its session,
+# and the server ends a silent client's session only when TCP gives up on it: after two hours by
+# Linux's defaults, during which every writer of those rows (the sweep, the other hosts' records)
+# waits. With these the server probes a client silent for 30 s and ends its session after three
+# unanswered probes 10 s apart, about a minute, releasing the locks; the client side does the
+# same for a server that went away. A live client answers probes from its kernel, whatever it is
+# doing, so a long transaction (a PDF uploaded inside its record) is never cut short by them.
+POSTGRES_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+}
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -36,7 +52,11 @@ def make_engine(url: str) -> Engine:
         return engine
     # A connect timeout, so an unreachable server fails a readiness probe instead of hanging it.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 10}
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args={"connect_timeout": 10, **POSTGRES_KEEPALIVES},
     )
 
 
