@@ -175,9 +175,13 @@ def _record(
             # in this transaction: were the worker to die after the commit, the file chosen is
             # marked in flight and the sweeper sends it again (resend_lost_dispatches).
             scheduling.dispatch(session)
-    log.info(
-        "file.failed" if error else "file.completed", job_id=job_id, file_id=file_id, error=error
-    )
+    if finished:
+        event = "file.failed" if error else "file.completed"
+        log.info(event, job_id=job_id, file_id=file_id, error=error)
+    else:
+        # Said apart, so a log counting a host's results never counts one that lost to a later
+        # claim (this worker was slow, or another delivery of the task finished it first).
+        log.info("file.not_recorded", job_id=job_id, file_id=file_id, error=error)
     return finished
 
 

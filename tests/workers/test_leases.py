@@ -3,6 +3,8 @@ re-sends what a dead one held, and two sweeps never run at once (issue #15)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ from sqlalchemy import event, select, update
 from app import queue, transitions
 from app.config import get_settings
 from app.db import make_engine, session_scope
+from app.logs import configure_logging
 from app.models import File, FileStatus, Job, JobStatus, Lock, utcnow
 from app.storage import get_store, input_key, output_key, result_key
 from tests.app.helpers import make_job
@@ -115,8 +118,17 @@ def test_a_claim_sets_a_token_and_a_lease(backend: Backend) -> None:
     assert claim(file_id) != token  # every claim its own token
 
 
+@pytest.fixture
+def logged_events() -> Iterator[Callable[[], list[str]]]:
+    """The events this process logs during the test, in order."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    yield lambda: [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+    configure_logging("INFO", "text")  # the handler must not outlive its stream
+
+
 def test_a_slow_worker_fenced_out_by_a_reclaim_records_nothing(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, logged_events: Callable[[], list[str]]
 ) -> None:
     job_id, (file_id,) = ingested_job(1)
     store = get_store()
@@ -142,6 +154,10 @@ def test_a_slow_worker_fenced_out_by_a_reclaim_records_nothing(
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.finished_files == 1  # counted once
+    # Its log says so too: one result recorded, three that were not.
+    events = logged_events()
+    assert events.count("file.completed") == 1
+    assert events.count("file.not_recorded") == 3
 
 
 def test_a_slow_worker_not_yet_replaced_records_and_the_resend_finds_it_done(
