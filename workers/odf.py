@@ -32,7 +32,14 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from app.config import get_settings
-from workers.sanitize import EXTERNAL_ALLOWED, NOWHERE, Rewrites, copy_with, rewritten_content
+from workers.sanitize import (
+    EXTERNAL_ALLOWED,
+    NOWHERE,
+    Rewrites,
+    copy_with,
+    never_climbs_out,
+    rewritten_content,
+)
 from workers.validation import CHUNK, InvalidDocument
 
 ODT_MIMETYPE = b"application/vnd.oasis.opendocument.text"
@@ -69,14 +76,8 @@ def _inside_package(reference: str) -> bool:
             return False
         if any(ord(character) < 0x20 or character == "\x7f" for character in text):
             return False
-        depth = 0
-        for segment in text.split("/"):
-            if segment == "..":
-                depth -= 1
-                if depth < 0:
-                    return False
-            elif segment not in ("", "."):
-                depth += 1
+        if not never_climbs_out(text):
+            return False
     return True
 
 

@@ -142,10 +142,15 @@ def _internal_target_ok(rels_name: str, target: str) -> bool:
     if CONTROL.search(path) or ":" in path:
         return False
     joined = path if path.startswith("/") else posixpath.join("/", _source_folder(rels_name), path)
-    # Climbing above the package's root: a path that could leave the package if resolved
-    # against the file system. normpath would silently stop at "/", so count instead.
+    return never_climbs_out(joined)
+
+
+def never_climbs_out(path: str) -> bool:
+    """Whether a ``/``-separated path never goes above the folder it starts from, read segment
+    by segment: one that does could leave the package if resolved against the file system.
+    (normpath would silently stop at "/", so the levels are counted instead.)"""
     depth = 0
-    for segment in joined.split("/"):
+    for segment in path.split("/"):
         if segment == "..":
             depth -= 1
             if depth < 0:
