@@ -131,6 +131,11 @@ class CompoundFile:
         locations = list(struct.unpack_from(f"<{HEADER_DIFAT}L", header, DIFAT_OFFSET))
         number, seen = difat_start, set()
         for _ in range(difat_sectors):
+            if len(locations) >= fat_sectors:
+                # Every FAT sector is located: the rest of the DIFAT is never read, so a header
+                # counting the whole file as DIFAT costs no more than the FAT itself (listing
+                # every entry first took ten times the file's size in memory).
+                break
             if number > MAX_REGULAR_SECTOR or number in seen:
                 raise DamagedCompound("its DIFAT chain is broken or loops")
             seen.add(number)

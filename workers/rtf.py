@@ -97,12 +97,16 @@ def instruction_text(group: bytes) -> str:
     out: list[str] = []
     skip_depth = 0  # inside a {\\* ...} destination, which readers leave out
     depth = 0
-    fallback = 1  # \\ucN: characters after \\uN that stand in for it
+    # \\ucN: characters after \\uN that stand in for it. A group's \\uc ends with the group,
+    # as in LibreOffice's reader: one that outlived its group would make this reading skip
+    # letters LibreOffice keeps.
+    fallbacks = [1]
     to_skip = 0
     for match in INSTRUCTION_TOKENS.finditer(group):
         hexa, unicode, uc, symbol, star, brace, text = match.groups()
         if star is not None or brace == b"{":
             depth += 1
+            fallbacks.append(fallbacks[-1])
             if star is not None and skip_depth == 0 and depth > 1:
                 skip_depth = depth
             continue
@@ -110,14 +114,16 @@ def instruction_text(group: bytes) -> str:
             if skip_depth == depth:
                 skip_depth = 0
             depth -= 1
+            if len(fallbacks) > 1:
+                fallbacks.pop()
             continue
         if skip_depth:
             continue
         if uc is not None:
-            fallback = int(uc)
+            fallbacks[-1] = int(uc)
         elif unicode is not None:
             out.append(chr(int(unicode) % 0x10000))
-            to_skip = fallback
+            to_skip = fallbacks[-1]
         elif hexa is not None:
             if to_skip:
                 to_skip -= 1
@@ -145,27 +151,41 @@ def harmless(instruction: str) -> bool:
 def neutralised(data: bytes) -> tuple[bytes, int]:
     """``data`` with the instruction of every field that could read a file emptied, and how
     many; InvalidDocument when its groups do not balance (damage or truncation)."""
-    groups: list[list[int]] = []  # [start, is a \\fldinst group]
+    starts: list[int] = []  # of the groups open
     spans: list[tuple[int, int]] = []
+    # The outermost \\fldinst group open (how many groups were open with it), and whether it
+    # must be emptied without being read: one holding another \\fldinst group (reading each
+    # nested group again made the check quadratic: 72 KB took 7 s) or raw \\bin data (which
+    # LibreOffice skips and the reading below would take for text, so a keyword split by it
+    # would pass).
+    instruction_depth: int | None = None
+    unreadable = False
     position = 0
     while match := TOKENS.search(data, position):
         token = match.group(0)
         position = match.end()
         if token == b"{":
-            groups.append([match.start(), 0])
+            starts.append(match.start())
         elif token == b"}":
-            if not groups:
+            if not starts:
                 break  # the document's group closed: LibreOffice ignores what follows
-            start, fldinst = groups.pop()
-            if fldinst and not harmless(instruction_text(data[start:position])):
-                spans.append((start, position))
-            if not groups:
+            depth = len(starts)
+            start = starts.pop()
+            if depth == instruction_depth:
+                if unreadable or not harmless(instruction_text(data[start:position])):
+                    spans.append((start, position))
+                instruction_depth, unreadable = None, False
+            if not starts:
                 break
         elif match.group(1) is not None:
             position += max(0, int(match.group(1)))  # \\binN: N raw bytes, braces or not
-        elif token.startswith(b"\\fldinst") and groups:
-            groups[-1][1] = 1
-    if groups:
+            unreadable = unreadable or instruction_depth is not None
+        elif token.startswith(b"\\fldinst") and starts:
+            if instruction_depth is None:
+                instruction_depth = len(starts)
+            elif len(starts) != instruction_depth:
+                unreadable = True
+    if starts:
         raise InvalidDocument(
             "The file is a damaged or truncated RTF document: its groups do not close."
         )

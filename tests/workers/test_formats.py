@@ -21,11 +21,12 @@ from tests.docx_factory import make_docx
 from tests.hostile_docs import SECRET_PNG
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
+from workers import rtf
 from workers.formats import Format, detect, prepare_document
 from workers.libreoffice import profile
 from workers.libreoffice.uno import UnoConverter
 from workers.odf import prepare_odt, safe_reference
-from workers.ole2 import ENCRYPTED_DOC, ENCRYPTED_OOXML
+from workers.ole2 import ENCRYPTED_DOC, ENCRYPTED_OOXML, CompoundFile, word_document_problem
 from workers.rtf import instruction_text, neutralised, prepare_rtf
 from workers.sanitize import NOWHERE, prepare_docx
 from workers.validation import InvalidDocument, validate_docx
@@ -129,6 +130,24 @@ def test_a_loop_in_the_directory_chain_is_damage_not_a_hang(
     path.write_bytes(bytes(data))
     with pytest.raises(InvalidDocument, match="chain of sectors is broken or loops"):
         prepare_document(path, "loop.doc")
+
+
+def test_the_difat_is_read_only_as_far_as_the_fat_needs(
+    legacy_documents: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header may count the whole file as DIFAT; reading only the sectors that locate the FAT
+    keeps the cost to the FAT's own (listing every entry first took ten times the file's size in
+    memory)."""
+    path = copy(legacy_documents["doc"], tmp_path, "input")
+    data = bytearray(path.read_bytes())
+    assert struct.unpack_from("<L", data, 44)[0] <= 109  # the header itself locates the FAT
+    struct.pack_into("<LL", data, 68, 0, len(data) // 512 - 1)  # DIFAT: sector 0 onwards, all
+    path.write_bytes(bytes(data))
+    read: list[int] = []
+    sector = CompoundFile._sector
+    monkeypatch.setattr(CompoundFile, "_sector", lambda self, n: read.append(n) or sector(self, n))
+    assert word_document_problem(path) is None
+    assert len(read) < 16  # the FAT, the directory and the streams read: no DIFAT walk
 
 
 @pytest.mark.parametrize(
@@ -315,6 +334,10 @@ def rtf_with_field(instruction: bytes) -> bytes:
         b'{\\*\\junk PAGE }IMPORT "x"',  # a skipped destination before it
         b'PAGE {\\v INCLUDETEXT "x"}',  # a harmless kind naming a file-reading one
         b'UNKNOWNFIELD "x"',  # not known to be harmless
+        b'\\bin5 PAGE INCLUDETEXT\\bin1 X "x"',  # raw \\bin bytes LibreOffice skips
+        # A \\uc that ends with its group: read as if it did not, this was the harmless IF.
+        b'{\\uc29 }\\u73 ?NCLUDETEXT "/etc/hostname"  F',
+        b'PAGE {\\*\\fldinst INCLUDETEXT "x"}',  # an instruction inside an instruction
     ],
 )
 def test_disguised_file_fields_are_emptied(instruction: bytes) -> None:
@@ -326,6 +349,21 @@ def test_disguised_file_fields_are_emptied(instruction: bytes) -> None:
 def test_instruction_text_reads_escapes_as_libreoffice_does() -> None:
     assert instruction_text(b"{\\*\\fldinst INCLUDE\\'50ICTURE x}").strip() == "INCLUDEPICTURE x"
     assert instruction_text(b"{\\*\\fldinst {\\*\\skip PAGE}REF a}").strip() == "REF a"
+
+
+def test_rtf_fields_are_read_once_however_deeply_nested(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each byte of a document is read as an instruction at most once: reading every nested
+    \\fldinst group again made the check quadratic (72 KB took 7 s)."""
+    read: list[int] = []
+    real = rtf.instruction_text
+    monkeypatch.setattr(
+        rtf, "instruction_text", lambda group: read.append(len(group)) or real(group)
+    )
+    nested = b"{\\*\\fldinst PAGE " * 2_000 + b"}" * 2_000
+    document = b"{\\rtf1 {\\field" + nested + b"{\\fldrslt 1}} " + rtf_with_field(b"PAGE")[6:]
+    cleaned, count = neutralised(document)
+    assert count == 1 and b"fldinst PAGE {" not in cleaned
+    assert sum(read) <= len(document)
 
 
 def test_rtf_bin_data_may_hold_braces(tmp_path: Path) -> None:
