@@ -45,20 +45,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.parsers import expat
 
-from defusedxml import (
-    DefusedXmlException,
-    DTDForbidden,
-    EntitiesForbidden,
-    ExternalReferenceForbidden,
-)
+from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
 from app.config import Settings
 from app.logs import get_logger
+from workers.font_requests import (
+    EAST_ASIAN,
+    SLOTS,
+    DocumentTooLarge,
+    Requested,
+    guarded_parser,
+)
 
 log = get_logger("quire.fonts")
 
@@ -73,8 +74,6 @@ A_THEME_GROUPS = {f"{A_NS} majorFont": "major", f"{A_NS} minorFont": "minor"}
 A_THEME_SCRIPTS = {f"{A_NS} {script}": script for script in ("latin", "ea", "cs")}
 # Relationship types (the part of the URL after the last slash) whose parts hold runs.
 TEXT_PARTS = {"header", "footer", "footnotes", "endnotes"}
-MAX_REQUESTED = 64  # Word's own font tables rarely list more than 30
-MAX_NAME = 64  # a font family name is at most 31 characters in Word's UI
 MAX_STYLES = 10_000
 MAX_RUN_FONTS = 1_024  # distinct (slot, family or theme reference) pairs of the runs kept
 MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
@@ -89,13 +88,8 @@ METRIC_ALIASES = "*metric-aliases*.conf"
 SYSTEM_FONTS_CONF = Path("/etc/fonts/fonts.conf")
 SYSTEM_CONF_D = Path("/etc/fonts/conf.d")
 MAX_CACHE = 4096
-# Han, kana, Hangul, CJK punctuation and full-width forms: text the East Asian slot renders.
-EAST_ASIAN = re.compile(
-    "[\u1100-\u11ff\u2e80-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff00-\uffef]"
-)
 
 # rFonts slots, and the theme font each *Theme value names: (major|minor, latin|ea|cs).
-SLOTS = ("ascii", "hAnsi", "eastAsia", "cs")
 THEME_SLOTS = {
     "ascii": "asciiTheme",
     "hAnsi": "hAnsiTheme",
@@ -114,42 +108,11 @@ THEME_FONTS = {
 }
 
 
-class DocumentTooLarge(Exception):
-    """A part expands past the bound while the report reads it."""
-
-
 class FontconfigUnavailable(Exception):
     """fc-match cannot be run or answers nothing: no report can be made."""
 
 
 # -- what the document asks for ---------------------------------------------------------------
-
-
-@dataclass
-class Requested:
-    """Families the document asks for, each with the slots it is asked in."""
-
-    slots: dict[str, set[str]] = field(default_factory=dict)
-    east_asian_language: str | None = None
-    east_asian_text: bool = False
-
-    def add(self, family: str | None, slot: str) -> None:
-        name = _clean(family)
-        if not name:
-            return
-        known = self.slots.get(name)
-        if known is None:
-            if len(self.slots) >= MAX_REQUESTED:
-                return
-            known = self.slots[name] = set()
-        known.add(slot)
-
-
-def _clean(family: str | None) -> str:
-    """A family name as fontconfig is asked for it: no control characters, bounded, trimmed."""
-    if not family:
-        return ""
-    return "".join(ch for ch in family if ch.isprintable())[:MAX_NAME].strip()
 
 
 @dataclass
@@ -251,34 +214,8 @@ class _PartReader:
             self._theme_group = None
 
 
-def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, internal: bool) -> None:
-    raise DTDForbidden(name, sysid, pubid)
-
-
-def _refuse_entity(name: str, parameter: bool, value: str | None, *rest: str | None) -> None:
-    base, sysid, pubid, notation = rest
-    raise EntitiesForbidden(name, value, base, sysid, pubid, notation)
-
-
-def _refuse_unparsed_entity(name: str, *rest: str | None) -> None:
-    base, sysid, pubid, notation = rest
-    raise EntitiesForbidden(name, None, base, sysid, pubid, notation)
-
-
-def _refuse_external(context: str, base: str | None, sysid: str | None, pubid: str | None) -> int:
-    raise ExternalReferenceForbidden(context, base, sysid, pubid)
-
-
 def _parser(reader: _PartReader) -> Any:
-    """A bare expat parser with defusedxml's guards: no DTD, no entity declarations, nothing
-    external. (defusedxml's own SAX reader cost three times as much CPU, for the same
-    guards: most of it in building each element's SAX attributes.)"""
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_entity
-    parser.UnparsedEntityDeclHandler = _refuse_unparsed_entity
-    parser.ExternalEntityRefHandler = _refuse_external
+    parser = guarded_parser()
     parser.StartElementHandler = reader.start
     if reader.nested:
         parser.EndElementHandler = reader.end

@@ -27,7 +27,7 @@ from tests.docx_factory import make_zip
 from tests.font_docs import ADDED_FAMILY, ADDED_POSTSCRIPT, Run, added_font, fonts_docx, latin
 from tests.plugins.libreoffice import MakeUnoConverter
 from tests.workers.helpers import run_to_the_end, submit
-from workers import fonts
+from workers import font_requests, fonts
 from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
 
@@ -202,11 +202,11 @@ def test_requested_fonts_come_from_defaults_used_styles_runs_and_the_theme(
 
 
 def test_the_report_reads_a_bounded_number_of_families(tmp_path: Path) -> None:
-    runs = [latin(f"Family {number}", "x") for number in range(fonts.MAX_REQUESTED + 50)]
+    runs = [latin(f"Family {number}", "x") for number in range(font_requests.MAX_REQUESTED + 50)]
     docx = tmp_path / "many.docx"
     docx.write_bytes(fonts_docx(*runs))
     requested = fonts.requested_fonts(docx, get_settings().max_part_expanded_bytes)
-    assert len(requested.slots) == fonts.MAX_REQUESTED
+    assert len(requested.slots) == font_requests.MAX_REQUESTED
 
 
 def test_the_runs_kept_are_bounded_however_many_there_are() -> None:
