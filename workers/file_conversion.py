@@ -279,8 +279,8 @@ def _convert_file(
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
-            # The report reads the fonts a DOCX asks for; other kinds have none yet.
-            report = _font_report(source, target, settings) if source.suffix == ".docx" else None
+            # Made for every kind with a reader in fonts.READERS; None for the others.
+            report = _font_report(source, target, settings)
             if claimed.strict_fonts and report is not None and report["missing"]:
                 error = fonts.strict_fonts_message(report["missing"])
                 reason = "missing_fonts"

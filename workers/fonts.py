@@ -41,7 +41,7 @@ import re
 import subprocess
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -515,6 +515,20 @@ def fontconfig_for(settings: Settings) -> Fontconfig:
 
 # -- the report -------------------------------------------------------------------------------
 
+# What a document asks for, read by one reader per kind of document: the key is the suffix
+# workers.formats.prepare_document gives the prepared file (its kind, decided by its bytes).
+# A reader takes (path, the most bytes a part may expand to) and returns a Requested; it never
+# imports this module. A kind without a reader here gets no report. One line per reader.
+Reader = Callable[[Path, int], Requested]
+READERS: dict[str, Reader] = {
+    ".docx": requested_fonts,
+}
+
+
+def reader_for(document: Path) -> Reader | None:
+    """The reader of what ``document`` asks for, by its kind; None when there is none."""
+    return READERS.get(document.suffix.lower())
+
 
 def _in_pdf(family: str, present: set[str]) -> bool:
     name = normalised(family)
@@ -557,9 +571,13 @@ def judge(requested: Requested, present: set[str], fontconfig: Fontconfig) -> di
     return {"substituted": substituted, "missing": sorted(missing)}
 
 
-def font_report(docx: Path, pdf: Path, settings: Settings) -> dict[str, Any]:
-    """The font report of one converted file (see the module's docstring)."""
-    requested = requested_fonts(docx, settings.max_part_expanded_bytes)
+def font_report(document: Path, pdf: Path, settings: Settings) -> dict[str, Any] | None:
+    """The font report of one converted file (see the module's docstring); None when its kind
+    has no reader in READERS."""
+    reader = reader_for(document)
+    if reader is None:
+        return None
+    requested = reader(document, settings.max_part_expanded_bytes)
     if not requested.slots:
         return {"substituted": {}, "missing": []}
     return judge(requested, pdf_fonts(pdf), fontconfig_for(settings))

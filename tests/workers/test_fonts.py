@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs import get_job_view
 from app.models import FileStatus, JobStatus
@@ -49,7 +49,14 @@ def convert(converter: Converter, docx: bytes, folder: Path) -> tuple[Path, Path
 
 def report_of(converter: Converter, docx: bytes, folder: Path) -> dict[str, Any]:
     source, target = convert(converter, docx, folder)
-    return fonts.font_report(source, target, get_settings())
+    return report_for(source, target)
+
+
+def report_for(source: Path, target: Path, settings: Settings | None = None) -> dict[str, Any]:
+    """The report of a kind that has a reader (a DOCX, here): never None."""
+    made = fonts.font_report(source, target, settings or get_settings())
+    assert made is not None
+    return made
 
 
 def embedded(pdf: Path) -> set[str]:
@@ -77,7 +84,7 @@ def test_calibri_is_substituted_by_carlito_which_keeps_the_layout(
 
 def test_a_font_nobody_has_is_missing(converter: Converter, tmp_path: Path) -> None:
     source, target = convert(converter, fonts_docx(latin(NOBODY, "Text")), tmp_path)
-    report = fonts.font_report(source, target, get_settings())
+    report = report_for(source, target)
     assert report == {"substituted": {}, "missing": [NOBODY]}
     # What was drawn instead is fontconfig's generic fallback, the one the report compares with.
     fallback = fonts.fontconfig_for(get_settings()).fallback
@@ -94,7 +101,7 @@ def test_chinese_text_in_a_missing_chinese_font_is_drawn_by_a_cjk_font(
         east_asian_language="zh-CN",
     )
     source, target = convert(converter, fonts_docx(run), tmp_path)
-    report = fonts.font_report(source, target, get_settings())
+    report = report_for(source, target)
     assert report["missing"] == []
     used = report["substituted"]["SimSun"]
     assert used["metric_compatible"] is False
@@ -133,7 +140,7 @@ def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
     before.mkdir()
     source, target = convert(make_uno_converter("without"), docx, before)
     assert ADDED_POSTSCRIPT not in embedded(target)
-    assert fonts.font_report(source, target, settings)["missing"] == [ADDED_FAMILY]
+    assert report_for(source, target, settings)["missing"] == [ADDED_FAMILY]
 
     # With it, LibreOffice, sandboxed (the default), reads it and embeds it.
     monkeypatch.setattr(settings, "fonts_dir", added_font(tmp_path / "fonts"))
@@ -143,7 +150,7 @@ def test_a_font_in_quire_fonts_dir_is_embedded_and_not_reported(
     after.mkdir()
     source, target = convert(instance, docx, after)
     assert ADDED_POSTSCRIPT in embedded(target)
-    assert fonts.font_report(source, target, settings) == {"substituted": {}, "missing": []}
+    assert report_for(source, target, settings) == {"substituted": {}, "missing": []}
 
 
 def test_the_fontconfig_file_adds_the_folder_to_the_system_configuration(tmp_path: Path) -> None:
@@ -223,7 +230,7 @@ def test_the_runs_kept_are_bounded_however_many_there_are() -> None:
 def test_a_part_larger_than_the_bound_is_not_read_whole(tmp_path: Path) -> None:
     docx = tmp_path / "large.docx"
     docx.write_bytes(fonts_docx(latin("Calibri", "x" * 200_000)))
-    with pytest.raises(fonts.DocumentTooLarge):
+    with pytest.raises(font_requests.DocumentTooLarge):
         fonts.requested_fonts(docx, 100_000)
 
 
@@ -331,3 +338,23 @@ def test_strict_fonts_fails_a_file_with_a_missing_font_naming_it(
     message = files["nobody.docx"].error_message or ""
     assert NOBODY in message and "strict_fonts" in message
     assert "Georgia" not in message
+
+
+def test_a_kind_without_a_reader_gets_no_report_and_one_with_a_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(b"%PDF-1.4")
+    document = tmp_path / "a.quire-test"
+    document.write_bytes(b"anything")
+    assert fonts.font_report(document, pdf, get_settings()) is None
+    # The report asks READERS, by the prepared file's suffix, what the document asks for.
+    seen: list[tuple[Path, int]] = []
+
+    def reader(path: Path, max_part_bytes: int) -> font_requests.Requested:
+        seen.append((path, max_part_bytes))
+        return font_requests.Requested()
+
+    monkeypatch.setitem(fonts.READERS, ".quire-test", reader)
+    assert fonts.font_report(document, pdf, get_settings()) == {"substituted": {}, "missing": []}
+    assert seen == [(document, get_settings().max_part_expanded_bytes)]
