@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import bindparam, select
 
 from app import scheduling, tracing, transitions
@@ -23,7 +24,7 @@ from app.models import TERMINAL_JOB_STATUSES
 from app.storage import ObjectNotFound, ObjectStore, input_key, output_key
 from workers import fonts, metrics
 from workers.archive import queue_archive_after_commit
-from workers.formats import prepare_document
+from workers.formats import Prepared, prepare
 from workers.libreoffice import (
     ConversionError,
     ConversionTimeout,
@@ -229,11 +230,18 @@ def _empty(work: Path) -> bool:
     return True
 
 
-def _font_report(source: Path, target: Path, settings: Settings) -> dict[str, Any] | None:
+def _font_report(prepared: Prepared, target: Path, settings: Settings) -> dict[str, Any] | None:
     """The file's font report; None, logged, when it cannot be made: the PDF is good either
-    way, and a report is not worth failing a conversion for."""
+    way, and a report is not worth failing a conversion for (strict_fonts aside). A DOCX's
+    fonts were read in the validator's pass (``prepare``), never a second time here."""
     try:
-        return fonts.font_report(source, target, settings)
+        if prepared.fonts_read:
+            if prepared.requested is None:
+                return None  # the reading failed, logged then
+            return fonts.report_of(prepared.requested, target, settings)
+        return fonts.font_report(prepared.path, target, settings)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up: not a report's failure to be logged and passed over
     except Exception as error:  # noqa: BLE001 - see the docstring
         log.warning("fonts.report_failed", error=f"{type(error).__name__}: {error}")
         return None
@@ -275,13 +283,18 @@ def _convert_file(
         try:
             store.download_file(input_key(job_id, file_id), str(source))
             # Validated by what it is, and local links rewritten, in one read.
-            source = prepare_document(source, claimed.filename)
+            prepared = prepare(source, claimed.filename)
+            source = prepared.path
             _convert_with_one_retry(converter, source, target, settings.conversion_timeout, options)
             if not target.is_file() or target.stat().st_size == 0:
                 raise ConversionError("LibreOffice wrote no PDF for this document.")
             # Made for every kind with a reader in fonts.READERS; None for the others.
-            report = _font_report(source, target, settings)
-            if claimed.strict_fonts and report is not None and report["missing"]:
+            report = _font_report(prepared, target, settings)
+            if claimed.strict_fonts and report is None:
+                # Not to pass as "no missing fonts": strict_fonts asked for the fonts checked.
+                error = fonts.STRICT_FONTS_UNCHECKED
+                reason = "missing_fonts"
+            elif claimed.strict_fonts and report is not None and report["missing"]:
                 error = fonts.strict_fonts_message(report["missing"])
                 reason = "missing_fonts"
         except ObjectNotFound:

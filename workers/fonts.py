@@ -46,12 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from pypdf import PdfReader
 from pypdf.generic import DictionaryObject
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.logs import get_logger
 from workers.font_requests import (
     EAST_ASIAN,
@@ -60,6 +61,7 @@ from workers.font_requests import (
     Requested,
     guarded_parser,
 )
+from workers.validation import ChunkConsumer, content_type_of, content_types
 
 log = get_logger("quire.fonts")
 
@@ -72,14 +74,23 @@ W_RFONTS, W_STYLE, W_BASED_ON, W_LANG, W_VAL = (
 W_STYLE_REFERENCES = {W + "pStyle", W + "rStyle", W + "tblStyle"}
 A_THEME_GROUPS = {f"{A_NS} majorFont": "major", f"{A_NS} minorFont": "minor"}
 A_THEME_SCRIPTS = {f"{A_NS} {script}": script for script in ("latin", "ea", "cs")}
-# Relationship types (the part of the URL after the last slash) whose parts hold runs.
-TEXT_PARTS = {"header", "footer", "footnotes", "endnotes"}
+# The parts read, by content type: each kind is also the last word of the relationship type
+# by which the main part uses such a part. The main part itself and these four hold runs.
+WML = "application/vnd.openxmlformats-officedocument.wordprocessingml."
+PART_KINDS = {
+    WML + "styles+xml": "styles",
+    "application/vnd.openxmlformats-officedocument.theme+xml": "theme",
+    **{f"{WML}{kind}+xml": kind for kind in ("header", "footer", "footnotes", "endnotes")},
+}
+TEXT_KINDS = {"main", "header", "footer", "footnotes", "endnotes"}
+MAX_TEXT_PARTS = 64  # of each kind: Word writes at most three headers and footers a section
+MAX_NESTED_PARTS = 4  # styles parts, theme parts: one each, and a glossary document's
 MAX_STYLES = 10_000
 MAX_RUN_FONTS = 1_024  # distinct (slot, family or theme reference) pairs of the runs kept
 MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
 MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024  # as the validator reads: fewer calls into expat
 FC_TIMEOUT = 10.0
 NO_SUCH_FONT = "quire no such font family"  # fontconfig's generic fallback answers for it
 DEFAULT_EAST_ASIAN_LANGUAGE = "ja"
@@ -224,71 +235,214 @@ def _parser(reader: _PartReader) -> Any:
     return parser
 
 
-def _stream(package: zipfile.ZipFile, part: str, reader: _PartReader, limit: int) -> None:
-    try:
-        info = package.getinfo(part)
-    except KeyError:
-        return
-    parser = _parser(reader)
-    size = 0
-    with package.open(info) as handle:
-        while chunk := handle.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise DocumentTooLarge(part)
-            parser.Parse(chunk, False)
-            if reader.east_asian_text and not reader.nested:
-                parser.CharacterDataHandler = None  # found: the rest of the text is not needed
-    parser.Parse(b"", True)
+class _Feed:
+    """One part, fed to expat as it comes, at most ``limit`` bytes.
+
+    expat 2.5 scans an unfinished token (an attribute value, a comment) again from its start on
+    every call (CVE-2023-52425): a 16 MiB attribute fed 64 KiB at a time cost 1.3 s of CPU, and
+    at 256 MiB it would hold a worker for minutes. So the data waits until there is at least as
+    much of it as the unfinished token expat would scan again (``CurrentByteIndex`` is where
+    that token starts): each byte is scanned a bounded number of times whatever the token's
+    length, as expat 2.6's own reparse deferral does."""
+
+    def __init__(self, name: str, reader: _PartReader, limit: int) -> None:
+        self.name = name
+        self.reader = reader
+        self.parser = _parser(reader)
+        self.limit = limit
+        self.size = 0  # bytes of the part seen
+        self.fed = 0  # bytes handed to expat
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise DocumentTooLarge(self.name)
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        unfinished = self.fed - max(self.parser.CurrentByteIndex, 0)
+        if self._pending_size < max(unfinished, CHUNK):
+            return
+        self._parse(False)
+
+    def _parse(self, final: bool) -> None:
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        self.parser.Parse(data, final)
+        self.fed += len(data)
+        if self.reader.east_asian_text and not self.reader.nested:
+            self.parser.CharacterDataHandler = None  # found: the rest of the text is not needed
+
+    def close(self) -> None:
+        self._parse(True)
 
 
-def _relationships(package: zipfile.ZipFile, part: str) -> dict[str, list[str]]:
-    """The package parts a part's relationships point at, by the last word of their type."""
+class DocxReading:
+    """What a DOCX asks for, read from its parts as they are decompressed: the validator's one
+    read (``workers.validation.check_package`` calls ``observe`` for each part), or
+    ``requested_fonts``'s own.
+
+    The parts are chosen by content type ([Content_Types].xml), each read into its own reader,
+    since a part may come before the relationships that say whether the main part uses it
+    (Word writes ``word/document.xml`` before ``word/_rels/document.xml.rels``). The main
+    part's relationships, kept as they pass, then choose among them: its styles, its theme,
+    and its headers, footers, footnotes and endnotes, each part once (a glossary document's
+    styles are not the document's). All of them count against one budget."""
+
+    def __init__(self, max_part_bytes: int, max_package_bytes: int) -> None:
+        self.max_part_bytes = max_part_bytes
+        self.max_package_bytes = max_package_bytes
+        self.main: str | None = None
+        self.feeds: dict[str, _Feed] = {}
+        self.kinds: dict[str, str] = {}  # part name: its kind (main, styles, theme, header ...)
+        self.relationships: list[bytes] | None = None  # the main part's, as they pass
+        self._relationships_size = 0
+        self.read = 0  # bytes of every part read, against max_package_bytes
+        self.error: BaseException | None = None
+
+    # -- the parts, as they come --
+
+    def part(self, name: str, content_type: str, main: str) -> ChunkConsumer | None:
+        """What to hand ``name``'s chunks to, or None when the report does not need it."""
+        self.main = main
+        if name == _relationships_name(main):
+            if self.relationships is not None:
+                return None  # a second entry of one name: the sanitiser refuses the package
+            self.relationships = []
+            return self._keep_relationships
+        kind = "main" if name == main else PART_KINDS.get(content_type.strip().lower())
+        if kind is None or name in self.feeds:
+            return None
+        nested = kind in ("styles", "theme")
+        if sum(1 for one in self.kinds.values() if one == kind) >= (
+            MAX_NESTED_PARTS if nested else MAX_TEXT_PARTS
+        ):
+            return None
+        feed = self.feeds[name] = _Feed(name, _PartReader(nested=nested), self.max_part_bytes)
+        self.kinds[name] = kind
+
+        def consume(chunk: bytes) -> None:
+            self.read += len(chunk)
+            if self.read > self.max_package_bytes:
+                raise DocumentTooLarge("the package")
+            feed(chunk)
+
+        return consume
+
+    def _keep_relationships(self, chunk: bytes) -> None:
+        self._relationships_size += len(chunk)
+        if self.relationships is None or self._relationships_size > MAX_RELS_BYTES:
+            self.relationships = None  # implausibly large: the main part alone is read
+            return
+        self.relationships.append(chunk)
+
+    def observe(self, name: str, content_type: str, main: str) -> ChunkConsumer | None:
+        """``part`` for the validator: whatever fails here loses the report, never the file
+        (a real refusal, a zip bomb, is the validator's own); a soft time limit still stops
+        the task."""
+        if self.error is not None:
+            return None
+        try:
+            consumer = self.part(name, content_type, main)
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            self._fail(error)
+            return None
+        if consumer is None:
+            return None
+        chosen = consumer
+
+        def guarded(chunk: bytes) -> None:
+            if self.error is not None:
+                return
+            try:
+                chosen(chunk)
+            except SoftTimeLimitExceeded:
+                raise
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                self._fail(error)
+
+        return guarded
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.feeds.clear()  # what was read is of no use now: its memory goes
+
+    # -- what the document asks for --
+
+    def requested(self) -> Requested:
+        """The families the document asks for (see the module's docstring); raises what the
+        reading met."""
+        if self.error is not None:
+            raise self.error
+        if self.main is None:
+            return Requested()
+        chosen = self._chosen()
+        for name in chosen:
+            self.feeds[name].close()
+        styles = next((self.feeds[n].reader for n in chosen if self.kinds[n] == "styles"), None)
+        theme = next((self.feeds[n].reader for n in chosen if self.kinds[n] == "theme"), None)
+        styles = styles or _PartReader(nested=True)
+        theme = theme or _PartReader(nested=True)
+        bodies = [self.feeds[n].reader for n in chosen if self.kinds[n] in TEXT_KINDS]
+        return _requested(styles, theme, bodies)
+
+    def result(self) -> Requested | None:
+        """``requested``, or None, logged, when the reading failed: the file converts anyway."""
+        try:
+            return self.requested()
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as error:  # noqa: BLE001 - a report is not worth failing a file for
+            log.warning("fonts.read_failed", error=f"{type(error).__name__}: {error}")
+            return None
+
+    def _chosen(self) -> list[str]:
+        """The parts read that the main part uses, each once: itself, then its styles, theme
+        and text parts in its relationships' order."""
+        assert self.main is not None
+        chosen = [self.main] if self.main in self.feeds else []
+        if not self.relationships:
+            return chosen
+        folder = posixpath.dirname(self.main)
+        for relation in fromstring(b"".join(self.relationships)):
+            if relation.get("TargetMode", "Internal") != "Internal":
+                continue
+            target = relation.get("Target", "")
+            kind = relation.get("Type", "").rsplit("/", 1)[-1]
+            path = (
+                target.lstrip("/")
+                if target.startswith("/")
+                else posixpath.normpath(posixpath.join(folder, target))
+            )
+            if path in chosen or self.kinds.get(path) != kind:
+                continue
+            if kind in ("styles", "theme") and any(self.kinds[n] == kind for n in chosen):
+                continue  # the first of each, as Word reads it
+            chosen.append(path)
+        return chosen
+
+
+def _relationships_name(part: str) -> str:
     folder, name = posixpath.split(part)
-    rels = posixpath.join(folder, "_rels", name + ".rels")
-    try:
-        info = package.getinfo(rels)
-    except KeyError:
-        return {}
-    if info.file_size > MAX_RELS_BYTES:
-        return {}
-    targets: dict[str, list[str]] = {}
-    for relation in fromstring(package.read(info)):
-        if relation.get("TargetMode", "Internal") != "Internal":
-            continue
-        target = relation.get("Target", "")
-        kind = relation.get("Type", "").rsplit("/", 1)[-1]
-        path = (
-            target.lstrip("/")
-            if target.startswith("/")
-            else posixpath.normpath(posixpath.join(folder, target))
-        )
-        targets.setdefault(kind, []).append(path)
-    return targets
+    return posixpath.join(folder, "_rels", name + ".rels")
 
 
-def _main_part(package: zipfile.ZipFile) -> str:
-    found = _relationships(package, "").get("officeDocument")
-    return found[0] if found else "word/document.xml"
-
-
-def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
-    """The font families the document's text asks for (see the module's docstring)."""
+def _requested(styles: _PartReader, theme: _PartReader, bodies: list[_PartReader]) -> Requested:
     requested = Requested()
-    with zipfile.ZipFile(docx) as package:
-        main = _main_part(package)
-        related = _relationships(package, main)
-        styles, theme, body = _PartReader(nested=True), _PartReader(nested=True), _PartReader()
-        for part in related.get("styles", [])[:1]:
-            _stream(package, part, styles, max_part_bytes)
-        for part in related.get("theme", [])[:1]:
-            _stream(package, part, theme, max_part_bytes)
-        text_parts = [main] + [p for kind in TEXT_PARTS for p in related.get(kind, [])]
-        for part in text_parts[:64]:
-            _stream(package, part, body, max_part_bytes)
-    pairs = [*styles.runs, *body.runs]  # the document defaults, then the runs
+    runs: dict[tuple[str, str, bool], None] = {}
+    used_styles: set[str] = set()
+    languages = list(styles.languages)
+    for body in bodies:
+        for pair in body.runs:
+            if len(runs) < MAX_RUN_FONTS:
+                runs[pair] = None
+        used_styles |= body.used_styles
+        languages += body.languages
+    pairs = [*styles.runs, *runs]  # the document defaults, then the runs
     # The styles the text uses, the default paragraph style, and what each is based on.
-    pending = list(body.used_styles) + ([styles.default_style] if styles.default_style else [])
+    pending = list(used_styles) + ([styles.default_style] if styles.default_style else [])
     seen: set[str] = set()
     while pending:
         style_id = pending.pop()
@@ -304,10 +458,48 @@ def requested_fonts(docx: Path, max_part_bytes: int) -> Requested:
             requested.add(value, slot)
         elif (where := THEME_FONTS.get(value)) is not None:
             requested.add(theme.theme.get(where), slot)
-    languages = styles.languages + body.languages
     requested.east_asian_language = languages[0] if languages else None
-    requested.east_asian_text = body.east_asian_text
+    requested.east_asian_text = any(body.east_asian_text for body in bodies)
     return requested
+
+
+def _main_part(package: zipfile.ZipFile) -> str:
+    try:
+        info = package.getinfo("_rels/.rels")
+    except KeyError:
+        return "word/document.xml"
+    if info.file_size <= MAX_RELS_BYTES:
+        for relation in fromstring(package.read(info)):
+            if relation.get("Type", "").endswith("/officeDocument"):
+                return posixpath.normpath(str(relation.get("Target", "")).lstrip("/"))
+    return "word/document.xml"
+
+
+def requested_fonts(
+    docx: Path, max_part_bytes: int, max_package_bytes: int | None = None
+) -> Requested:
+    """The font families the document's text asks for (see the module's docstring), read
+    from the file; the worker has them from the validator's read instead (``DocxReading``).
+    ``max_package_bytes`` bounds all the parts read together (default: the settings')."""
+    budget = max_package_bytes or get_settings().max_package_expanded_bytes
+    reading = DocxReading(max_part_bytes, budget)
+    with zipfile.ZipFile(docx) as package:
+        main = _main_part(package)
+        try:
+            info = package.getinfo("[Content_Types].xml")
+        except KeyError:
+            return Requested()
+        if info.file_size > MAX_RELS_BYTES:
+            return Requested()
+        types = content_types(package.read(info))
+        for info in package.infolist():
+            consume = reading.part(info.filename, content_type_of(types, info.filename), main)
+            if consume is None:
+                continue
+            with package.open(info) as handle:
+                while chunk := handle.read(CHUNK):
+                    consume(chunk)
+    return reading.requested()
 
 
 # -- what the PDF holds -----------------------------------------------------------------------
@@ -577,10 +769,21 @@ def font_report(document: Path, pdf: Path, settings: Settings) -> dict[str, Any]
     reader = reader_for(document)
     if reader is None:
         return None
-    requested = reader(document, settings.max_part_expanded_bytes)
+    return report_of(reader(document, settings.max_part_expanded_bytes), pdf, settings)
+
+
+def report_of(requested: Requested, pdf: Path, settings: Settings) -> dict[str, Any]:
+    """The font report of a converted file whose requested fonts were read already."""
     if not requested.slots:
         return {"substituted": {}, "missing": []}
     return judge(requested, pdf_fonts(pdf), fontconfig_for(settings))
+
+
+STRICT_FONTS_UNCHECKED = (
+    "The fonts this document asks for could not be checked (its font report could not be "
+    "made; the worker's log says why), so strict_fonts cannot tell that none is missing. "
+    "Convert without strict_fonts, or retry."
+)
 
 
 def strict_fonts_message(missing: list[str]) -> str:

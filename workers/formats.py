@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import get_settings
 from workers import odf, rtf
+from workers.font_requests import Requested
+from workers.fonts import DocxReading
 from workers.ole2 import word_document_problem
 from workers.sanitize import prepare_docx
 from workers.validation import OLE2_MAGIC, ZIP_MAGIC, InvalidDocument, open_package
@@ -97,18 +101,42 @@ def detect(path: Path, filename: str = "") -> Format:
     raise InvalidDocument(_describe_unknown(head, filename))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A checked document: where it lies, and what it asks for of fonts when that was read on
+    the way (a DOCX's, from the validator's one read; ``fonts_read`` with ``requested`` None:
+    the reading failed, logged, and the file converts without a report)."""
+
+    path: Path
+    fonts_read: bool = False
+    requested: Requested | None = None
+
+
 def prepare_document(path: Path, filename: str = "") -> Path:
+    """``prepare``, for a caller that wants the path only."""
+    return prepare(path, filename, read_fonts=False).path
+
+
+def prepare(path: Path, filename: str = "", *, read_fonts: bool = True) -> Prepared:
     """Check the document at ``path`` by what it is and remove what could make LibreOffice read
     a file of the worker's; return where it now lies, its suffix naming its kind (LibreOffice
-    picks its import filter by content and suffix together).
+    picks its import filter by content and suffix together), and, for a DOCX with
+    ``read_fonts``, the fonts it asks for (``workers.fonts.DocxReading``), read from the
+    chunks the validation decompresses: the package is decompressed once.
 
     DOC is binary and is not rewritten: its links (linked pictures, INCLUDETEXT fields, OLE
     links) are left to the sandbox, which lets LibreOffice read nothing outside its document's
     folder (docs/security.md).
     """
     kind = detect(path, filename)
+    reading: DocxReading | None = None
     if kind is Format.DOCX:
-        prepare_docx(path)
+        if read_fonts:
+            settings = get_settings()
+            reading = DocxReading(
+                settings.max_part_expanded_bytes, settings.max_package_expanded_bytes
+            )
+        prepare_docx(path, reading.observe if reading is not None else None)
     elif kind is Format.ODT:
         odf.prepare_odt(path)
     elif kind is Format.RTF:
@@ -116,4 +144,6 @@ def prepare_document(path: Path, filename: str = "") -> Path:
     target = path.with_suffix(kind.value)
     if target != path:
         os.replace(path, target)
-    return target
+    if reading is None:
+        return Prepared(target)
+    return Prepared(target, fonts_read=True, requested=reading.result())

@@ -59,7 +59,7 @@ from xml.etree.ElementTree import Element, ParseError, TreeBuilder, register_nam
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from workers.validation import InvalidDocument, check_package, open_package
+from workers.validation import InvalidDocument, PartObserver, check_package, open_package
 
 RELATIONSHIPS_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 SVG_NS = "http://www.w3.org/2000/svg"
@@ -351,13 +351,16 @@ def _sanitize(path: Path, check: Callable[[zipfile.ZipFile, Rewrites], None]) ->
     return len(rewrites)
 
 
-def prepare_docx(path: Path) -> int:
+def prepare_docx(path: Path, observer: PartObserver | None = None) -> int:
     """Validate the package at ``path`` (``workers.validation``) and rewrite what could make
     LibreOffice read a local file; return how many parts changed (almost always 0, and then
-    the file is left untouched)."""
+    the file is left untouched). ``observer`` sees the parts as the validation decompresses
+    them (the font report reads the document so, in the same read)."""
 
     def validate(package: zipfile.ZipFile, rewrites: Rewrites) -> None:
-        check_package(package, functools.partial(_collect, rewrites), MAX_RELS_BYTES)
+        check_package(
+            package, functools.partial(_collect, rewrites), MAX_RELS_BYTES, observer=observer
+        )
         for info in package.infolist():  # the check hands over "*.rels" only, not "*.RELS"
             if info.filename.lower().endswith(".rels") and not info.filename.endswith(".rels"):
                 _collect(rewrites, info, _read_bounded(package, info, MAX_RELS_BYTES))

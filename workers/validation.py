@@ -100,14 +100,23 @@ def _main_part(root_rels: bytes, names: set[str]) -> str:
     raise InvalidDocument("The file is not a Word document: its package has no main document.")
 
 
-def _content_type(content_types: bytes, part: str) -> str:
+# [Content_Types].xml: the default content type by extension, and each override by part name.
+ContentTypes = tuple[dict[str, str], dict[str, str]]
+
+
+def content_types(data: bytes) -> ContentTypes:
     defaults, overrides = {}, {}
-    for element in _parse_xml("[Content_Types].xml", content_types):
+    for element in _parse_xml("[Content_Types].xml", data):
         tag = element.tag.rsplit("}", 1)[-1]
         if tag == "Default":
             defaults[element.get("Extension", "").lower()] = element.get("ContentType", "")
         elif tag == "Override":
             overrides[element.get("PartName", "").lstrip("/")] = element.get("ContentType", "")
+    return defaults, overrides
+
+
+def content_type_of(types: ContentTypes, part: str) -> str:
+    defaults, overrides = types
     return overrides.get(part) or defaults.get(posixpath.splitext(part)[1][1:].lower(), "")
 
 
@@ -125,6 +134,12 @@ def open_package(path: Path) -> zipfile.ZipFile:
 
 # Called with each relationship part (``*.rels``) and its bytes, as the check reads them.
 RelationshipsSeen = Callable[[zipfile.ZipInfo, bytes], None]
+# Called with each part's name, its content type and the main part's name before the check
+# reads it; returns what to hand each of its decompressed chunks to, or None. The consumer must
+# not raise (whatever it fails at is its own business, not the document's validity): the
+# font report reads its parts so, from the one decompression the check makes.
+ChunkConsumer = Callable[[bytes], None]
+PartObserver = Callable[[str, str, str], ChunkConsumer | None]
 
 
 def _size(count: int) -> str:
@@ -159,6 +174,7 @@ def check_package(
     *,
     max_part_bytes: int | None = None,
     max_package_bytes: int | None = None,
+    observer: PartObserver | None = None,
 ) -> None:
     """Refuse anything but a readable Word package, decompressing each part once.
 
@@ -167,7 +183,8 @@ def check_package(
     ``max_relationships_bytes`` is handed to ``relationships``: the link sanitiser needs
     exactly those bytes, and reading the package a second time for it cost as much again.
     The expanded bytes are counted against ``max_part_bytes`` and ``max_package_bytes``
-    (default: the settings) as they are read.
+    (default: the settings) as they are read. ``observer`` sees the other parts' chunks as
+    they come out (the two read whole first are not offered).
     """
     settings = get_settings()
     max_part = max_part_bytes or settings.max_part_expanded_bytes
@@ -191,8 +208,9 @@ def check_package(
         raise InvalidDocument("The file is not a Word document: its package has no _rels/.rels.")
     rels_info, root_rels = _small_part(package, "_rels/.rels")
     part = _main_part(root_rels, names)
-    types_info, content_types = _small_part(package, "[Content_Types].xml")
-    content_type = _content_type(content_types, part)
+    types_info, content_types_xml = _small_part(package, "[Content_Types].xml")
+    types = content_types(content_types_xml)
+    content_type = content_type_of(types, part)
     if not any(marker in content_type for marker in WORD_CONTENT_TYPES):
         raise InvalidDocument(
             "The file is an Office package but not a Word document "
@@ -205,12 +223,17 @@ def check_package(
         relationships(rels_info, root_rels)
 
     doctype = False
-    expanded = len(root_rels) + len(content_types)
+    expanded = len(root_rels) + len(content_types_xml)
     for info in infos:
         if info is rels_info or info is types_info:
             continue  # read whole above, so their CRC was checked then
         wanted = relationships is not None and info.filename.endswith(".rels")
         scan = DoctypeScan() if info.filename == part else None
+        consume = (
+            observer(info.filename, content_type_of(types, info.filename), part)
+            if observer is not None
+            else None
+        )
         kept: list[bytes] = []
         size = 0
         try:
@@ -226,6 +249,8 @@ def check_package(
                         scan.feed(chunk)
                     if wanted:
                         kept.append(chunk)
+                    if consume is not None:
+                        consume(chunk)
         except NotImplementedError:
             raise InvalidDocument(UNSUPPORTED_COMPRESSION) from None
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError):

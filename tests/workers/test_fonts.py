@@ -27,7 +27,7 @@ from tests.docx_factory import make_zip
 from tests.font_docs import ADDED_FAMILY, ADDED_POSTSCRIPT, Run, added_font, fonts_docx, latin
 from tests.plugins.libreoffice import MakeUnoConverter
 from tests.workers.helpers import run_to_the_end, submit
-from workers import font_requests, fonts
+from workers import font_requests, fonts, formats
 from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
 
@@ -358,3 +358,225 @@ def test_a_kind_without_a_reader_gets_no_report_and_one_with_a_reader_does(
     monkeypatch.setitem(fonts.READERS, ".quire-test", reader)
     assert fonts.font_report(document, pdf, get_settings()) == {"substituted": {}, "missing": []}
     assert seen == [(document, get_settings().max_part_expanded_bytes)]
+
+
+# -- one read: the fonts come from the validator's decompression -------------------------------
+
+HEADER_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.header+xml"
+STYLES_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.styles+xml"
+RELATIONSHIP = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+
+
+def rebuilt(
+    docx: bytes,
+    changes: dict[str, bytes],
+    *,
+    first: tuple[str, ...] = (),
+    overrides: dict[str, str] | None = None,
+) -> bytes:
+    """``docx`` with parts replaced or added (``changes``), the entries named in ``first``
+    written before the others, and content type overrides added."""
+    with zipfile.ZipFile(io.BytesIO(docx)) as original:
+        parts = {name: original.read(name) for name in original.namelist()}
+    parts.update(changes)
+    if overrides:
+        extra = "".join(
+            f'<Override PartName="/{name}" ContentType="{kind}"/>'
+            for name, kind in overrides.items()
+        )
+        parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
+            b"</Types>", extra.encode() + b"</Types>"
+        )
+    order = [*first, *(name for name in parts if name not in first)]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as package:
+        for name in order:
+            package.writestr(name, parts[name])
+    return buffer.getvalue()
+
+
+def relationships_xml(*relations: tuple[str, str]) -> bytes:
+    return (
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        + "".join(
+            f'<Relationship Id="rId{n}" Type="{RELATIONSHIP}/{kind}" Target="{target}"/>'
+            for n, (kind, target) in enumerate(relations, start=1)
+        )
+        + "</Relationships>"
+    ).encode()
+
+
+def header_xml(family: str) -> bytes:
+    return (
+        f'<w:hdr xmlns:w="{fonts.W_NS}"><w:p><w:r><w:rPr><w:rFonts w:ascii="{family}"/>'
+        "</w:rPr><w:t>Header</w:t></w:r></w:p></w:hdr>"
+    ).encode()
+
+
+def styled_docx() -> bytes:
+    return fonts_docx(
+        Run("Heading", {"eastAsia": "MS Mincho"}, style="Heading1"),
+        latin("Courier New", "Code"),
+        styles=STYLES,
+        theme={"minor_latin": "Calibri", "major_latin": "Cambria", "minor_ea": ""},
+    )
+
+
+def opened_parts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the zip entries opened from now on, once per opening."""
+    opened: list[str] = []
+    original = zipfile.ZipFile.open
+
+    def counting(self: zipfile.ZipFile, name: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting)
+    return opened
+
+
+def test_the_worker_reads_the_fonts_in_the_validators_read_opening_no_part_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docx = styled_docx()
+    expected = tmp_path / "expected.docx"
+    expected.write_bytes(docx)
+    requested = fonts.requested_fonts(expected, get_settings().max_part_expanded_bytes)
+    assert "Garamond" in requested.slots  # the document asks for something to compare
+
+    without, with_fonts = tmp_path / "without", tmp_path / "with"
+    without.write_bytes(docx)
+    with_fonts.write_bytes(docx)
+    opened = opened_parts(monkeypatch)
+    assert formats.prepare(without, "a.docx", read_fonts=False).requested is None
+    opened_without = sorted(opened)
+    opened.clear()
+    prepared = formats.prepare(with_fonts, "a.docx")
+    assert sorted(opened) == opened_without  # not one part more
+    assert prepared.fonts_read
+    assert prepared.requested == requested
+
+
+@pytest.mark.parametrize("relationships_first", [True, False])
+def test_the_parts_are_chosen_by_the_main_parts_relationships_in_any_entry_order(
+    tmp_path: Path, relationships_first: bool
+) -> None:
+    # A glossary document's styles part, of the same content type, comes first and asks for a
+    # font of its own: it is not the document's.
+    glossary_styles = (
+        f'<w:styles xmlns:w="{fonts.W_NS}"><w:style w:type="paragraph" w:default="1" '
+        'w:styleId="Normal"><w:rPr><w:rFonts w:ascii="Glossary Font"/></w:rPr></w:style>'
+        "</w:styles>"
+    ).encode()
+    docx = rebuilt(
+        styled_docx(),
+        {"word/glossary/styles.xml": glossary_styles},
+        first=(
+            "[Content_Types].xml",
+            "word/glossary/styles.xml",
+            *(["word/_rels/document.xml.rels"] if relationships_first else []),
+        ),
+        overrides={"word/glossary/styles.xml": STYLES_TYPE},
+    )
+    path = tmp_path / "input"
+    path.write_bytes(docx)
+    prepared = formats.prepare(path, "a.docx")
+    assert prepared.requested is not None
+    assert prepared.requested.slots == {
+        "Calibri": {"ascii", "hAnsi"},
+        "Garamond": {"ascii", "hAnsi"},
+        "Cambria": {"ascii"},
+        "Arial": {"cs"},
+        "MS Mincho": {"eastAsia"},
+        "Courier New": {"ascii", "hAnsi"},
+    }
+
+
+def test_a_part_named_by_many_relationships_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relations = [("header", "header1.xml")] * 200
+    docx = rebuilt(
+        fonts_docx(latin("Calibri", "x")),
+        {
+            "word/header1.xml": header_xml("Header Font"),
+            "word/_rels/document.xml.rels": relationships_xml(*relations),
+        },
+        overrides={"word/header1.xml": HEADER_TYPE},
+    )
+    path = tmp_path / "headers.docx"
+    path.write_bytes(docx)
+    opened = opened_parts(monkeypatch)
+    requested = fonts.requested_fonts(path, get_settings().max_part_expanded_bytes)
+    assert set(requested.slots) == {"Calibri", "Header Font"}
+    assert opened.count("word/header1.xml") == 1
+
+
+def test_all_the_parts_read_share_one_budget(tmp_path: Path) -> None:
+    # Three headers of 60 KB: each under the bound of a part, together over the package's.
+    filler = b"<!--" + b"x" * 60_000 + b"-->"
+    changes = {f"word/header{n}.xml": filler + header_xml(f"Header {n}") for n in range(1, 4)}
+    changes["word/_rels/document.xml.rels"] = relationships_xml(
+        *(("header", f"header{n}.xml") for n in range(1, 4))
+    )
+    docx = rebuilt(
+        fonts_docx(latin("Calibri", "x")),
+        changes,
+        overrides={f"word/header{n}.xml": HEADER_TYPE for n in range(1, 4)},
+    )
+    path = tmp_path / "budget.docx"
+    path.write_bytes(docx)
+    assert len(fonts.requested_fonts(path, 100_000, 1_000_000).slots) == 4
+    with pytest.raises(font_requests.DocumentTooLarge):
+        fonts.requested_fonts(path, 100_000, 150_000)
+
+
+@pytest.mark.parametrize(
+    "styles",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY e "Calibri">]><w:styles/>',
+        b"<w:styles><not-closed></w:styles>",
+    ],
+    ids=["entities", "malformed"],
+)
+def test_a_failure_to_read_the_fonts_loses_the_report_not_the_file(
+    tmp_path: Path, styles: bytes
+) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(rebuilt(styled_docx(), {"word/styles.xml": styles}))
+    prepared = formats.prepare(path, "a.docx")  # no InvalidDocument: the package is valid
+    assert prepared.path.suffix == ".docx"
+    assert prepared.fonts_read and prepared.requested is None
+
+
+def test_an_unfinished_token_is_not_scanned_again_for_every_chunk() -> None:
+    # expat 2.5 scans an unfinished token again on every call (CVE-2023-52425). Fed as the zip
+    # gives it, 64 KiB at a time, a 16 MiB attribute was scanned 256 times.
+    size = 16 * 1024 * 1024
+    data = f'<w:document xmlns:w="{fonts.W_NS}"><w:body><w:p w:x="'.encode()
+    data += b"y" * size + b'"/></w:body></w:document>'
+    feed = fonts._Feed("word/document.xml", fonts._PartReader(), len(data))
+    calls: list[int] = []
+    real = feed.parser
+
+    class Recording:
+        """The parser, recording how much it is given each time."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            setattr(real, name, value)
+
+        def Parse(self, chunk: bytes, final: bool) -> int:
+            calls.append(len(chunk))
+            return int(real.Parse(chunk, final))
+
+    feed.parser = Recording()
+    for start in range(0, len(data), 64 * 1024):
+        feed(data[start : start + 64 * 1024])
+    feed.close()
+    # Each call scans the unfinished token again: the bytes given so far, at most.
+    scanned = sum(sum(calls[: index + 1]) for index in range(len(calls)))
+    assert sum(calls) == len(data)
+    assert scanned <= 4 * len(data), calls
