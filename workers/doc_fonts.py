@@ -331,9 +331,9 @@ def _paragraph_styles(word: bytes, numbers: list[int]) -> set[int]:
         records = 4 * (paragraphs + 1)
         if records + 13 * paragraphs > PAGE - 1:
             raise UnreadableDoc("a paragraph formatting page counts more paragraphs than it holds")
-        for index in range(paragraphs):
-            where = 2 * page[records + 13 * index]  # at most 510: inside the page
-            if where == 0:
+        # Paragraphs of the same properties share their PapxInFkp: each is read once.
+        for where in {2 * page[records + 13 * index] for index in range(paragraphs)}:
+            if where == 0:  # at most 510: inside the page
                 continue
             if page[where]:
                 size, start = 2 * page[where] - 1, where + 1
