@@ -54,6 +54,7 @@ from pypdf.generic import DictionaryObject
 
 from app.config import Settings, get_settings
 from app.logs import get_logger
+from workers import odf_fonts, rtf_fonts
 from workers.font_requests import (
     EAST_ASIAN,
     SLOTS,
@@ -714,6 +715,8 @@ def fontconfig_for(settings: Settings) -> Fontconfig:
 Reader = Callable[[Path, int], Requested]
 READERS: dict[str, Reader] = {
     ".docx": requested_fonts,
+    ".odt": odf_fonts.requested_fonts,
+    ".rtf": rtf_fonts.requested_fonts,
 }
 
 
