@@ -8,9 +8,11 @@ each structure lies, or cut short.
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,27 @@ STYLES = (
     '<w:style w:type="paragraph" w:styleId="Unused"><w:name w:val="Unused"/>'
     '<w:rPr><w:rFonts w:ascii="Unused Style Font" w:hAnsi="Unused Style Font"/></w:rPr></w:style>'
 )
+CHARACTER_STYLES = (
+    '<w:style w:type="character" w:styleId="CodeChar"><w:name w:val="Code Char"/>'
+    '<w:rPr><w:rFonts w:ascii="Consolas" w:hAnsi="Consolas"/></w:rPr></w:style>'
+    '<w:style w:type="character" w:styleId="UnusedChar"><w:name w:val="Unused Char"/>'
+    '<w:rPr><w:rFonts w:ascii="Unused Char Font" w:hAnsi="Unused Char Font"/></w:rPr></w:style>'
+)
+
+
+def with_run_style(docx: bytes, style_id: str) -> bytes:
+    """The DOCX with its first run in the character style ``style_id``."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(docx)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "word/document.xml":
+                reference = f'<w:rPr><w:rStyle w:val="{style_id}"/>'.encode()
+                data = data.replace(b"<w:rPr>", reference, 1)
+            target.writestr(info, data)
+    return out.getvalue()
+
+
 DOCUMENTS = {
     "calibri": fonts_docx(latin("Calibri", "Text in Calibri")),
     "nobody": fonts_docx(latin(NOBODY, "Text in a font nobody has")),
@@ -52,6 +75,9 @@ DOCUMENTS = {
     ),
     "styled": fonts_docx(
         Run("A heading", {}, style="Heading1"), latin("Courier New", "Code"), styles=STYLES
+    ),
+    "character-style": with_run_style(
+        fonts_docx(Run("x = 1", {}), styles=CHARACTER_STYLES), "CodeChar"
     ),
 }
 LIMIT = get_settings().max_part_expanded_bytes
@@ -159,6 +185,15 @@ def test_only_the_fonts_the_text_uses_are_asked_for(docs: dict[str, Path]) -> No
     for unused in ("Unused Style Font", "Times New Roman", "Symbol", "Liberation Serif"):
         assert unused.encode("utf-16-le") in data
         assert unused not in requested.slots
+
+
+def test_a_runs_character_style_is_asked_for_and_an_unused_one_is_not(
+    docs: dict[str, Path],
+) -> None:
+    requested = doc_fonts.requested_fonts(docs["character-style"], LIMIT)
+    assert requested.slots["Consolas"] == {"ascii", "hAnsi"}  # the run's style (sprmCIstd)
+    assert "Unused Char Font".encode("utf-16-le") in docs["character-style"].read_bytes()
+    assert "Unused Char Font" not in requested.slots
 
 
 # -- hostile documents --------------------------------------------------------------------------
