@@ -40,6 +40,7 @@ import posixpath
 import re
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from pypdf.generic import DictionaryObject
 
 from app.config import Settings, get_settings
 from app.logs import get_logger
-from workers import odf_fonts, rtf_fonts
+from workers import doc_fonts, odf_fonts, rtf_fonts
 from workers.font_requests import (
     EAST_ASIAN,
     SLOTS,
@@ -93,6 +94,10 @@ MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024  # as the validator reads: fewer calls into expat
 FC_TIMEOUT = 10.0
+MAX_FC_RUNS = 48  # fc-match processes one report may start (answers kept cost none)
+FC_REPORT_SECONDS = 30.0  # and the time they may take together
+# What a PostScript name appends to its family's name with no separator (normalised).
+POSTSCRIPT_SUFFIXES = ("psmt", "mt", "ps")
 NO_SUCH_FONT = "quire no such font family"  # fontconfig's generic fallback answers for it
 DEFAULT_EAST_ASIAN_LANGUAGE = "ja"
 EAST_ASIAN_LANGUAGES = ("ja", "zh-cn", "zh-tw", "zh-hk", "ko")
@@ -585,7 +590,11 @@ def fontconfig_environment(folder: Path, fonts_dir: Path | None) -> dict[str, st
         current = None
     if current != text:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        # Written aside and renamed over it: a LibreOffice or fc-match of another thread may be
+        # reading it, and must find the old file or the new one, never half of one.
+        partial = folder / f".quire-fonts.conf.{os.getpid()}.{threading.get_native_id()}"
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
     return {"FONTCONFIG_FILE": str(path)}
 
 
@@ -622,23 +631,82 @@ def _metric_groups(conf_d: Path) -> tuple[dict[str, int], dict[str, str]]:
     return groups, spelling
 
 
+class FcBudget:
+    """The fc-match runs one report may start, and the time they may take: a document asking
+    for 64 families, each matched for five East Asian languages, would otherwise start 384
+    processes of up to FC_TIMEOUT each. Answers kept from earlier reports cost nothing."""
+
+    def __init__(self, runs: int = MAX_FC_RUNS, seconds: float = FC_REPORT_SECONDS) -> None:
+        self.runs = runs
+        self.deadline = time.monotonic() + seconds
+
+    def spend(self) -> float:
+        """One run more; the seconds it may take. FontconfigUnavailable when none is left."""
+        remaining = self.deadline - time.monotonic()
+        if self.runs <= 0 or remaining <= 0:
+            raise FontconfigUnavailable(
+                "the report would run fc-match more often, or longer, than a report may"
+            )
+        self.runs -= 1
+        return min(FC_TIMEOUT, remaining)
+
+
 class Fontconfig:
-    """fc-match with LibreOffice's configuration, its answers kept for this process."""
+    """fc-match and fc-list with LibreOffice's configuration, their answers kept for this
+    process. Nothing is run until asked: the process-wide lock that finds this object is
+    never held while fontconfig runs."""
 
     def __init__(self, environment: dict[str, str], conf_d: Path = SYSTEM_CONF_D) -> None:
         self.environment = {**os.environ, **environment}
         self.groups, self.spelling = _metric_groups(conf_d)
         self._answers: dict[tuple[str, str | None], list[str]] = {}
         self._lock = threading.Lock()
-        self.fallback = self.match(NO_SUCH_FONT, None)[0]
+        self._installed: frozenset[str] | None = None
+        self._listing = threading.Lock()  # one fc-list at a time; the others wait for it
+        self._fallback: str | None = None
 
-    def match(self, family: str, language: str | None) -> list[str]:
+    @property
+    def fallback(self) -> str:
+        """fontconfig's generic fallback: its answer for a family no font and no rule knows."""
+        if self._fallback is None:
+            self._fallback = self.match(NO_SUCH_FONT, None)[0]
+        return self._fallback
+
+    def installed(self) -> frozenset[str]:
+        """Every installed family, normalised: one ``fc-list`` for this configuration (the
+        operator's folder included), instead of one fc-match per family asked for."""
+        with self._listing:
+            if self._installed is None:
+                try:
+                    listing = subprocess.run(
+                        ["fc-list", "--format", "%{family}\\n"],
+                        capture_output=True,
+                        text=True,
+                        timeout=FC_TIMEOUT,
+                        env=self.environment,
+                        check=False,
+                    ).stdout
+                except (OSError, subprocess.TimeoutExpired) as error:
+                    raise FontconfigUnavailable(f"fc-list did not answer: {error}") from error
+                names = {
+                    normalised(name)
+                    for line in listing.splitlines()
+                    for name in line.split(",")
+                    if name.strip()
+                }
+                if not names:
+                    raise FontconfigUnavailable("fc-list lists no font")
+                self._installed = frozenset(names)
+            return self._installed
+
+    def match(self, family: str, language: str | None, budget: FcBudget | None = None) -> list[str]:
         """The family names of fontconfig's best match (first: its preferred name)."""
         key = (family, language)
         with self._lock:
             known = self._answers.get(key)
         if known is not None:
             return known
+        timeout = budget.spend() if budget is not None else FC_TIMEOUT
         # Escaped as a fontconfig pattern: "-", ":", "," and "\" are its syntax, and a name
         # starting with "-" would be an option.
         pattern = re.sub(r"([\\\-:,=])", r"\\\1", family)
@@ -650,7 +718,7 @@ class Fontconfig:
                 ["fc-match", "-f", "%{family}", pattern],
                 capture_output=True,
                 text=True,
-                timeout=FC_TIMEOUT,
+                timeout=timeout,
                 env=self.environment,
                 check=False,
             ).stdout
@@ -715,6 +783,7 @@ def fontconfig_for(settings: Settings) -> Fontconfig:
 Reader = Callable[[Path, int], Requested]
 READERS: dict[str, Reader] = {
     ".docx": requested_fonts,
+    ".doc": doc_fonts.requested_fonts,
     ".odt": odf_fonts.requested_fonts,
     ".rtf": rtf_fonts.requested_fonts,
 }
@@ -725,9 +794,20 @@ def reader_for(document: Path) -> Reader | None:
     return READERS.get(document.suffix.lower())
 
 
+def _pdf_family(name: str) -> str:
+    """A PDF font's normalised name less what a PostScript name adds to its family's without
+    a separator: "ArialMT", "TimesNewRomanPS-BoldMT" (``normalised`` took "-BoldMT" away)."""
+    for suffix in POSTSCRIPT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _in_pdf(family: str, present: set[str]) -> bool:
+    """Whether the PDF holds ``family`` itself: the same name, not one that starts with it
+    (Arial is not Arial Narrow)."""
     name = normalised(family)
-    return bool(name) and any(one == name or one.startswith(name) for one in present)
+    return bool(name) and any(one == name or _pdf_family(one) == name for one in present)
 
 
 def judge(requested: Requested, present: set[str], fontconfig: Fontconfig) -> dict[str, Any]:
@@ -735,22 +815,26 @@ def judge(requested: Requested, present: set[str], fontconfig: Fontconfig) -> di
     "missing": [family, ...]}``."""
     substituted: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
+    budget = FcBudget()
+    installed = fontconfig.installed()
     east_asian = requested.east_asian_language or DEFAULT_EAST_ASIAN_LANGUAGE
     for family, slots in requested.slots.items():
         # The East Asian slot renders only East Asian text: a family asked for there, in a
         # document that has some, is matched for that language (a Chinese font's Latin
         # fallback would say nothing of how the Chinese text was drawn).
         language = east_asian if requested.east_asian_text and "eastAsia" in slots else None
-        names = fontconfig.match(family, language)
         wanted = normalised(family)
-        if any(normalised(name) == wanted for name in names) or _in_pdf(family, present):
+        if wanted in installed or _in_pdf(family, present):
             continue  # installed
+        names = fontconfig.match(family, language, budget)
+        if any(normalised(name) == wanted for name in names):
+            continue  # installed under another of its names
         used = names[0]
         if language is not None and not _in_pdf(used, present):
             # LibreOffice may draw the text for another East Asian language than the one the
             # document declares (Japanese, here, for text marked Chinese): the PDF says which.
             for other in EAST_ASIAN_LANGUAGES:
-                candidate = fontconfig.match(family, other)[0]
+                candidate = fontconfig.match(family, other, budget)[0]
                 if _in_pdf(candidate, present):
                     used = candidate
                     break

@@ -8,12 +8,14 @@ installs: Carlito for Calibri, Noto CJK for Chinese and Japanese, DejaVu as the 
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from pypdf import PdfReader
 
 from app.config import Settings, get_settings
@@ -27,7 +29,7 @@ from tests.docx_factory import make_zip
 from tests.font_docs import ADDED_FAMILY, ADDED_POSTSCRIPT, Run, added_font, fonts_docx, latin
 from tests.plugins.libreoffice import MakeUnoConverter
 from tests.workers.helpers import run_to_the_end, submit
-from workers import font_requests, fonts, formats
+from workers import file_conversion, font_requests, fonts, formats
 from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
 
@@ -580,3 +582,157 @@ def test_an_unfinished_token_is_not_scanned_again_for_every_chunk() -> None:
     scanned = sum(sum(calls[: index + 1]) for index in range(len(calls)))
     assert sum(calls) == len(data)
     assert scanned <= 4 * len(data), calls
+
+
+def test_a_soft_time_limit_in_the_report_stops_the_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def out_of_time(*args: Any) -> dict[str, Any]:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(fonts, "report_of", out_of_time)
+    prepared = formats.Prepared(tmp_path / "a.docx", True, font_requests.Requested())
+    with pytest.raises(SoftTimeLimitExceeded):
+        file_conversion._font_report(prepared, tmp_path / "a.pdf", get_settings())
+    # Any other failure only loses the report.
+    monkeypatch.setattr(fonts, "report_of", lambda *args: 1 / 0)
+    assert file_conversion._font_report(prepared, tmp_path / "a.pdf", get_settings()) is None
+
+
+def test_strict_fonts_fails_a_file_whose_fonts_could_not_be_checked(
+    backend: Backend, sent: SentTasks, converter: Converter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading what one document asks for fails (whatever the reason: the reading's own tests
+    # above show such failures lose the report, not the file).
+    real = fonts._requested
+
+    def failing(styles: Any, theme: Any, bodies: list[Any]) -> font_requests.Requested:
+        if any(pair[1] == "Unreadable Font" for body in bodies for pair in body.runs):
+            raise RuntimeError("unreadable")
+        return real(styles, theme, bodies)
+
+    monkeypatch.setattr(fonts, "_requested", failing)
+    entries = {
+        "unreadable.docx": fonts_docx(latin("Unreadable Font", "x")),
+        "calibri.docx": fonts_docx(latin("Calibri", "x")),
+    }
+    strict = submit(make_zip(entries), strict_fonts=True)
+    lenient = submit(make_zip(entries))
+    run_to_the_end(strict, sent, converter)
+    run_to_the_end(lenient, sent, converter)
+    with session_scope() as session:
+        views = {job_id: get_job_view(session, job_id) for job_id in (strict, lenient)}
+        files = {
+            (job_id, file.filename): (file.status, file.error_message, file.fonts)
+            for job_id, view in views.items()
+            if view is not None
+            for file in view.files
+        }
+    assert files[(strict, "unreadable.docx")] == (
+        FileStatus.FAILED,
+        fonts.STRICT_FONTS_UNCHECKED,
+        None,
+    )
+    assert files[(strict, "calibri.docx")][0] == FileStatus.COMPLETED
+    # Without strict_fonts it converts, without a report.
+    assert files[(lenient, "unreadable.docx")] == (FileStatus.COMPLETED, None, None)
+
+
+# -- fontconfig's runs, bounded ----------------------------------------------------------------
+
+
+def fc_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The fontconfig programs run from now on, by name."""
+    runs: list[str] = []
+    real = subprocess.run
+
+    def counting(command: Any, *args: Any, **kwargs: Any) -> Any:
+        runs.append(command[0])
+        return real(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counting)
+    return runs
+
+
+def fresh_fontconfig() -> fonts.Fontconfig:
+    return fonts.Fontconfig(fonts.fontconfig_environment(Path("/nonexistent"), None))
+
+
+def test_finding_a_fontconfig_runs_nothing_under_the_process_wide_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = fc_runs(monkeypatch)
+    fonts._fontconfigs.clear()
+    config = fonts.fontconfig_for(get_settings())
+    assert runs == []  # fontconfig runs when a report asks, outside _fontconfigs_lock
+    assert config.fallback
+    assert runs == ["fc-match"]
+
+
+def test_installed_families_come_from_one_listing_not_one_match_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = fresh_fontconfig()
+    runs = fc_runs(monkeypatch)
+    requested = font_requests.Requested()
+    for family in ("DejaVu Serif", "DejaVu Sans", "Liberation Sans", "Liberation Serif"):
+        requested.add(family, "ascii")
+    assert fonts.judge(requested, set(), config) == {"substituted": {}, "missing": []}
+    assert runs == ["fc-list"]
+
+
+def test_a_report_starts_a_bounded_number_of_fc_match_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = fresh_fontconfig()
+    assert config.fallback  # kept, as in a worker that has made a report before
+    runs = fc_runs(monkeypatch)
+    requested = font_requests.Requested()
+    requested.east_asian_text = True
+    for number in range(font_requests.MAX_REQUESTED):
+        requested.add(f"Nobody's East Asian Font {number}", "eastAsia")
+    with pytest.raises(fonts.FontconfigUnavailable, match="more often"):
+        fonts.judge(requested, set(), config)
+    assert runs.count("fc-match") == fonts.MAX_FC_RUNS
+
+
+def test_the_fontconfig_file_is_replaced_whole_never_rewritten_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    fonts.fontconfig_environment(folder, tmp_path / "one")
+    replaced: list[tuple[str, str]] = []
+    real = os.replace
+
+    def recording(source: Any, target: Any) -> None:
+        # What a reader of the file finds at this moment: the old file, whole.
+        assert "one" in Path(target).read_text(encoding="utf-8")
+        replaced.append((Path(source).parent.name, Path(target).name))
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", recording)
+    environment = fonts.fontconfig_environment(folder, tmp_path / "two")
+    assert replaced == [("conf", "quire-fonts.conf")]
+    assert str(tmp_path / "two") in Path(environment["FONTCONFIG_FILE"]).read_text("utf-8")
+    assert sorted(path.name for path in folder.iterdir()) == ["quire-fonts.conf"]
+
+
+# -- the PDF's names -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_fonts", "holds_arial"),
+    [
+        (["ABCDEF+ArialNarrow", "ABCDEG+ArialNarrow-Bold", "ArialUnicodeMS"], False),
+        (["ABCDEF+ArialMT"], True),
+        (["ABCDEF+Arial-BoldMT"], True),
+        (["Arial,Bold"], True),
+        (["ABCDEF+Arial-BoldItalicMT"], True),
+    ],
+)
+def test_a_font_in_the_pdf_is_the_requested_one_only_by_its_whole_name(
+    base_fonts: list[str], holds_arial: bool
+) -> None:
+    present = {fonts.normalised(name) for name in base_fonts}
+    assert fonts._in_pdf("Arial", present) is holds_arial
+    assert fonts._in_pdf("Times New Roman", {fonts.normalised("TimesNewRomanPS-BoldMT")})
