@@ -633,3 +633,167 @@ def hostile_documents(secrets: Secrets, picture: Path | None = None) -> Iterator
             documents |= inline_carriers(image, document)
         for carrier, (data, expects) in documents.items():
             yield Hostile(f"{carrier}/{evasion.name}", carrier, evasion.name, data, expects)
+
+
+# -- .odt, .rtf and .doc: the same secrets, reached for by the other kinds of document -----------
+
+ODT_MIMETYPE = "application/vnd.oasis.opendocument.text"
+ODF_NAMESPACES = {
+    "office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
+    "text": "urn:oasis:names:tc:opendocument:xmlns:text:1.0",
+    "draw": "urn:oasis:names:tc:opendocument:xmlns:drawing:1.0",
+    "svg": "urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0",
+    "table": "urn:oasis:names:tc:opendocument:xmlns:table:1.0",
+    "xlink": "http://www.w3.org/1999/xlink",
+    # Used only inside attribute values (table:formula="of:=...", text:condition="ooow:..."):
+    # a parser that writes the part back from a tree drops their declarations.
+    "of": "urn:oasis:names:tc:opendocument:xmlns:of:1.2",
+    "ooow": "http://openoffice.org/2004/writer",
+}
+
+
+def odt_content_xml(body: str) -> bytes:
+    declarations = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in ODF_NAMESPACES.items())
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<office:document-content {declarations} office:version="1.2">'
+        f"<office:body><office:text>{body}</office:text></office:body>"
+        "</office:document-content>"
+    ).encode()
+
+
+def odt_manifest(mimetype: str = ODT_MIMETYPE, extra: str = "") -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+        'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" '
+        f'manifest:version="1.2" manifest:media-type="{mimetype}"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">'
+        f"{extra}</manifest:file-entry></manifest:manifest>"
+    )
+
+
+def odt(
+    content_body: str,
+    mimetype: str = ODT_MIMETYPE,
+    manifest_extra: str = "",
+    *,
+    content: bytes | None = None,
+    manifest: bytes | None = None,
+    parts: dict[str, bytes] | None = None,
+) -> bytes:
+    """An ODT as LibreOffice lays one out: ``mimetype`` first and stored, then the parts, the
+    manifest last. ``content`` and ``manifest`` replace the parts built from the arguments."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("mimetype", mimetype)
+        archive.writestr(
+            "content.xml", content or odt_content_xml(content_body), zipfile.ZIP_DEFLATED
+        )
+        for name, data in (parts or {}).items():
+            archive.writestr(name, data, zipfile.ZIP_DEFLATED)
+        archive.writestr(
+            "META-INF/manifest.xml",
+            manifest or odt_manifest(mimetype, manifest_extra).encode(),
+            zipfile.ZIP_DEFLATED,
+        )
+    return buffer.getvalue()
+
+
+def odt_content(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as package:
+        return package.read("content.xml")
+
+
+def odt_frame(inner: str) -> str:
+    return f'<text:p><draw:frame svg:width="4cm" svg:height="2cm">{inner}</draw:frame></text:p>'
+
+
+def inline_svg_picture(picture: Path) -> str:
+    """A picture written inside the document (base64): an SVG that links ``picture``."""
+    width, height = SECRET_SIZE
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        f'width="{width}" height="{height}"><image width="{width}" height="{height}" '
+        f'xlink:href="file://{picture}"/></svg>'
+    )
+    data = base64.b64encode(svg.encode()).decode()
+    return odt_frame(f"<draw:image><office:binary-data>{data}</office:binary-data></draw:image>")
+
+
+def dde_link(topic: Path) -> str:
+    """A DDE field whose link asks LibreOffice ("soffice") for the document ``topic``."""
+    return (
+        '<text:dde-connection-decls><text:dde-connection-decl office:name="Link1" '
+        f'office:dde-application="soffice" office:dde-topic="{topic}" office:dde-item="" '
+        'office:automatic-update="true"/></text:dde-connection-decls>'
+        '<text:p><text:dde-connection text:connection-name="Link1">cached</text:dde-connection>'
+        "</text:p>"
+    )
+
+
+def hostile_odts(secrets: Secrets) -> dict[str, bytes]:
+    """ODTs that reach for ``secrets``, by carrier."""
+    visible = f"<text:p>{VISIBLE}</text:p>"
+    climbing = CLIMB + str(secrets.picture).lstrip("/")
+    return {
+        "linked-section": odt(
+            visible + '<text:section text:name="linked"><text:section-source '
+            f'xlink:type="simple" xlink:href="file://{secrets.text}"/><text:p>cached</text:p>'
+            "</text:section>"
+        ),
+        "linked-picture": odt(
+            visible
+            + odt_frame(f'<draw:image xlink:type="simple" xlink:href="file://{secrets.picture}"/>')
+        ),
+        "climbing-picture": odt(
+            visible + odt_frame(f'<draw:image xlink:type="simple" xlink:href="{climbing}"/>')
+        ),
+        "binary-data-svg": odt(visible + inline_svg_picture(secrets.picture)),
+        "dde": odt(visible + dde_link(secrets.text)),
+    }
+
+
+def rtf_field(instruction: bytes) -> bytes:
+    return (
+        b"{\\rtf1\\ansi{\\fonttbl{\\f0 Liberation Serif;}}\\f0 " + VISIBLE.encode() + b"\\par "
+        b"{\\field{\\*\\fldinst " + instruction + b"}{\\fldrslt cached}}\\par}"
+    )
+
+
+def hostile_rtfs(secrets: Secrets) -> dict[str, bytes]:
+    """RTFs whose fields reach for ``secrets``, plainly and hidden."""
+    text, picture = str(secrets.text).encode(), str(secrets.picture).encode()
+    return {
+        "includetext": rtf_field(b'INCLUDETEXT "' + text + b'"'),
+        "includepicture": rtf_field(b'INCLUDEPICTURE "' + picture + b'" \\\\d'),
+        "dde": rtf_field(b'DDEAUTO soffice "' + text + b'" ""'),
+        # \bin bytes LibreOffice skips, splitting the keyword for a reader that counts them.
+        "bin-split": rtf_field(b'INCLUDE\\bin1 XPICTURE "' + picture + b'" \\\\d'),
+        "deep-nesting": b"{\\rtf1 " + b"{" * 100_000 + VISIBLE.encode() + b"}" * 100_000 + b"}",
+    }
+
+
+def libreoffice_saved(source: Path, target_filter: str, folder: Path) -> Path:
+    """``source`` saved by stock LibreOffice (its own profile, no sandbox, no sanitizer) under
+    ``target_filter`` (e.g. ``doc:MS Word 97``): how a document whose links survive is made."""
+    import subprocess
+
+    subprocess.run(
+        [
+            "soffice",
+            f"-env:UserInstallation=file://{folder}/profile",
+            "--headless",
+            "--convert-to",
+            target_filter,
+            "--outdir",
+            str(folder),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    saved = folder / f"{source.stem}.{target_filter.split(':', 1)[0]}"
+    assert saved.stat().st_size > 0, saved
+    return saved

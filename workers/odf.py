@@ -4,7 +4,8 @@ An ODT is a zip package whose first entry, ``mimetype``, names its kind; only
 ``application/vnd.oasis.opendocument.text`` is converted (a spreadsheet or a presentation is
 refused by name). Every entry is decompressed here and counted against
 QUIRE_MAX_PART_EXPANDED_BYTES and QUIRE_MAX_PACKAGE_EXPANDED_BYTES, as for a DOCX. A package
-whose manifest declares encryption is refused as password-protected.
+whose manifest declares encryption (a ``manifest:encryption-data`` element, read by the XML
+parser in whatever encoding the manifest is written) is refused as password-protected.
 
 ODF links with ``xlink:href``: a linked picture (``draw:image``), a linked section
 (``text:section-source``, Word's INCLUDETEXT), a linked object, a fill image in the styles.
@@ -14,33 +15,43 @@ every XML part, each ``href`` (any namespace), ``image-data`` and ``src`` attrib
 when it is a reference inside the package, an anchor, or a web or mail address
 (``workers.sanitize.EXTERNAL_ALLOWED``, harmless: LibreOffice has no network); anything else
 becomes ``workers.sanitize.NOWHERE``. Script event bindings (``vnd.sun.star.script:``) are
-removed that way too. Pictures and nested packages go through the DOCX sanitizer's rules (SVG
-references, nested OPC packages).
+removed that way too. A DDE link (``text:dde-connection-decl``, ``office:dde-source``) loses its
+application, topic and item: LibreOffice answers a DDE request for its own name ("soffice") by
+opening the file the topic names. A picture written inline (``office:binary-data``, base64) is
+kept only when it starts like a raster picture or a metafile; anything else (an SVG, which may
+link files of its own, an embedded object) is emptied. Pictures and nested packages in the
+package go through the DOCX sanitizer's rules (SVG references, nested OPC packages).
+
+Every XML part is read once by a streaming parser (expat, with defusedxml's guards), which
+keeps nothing of the part but the byte offsets of what must change, and refuses elements nested
+deeper than MAX_NESTING. Only a part with something to change is read a second time, and the
+values found are replaced in its bytes: everything else, namespace declarations used only
+inside attribute values (``table:formula="of:=..."``) included, stays byte for byte. The
+cleaned package is written straight to a file beside the upload, never held in memory.
 """
 
 from __future__ import annotations
 
-import io
+import binascii
+import copy
 import os
+import re
+import shutil
 import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import unquote
-from xml.etree.ElementTree import Element, ParseError, tostring
+from xml.parsers import expat
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 
 from app.config import get_settings
-from workers.sanitize import (
-    EXTERNAL_ALLOWED,
-    NOWHERE,
-    Rewrites,
-    copy_with,
-    never_climbs_out,
-    rewritten_content,
-)
-from workers.validation import CHUNK, InvalidDocument
+from workers.font_requests import guarded_parser
+from workers.sanitize import EXTERNAL_ALLOWED, NOWHERE, never_climbs_out, rewritten_content
+from workers.validation import InvalidDocument
 
 ODT_MIMETYPE = b"application/vnd.oasis.opendocument.text"
 OTHER_ODF = {
@@ -50,8 +61,33 @@ OTHER_ODF = {
     b"application/vnd.oasis.opendocument.text-master": "master document (.odm)",
     b"application/vnd.oasis.opendocument.text-template": "text template (.ott)",
 }
+MANIFEST = "META-INF/manifest.xml"
 LINK_ATTRIBUTES = {"href", "image-data", "src"}
+# A DDE link names a program, a document (the topic) and a place in it; emptied, it names none.
+DDE_ATTRIBUTES = {"dde-application", "dde-topic", "dde-item"}
 MAX_XML_PART = 64 * 1024 * 1024  # content.xml of a long book is a few MB
+# LibreOffice's parser (libxml2 with XML_PARSE_HUGE) stops at 2,048 levels; a document a person
+# wrote nests a few dozen (a table in a list in a frame...).
+MAX_NESTING = 1000
+MAX_EDITS = 100_000  # links to change in one part: a document has a handful
+# How inline picture data starts, decoded: raster pictures and metafiles, which link nothing.
+INLINE_PICTURES = (
+    b"\x89PNG",
+    b"\xff\xd8\xff",  # JPEG
+    b"GIF8",
+    b"BM",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"\xd7\xcd\xc6\x9a",  # placeable WMF
+    b"\x01\x00\x09\x00",  # WMF
+    b"VCLMTF",  # LibreOffice's own metafile
+)
+EMF_SIGNATURE = (40, b" EMF")
+# Read and written in pieces this size: what the sanitizer holds of a part at once.
+CHUNK = 64 * 1024
+SNIFF_BASE64 = 64  # characters of base64: 48 bytes, enough for every signature above
+TAG = re.compile(rb"<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*/?>")
+ATTRIBUTE = re.compile(rb"(\s+)([^\s=/>]+)(\s*=\s*)(\"[^\"]*\"|'[^']*')")
 
 
 def _refuse_damaged(what: str) -> InvalidDocument:
@@ -66,7 +102,9 @@ def _package_too_large() -> InvalidDocument:
 
 
 def _local(name: str) -> str:
-    return name.rsplit("}", 1)[-1]
+    """An element or attribute name without its namespace (the parser gives "namespace
+    local"): one in another namespace than ODF's is judged by its local name all the same."""
+    return name.rsplit(" ", 1)[-1]
 
 
 def _inside_package(reference: str) -> bool:
@@ -88,44 +126,120 @@ def safe_reference(value: str) -> bool:
     return EXTERNAL_ALLOWED.fullmatch(value) is not None or _inside_package(value)
 
 
-def _rewritten_xml(name: str, data: bytes) -> bytes | None:
-    """The part with every link outside the package replaced; None when it has none."""
+def _inline_picture_kept(base64_head: str) -> bool:
+    """Whether inline picture data starting with ``base64_head`` (whitespace removed) is a
+    raster picture or a metafile; anything else, undecodable data included, is emptied."""
+    usable = len(base64_head) - len(base64_head) % 4
     try:
-        root: Element = fromstring(data)
-    except (ParseError, DefusedXmlException):
-        raise InvalidDocument(
-            f"The OpenDocument text's {name} is not well-formed XML, or declares entities."
-        ) from None
-    changed = False
-    for element in root.iter():
-        for attribute, value in element.attrib.items():
-            if _local(attribute) in LINK_ATTRIBUTES and not safe_reference(value):
-                element.set(attribute, NOWHERE)
-                changed = True
-    return bytes(tostring(root, encoding="UTF-8", xml_declaration=True)) if changed else None
+        head = binascii.a2b_base64(base64_head[:usable])
+    except (binascii.Error, ValueError):
+        return False
+    at, signature = EMF_SIGNATURE
+    return head.startswith(INLINE_PICTURES) or head[at : at + len(signature)] == signature
 
 
-def _read_all(package: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> bytes:
-    """The entry's bytes, read to the end (zipfile checks the CRC there), counted against the
-    part limit and the package's remaining ``budget``; only XML parts are kept."""
-    max_part = get_settings().max_part_expanded_bytes
-    keep = info.filename.lower().endswith(".xml")
-    kept: list[bytes] = []
-    size = 0
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """A change to one start tag of a part: ``offset`` is where its ``<`` lies; the attributes
+    of each local name in ``attributes`` get the value it maps to (``NOWHERE``, or empty for
+    DDE); when ``content_end`` is set, the element's content up to that offset is removed."""
+
+    offset: int
+    attributes: dict[bytes, bytes] = field(default_factory=dict)
+    content_end: int | None = None
+
+
+class _Scan:
+    """One streaming read of an XML part: what must change in it, and whether it declares
+    encryption. Nothing of the part is kept."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.edits: list[Edit] = []
+        self.encrypted = False
+        self._depth = 0
+        self._inline: tuple[int, int] | None = None  # (offset, depth) of an open binary-data
+        self._inline_head: list[str] = []
+        self._inline_chars = 0
+        self._parser: Any = guarded_parser()
+        self._parser.ordered_attributes = True
+        self._parser.StartElementHandler = self._start
+        self._parser.EndElementHandler = self._end
+        self._parser.CharacterDataHandler = self._characters
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        try:
+            self._parser.Parse(chunk, final)
+        except (expat.ExpatError, DefusedXmlException):
+            raise InvalidDocument(
+                f"The OpenDocument text's {self.name} is not well-formed XML, or declares entities."
+            ) from None
+
+    def _add(self, edit: Edit) -> None:
+        if len(self.edits) >= MAX_EDITS:
+            raise InvalidDocument(
+                f"The OpenDocument text's {self.name} links to more than {MAX_EDITS:,} places "
+                "outside the package; refused."
+            )
+        self.edits.append(edit)
+
+    def _start(self, name: str, attributes: list[str]) -> None:
+        self._depth += 1
+        if self._depth > MAX_NESTING:
+            raise InvalidDocument(
+                f"The OpenDocument text's {self.name} nests elements more than {MAX_NESTING:,} "
+                "levels deep; no word processor writes that, and LibreOffice cannot read it."
+            )
+        if self._inline is not None:
+            raise InvalidDocument(
+                f"The OpenDocument text's {self.name} has an element inside inline picture "
+                "data (office:binary-data); refused."
+            )
+        local = _local(name)
+        changed: dict[bytes, bytes] = {}
+        for index in range(0, len(attributes), 2):
+            attribute, value = attributes[index], attributes[index + 1]
+            kind = _local(attribute)
+            if kind in LINK_ATTRIBUTES and not safe_reference(value):
+                changed[kind.encode()] = NOWHERE.encode()
+            elif kind in DDE_ATTRIBUTES and value:
+                changed[kind.encode()] = b""
+        if changed:
+            self._add(Edit(self._parser.CurrentByteIndex, changed))
+        if local == "binary-data":
+            self._inline = (self._parser.CurrentByteIndex, self._depth)
+            self._inline_head, self._inline_chars = [], 0
+        elif local == "encryption-data" and self.name == MANIFEST:
+            self.encrypted = True
+
+    def _characters(self, text: str) -> None:
+        if self._inline is None or self._inline_chars >= SNIFF_BASE64:
+            return
+        compact = "".join(text.split())
+        self._inline_head.append(compact)
+        self._inline_chars += len(compact)
+
+    def _end(self, name: str) -> None:
+        if self._inline is not None:
+            offset, _ = self._inline
+            self._inline = None
+            head = "".join(self._inline_head)
+            if head and not _inline_picture_kept(head[:SNIFF_BASE64]):
+                end = self._parser.CurrentByteIndex
+                if self.edits and self.edits[-1].offset == offset:
+                    previous = self.edits.pop()
+                    self._add(Edit(offset, previous.attributes, end))
+                else:
+                    self._add(Edit(offset, {}, end))
+        self._depth -= 1
+
+
+def _chunks(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The entry's bytes in chunks, read to the end (zipfile checks the CRC there)."""
     try:
         with package.open(info) as handle:
             while chunk := handle.read(CHUNK):
-                size += len(chunk)
-                budget[0] -= len(chunk)
-                if size > max_part or (keep and size > MAX_XML_PART):
-                    raise InvalidDocument(
-                        f"The OpenDocument text's part {info.filename} expands to more than "
-                        "QUIRE_MAX_PART_EXPANDED_BYTES allows: a compressed bomb; refused."
-                    )
-                if budget[0] < 0:
-                    raise _package_too_large()
-                if keep:
-                    kept.append(chunk)
+                yield chunk
     except NotImplementedError:
         raise InvalidDocument(
             "The OpenDocument text uses a zip compression method LibreOffice does not write; "
@@ -133,18 +247,147 @@ def _read_all(package: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]
         ) from None
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError):
         raise _refuse_damaged(f"its {info.filename} cannot be read") from None
-    return b"".join(kept)
+
+
+def _read_all(package: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> _Scan | None:
+    """Read the entry to the end, counted against the part limit and the package's remaining
+    ``budget``; an XML part is scanned on the way (its scan returned), nothing else kept."""
+    max_part = get_settings().max_part_expanded_bytes
+    scan = _Scan(info.filename) if info.filename.lower().endswith(".xml") else None
+    size = 0
+    for chunk in _chunks(package, info):
+        size += len(chunk)
+        budget[0] -= len(chunk)
+        if size > max_part or (scan is not None and size > MAX_XML_PART):
+            raise InvalidDocument(
+                f"The OpenDocument text's part {info.filename} expands to more than "
+                "QUIRE_MAX_PART_EXPANDED_BYTES allows: a compressed bomb; refused."
+            )
+        if budget[0] < 0:
+            raise _package_too_large()
+        if scan is not None:
+            scan.feed(chunk)
+    if scan is not None:
+        scan.feed(b"", final=True)
+    return scan
+
+
+def _spliced(chunks: Iterator[bytes], edits: list[Edit]) -> Iterator[bytes]:
+    """The part's bytes with ``edits`` made; everything else as it was. Only the chunk at hand
+    and the start tag being changed are held."""
+    buffer, base = bytearray(), 0  # base: the part's offset of buffer[0]
+
+    def more() -> bool:
+        chunk = next(chunks, b"")
+        buffer.extend(chunk)
+        return bool(chunk)
+
+    def changed_by_another_reader() -> InvalidDocument:
+        return InvalidDocument("The OpenDocument text changed while it was read; refused.")
+
+    for edit in edits:
+        while base + len(buffer) <= edit.offset:
+            yield bytes(buffer)  # wholly before the tag: as it was
+            base += len(buffer)
+            buffer.clear()
+            if not more():
+                raise changed_by_another_reader()
+        start = edit.offset - base
+        yield bytes(buffer[:start])
+        del buffer[:start]
+        base = edit.offset
+        # The start tag, whole: read on until it closes (as much again each time, so a long
+        # tag costs linear time).
+        while (tag := TAG.match(buffer)) is None:
+            wanted, before = max(2 * len(buffer), CHUNK), len(buffer)
+            while len(buffer) < wanted and more():
+                pass
+            if len(buffer) == before:
+                raise changed_by_another_reader()
+        yield _with_values(tag.group(0), edit.attributes)
+        del buffer[: tag.end()]
+        base += tag.end()
+        if edit.content_end is not None:
+            while base + len(buffer) < edit.content_end:
+                base += len(buffer)  # the content removed
+                buffer.clear()
+                if not more():
+                    raise changed_by_another_reader()
+            skip = edit.content_end - base
+            del buffer[:skip]
+            base += skip
+    yield bytes(buffer)
+    yield from chunks
+
+
+def _with_values(tag: bytes, values: dict[bytes, bytes]) -> bytes:
+    """The start tag with the value of each attribute whose local name is in ``values``
+    replaced (every such attribute: one of that name in another namespace too, which is safe;
+    namespace declarations are left alone)."""
+
+    def replaced(match: re.Match[bytes]) -> bytes:
+        name = match.group(2)
+        local = name.rsplit(b":", 1)[-1]
+        if local not in values or name == b"xmlns" or name.startswith(b"xmlns:"):
+            return match.group(0)
+        return match.group(1) + match.group(2) + match.group(3) + b'"' + values[local] + b'"'
+
+    return ATTRIBUTE.sub(replaced, tag)
+
+
+def _utf16(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """Whether the part is written in UTF-16, whose bytes the edits cannot be made in."""
+    head = next(_chunks(package, info), b"")[:4]
+    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head
+
+
+def _write_cleaned(
+    package: zipfile.ZipFile,
+    target: IO[bytes],
+    edits: dict[str, list[Edit]],
+    rewrites: dict[str, bytes],
+) -> None:
+    """A copy of ``package`` into ``target``, each entry keeping its own compression (the
+    ``mimetype`` stays first and stored), with the edits made and the parts rewritten."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as clean:
+        for info in package.infolist():
+            # Writing fills in the entry's offset and sizes: a copy, so the source's own
+            # record still says where to read it.
+            written = copy.copy(info)
+            if info.filename in rewrites:
+                clean.writestr(written, rewrites[info.filename])
+                continue
+            with clean.open(written, "w") as out:
+                if info.filename in edits:
+                    for piece in _spliced(_chunks(package, info), edits[info.filename]):
+                        out.write(piece)
+                else:
+                    with package.open(info) as source:
+                        shutil.copyfileobj(source, out)
 
 
 def prepare_odt(path: Path) -> int:
     """Check the ODT at ``path`` and rewrite its links outside the package; return how many
     parts changed (the file is left untouched when none did)."""
+    try:
+        return _prepare(path)
+    except (RecursionError, MemoryError):
+        # A picture's SVG is still read into a tree (workers.sanitize): one nested past
+        # Python's recursion limit, or a part too large to hold, is refused, not a crash that
+        # would restart LibreOffice.
+        raise InvalidDocument(
+            "The OpenDocument text is nested too deeply or too large to be checked; refused."
+        ) from None
+
+
+def _prepare(path: Path) -> int:
     settings = get_settings()
     try:
         package = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise _refuse_damaged("its zip structure cannot be read") from None
-    rewrites: Rewrites = {}
+    edits: dict[str, list[Edit]] = {}
+    rewrites: dict[str, bytes] = {}
     with package:
         infos = package.infolist()
         names = [info.filename for info in infos]
@@ -177,30 +420,34 @@ def prepare_odt(path: Path) -> int:
             )
         if "content.xml" not in names:
             raise _refuse_damaged("its content.xml is missing")
-        for info in infos:
+        # The manifest first, wherever it lies (LibreOffice writes it last): an encrypted
+        # package's other parts are not XML, and the person should hear about the password.
+        ordered = sorted(infos[1:], key=lambda info: info.filename != MANIFEST)
+        for info in ordered:
             if info.is_dir():
                 continue
-            data = _read_all(package, info, budget)
-            lowered = info.filename.lower()
-            if lowered == "meta-inf/manifest.xml" and b"encryption-data" in data:
+            scan = _read_all(package, info, budget)
+            if scan is not None and scan.encrypted:
                 raise InvalidDocument(
                     "The file is a password-protected (encrypted) OpenDocument text. Remove "
                     "the password (File > Properties in LibreOffice), save it, then upload it "
                     "again."
                 )
-            if lowered.endswith(".xml"):
-                new = _rewritten_xml(info.filename, data)
-            elif info.filename == "mimetype":
-                new = None
-            else:
+            if scan is None:
                 new = rewritten_content(package, info)
-            if new is not None:
-                rewrites[info.filename] = new
-        if rewrites:
-            buffer = io.BytesIO()
-            copy_with(package, buffer, rewrites)
-    if rewrites:
-        partial = path.with_name(path.name + ".sanitized")
-        partial.write_bytes(buffer.getvalue())
+                if new is not None:
+                    rewrites[info.filename] = new
+            elif scan.edits:
+                if _utf16(package, info):
+                    raise InvalidDocument(
+                        f"The OpenDocument text's {info.filename} is written in UTF-16 and "
+                        "links outside the package; LibreOffice writes UTF-8: save it again."
+                    )
+                edits[info.filename] = scan.edits
+        if edits or rewrites:
+            partial = path.with_name(path.name + ".sanitized")
+            with open(partial, "wb") as target:
+                _write_cleaned(package, target, edits, rewrites)
+    if edits or rewrites:
         os.replace(partial, path)
-    return len(rewrites)
+    return len(edits) + len(rewrites)

@@ -6,7 +6,10 @@ bytes of one of them. Enough to tell a Word 97-2003 ``.doc`` from an encrypted O
 Everything read is checked against the file before it is used: the sector size is one of the
 two the format allows, every sector number points inside the file, every chain (the DIFAT, the
 directory's, a stream's) is walked at most once per sector (a loop is damage, not a hang), and
-the directory holds at most as many entries as its sectors can.
+the directory holds at most as many entries as its sectors can. What is held in memory grows
+with the file at most linearly (the FAT and a chain: four bytes per sector), and a file larger
+than QUIRE_MAX_PART_EXPANDED_BYTES is refused before any of it is read. Entry names are compared
+without regard to case, as MS-CFB compares them; two root entries of one name are damage.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
+
+from app.config import get_settings
 
 MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 HEADER = struct.Struct("<8s16s5H6s9L")
@@ -64,6 +69,26 @@ class Entry:
     size: int
 
 
+class Entries(dict[str, Entry]):
+    """The root's entries by name, compared as MS-CFB compares them (2.6.4): without regard to
+    case, so "worddocument" is the WordDocument stream, and two of one name are damage."""
+
+    def add(self, entry: Entry) -> None:
+        key = entry.name.upper()
+        if key in self:
+            raise DamagedCompound(f"its directory names {entry.name!r} twice")
+        super().__setitem__(key, entry)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.upper())
+
+    def __getitem__(self, name: str) -> Entry:
+        return super().__getitem__(name.upper())
+
+    def get(self, name: str, default: Entry | None = None) -> Entry | None:  # type: ignore[override]
+        return super().get(name.upper(), default)
+
+
 class CompoundFile:
     """An OLE2 compound file open for reading: its root's entries by name, and their bytes."""
 
@@ -108,18 +133,19 @@ class CompoundFile:
             raise DamagedCompound("the file ends inside a sector")
         return data
 
-    def _chain(self, start: int, table: Table, limit: int) -> list[int]:
+    def _chain(self, start: int, table: Table, limit: int) -> Table:
         """The sector numbers of the chain from ``start``: each at most once, at most
-        ``limit`` of them, every one inside ``table``."""
-        chain: list[int] = []
-        seen: set[int] = set()
+        ``limit`` of them, every one inside ``table``. Four bytes per sector for the chain and
+        one for the loop check: a list and a set took some 100 bytes per sector."""
+        chain = _table()
+        seen = bytearray(len(table))
         number = start
         while number != END_OF_CHAIN:
-            if number > MAX_REGULAR_SECTOR or number >= len(table) or number in seen:
+            if number > MAX_REGULAR_SECTOR or number >= len(table) or seen[number]:
                 raise DamagedCompound("a chain of sectors is broken or loops")
             if len(chain) == limit:
                 raise DamagedCompound("a chain of sectors is longer than the file")
-            seen.add(number)
+            seen[number] = 1
             chain.append(number)
             number = table[number]
         return chain
@@ -151,7 +177,7 @@ class CompoundFile:
             raise DamagedCompound("its FAT is incomplete")
         return fat
 
-    def _read_directory(self, start: int) -> tuple[Entry, dict[str, Entry]]:
+    def _read_directory(self, start: int) -> tuple[Entry, Entries]:
         limit = max(1, MAX_DIRECTORY_ENTRIES * ENTRY_SIZE // self._sector_size)
         sectors = self._chain(start, self._fat, min(self._sectors, limit))
         data = b"".join(self._sector(number) for number in sectors)
@@ -175,7 +201,7 @@ class CompoundFile:
             raise DamagedCompound("its directory has no root entry")
         # The root's children form a tree through their left and right siblings: walk it
         # without recursion, each entry at most once.
-        entries: dict[str, Entry] = {}
+        entries = Entries()
         pending, seen = [child], set()
         while pending:
             index = pending.pop()
@@ -186,7 +212,7 @@ class CompoundFile:
             seen.add(index)
             item, left, right, _ = entry(index)
             if item.kind in (STORAGE, STREAM):
-                entries[item.name] = item
+                entries.add(item)
             pending += [left, right]
         return root, entries
 
@@ -241,6 +267,9 @@ ENCRYPTED_DOC = (
     "The file is a password-protected (encrypted) Word 97-2003 document (.doc). Remove the "
     "password in Word, save it again, then upload it again."
 )
+TOO_LARGE = (
+    "The Word 97-2003 document (.doc) is larger than QUIRE_MAX_PART_EXPANDED_BYTES allows; refused."
+)
 NOT_WORD = (
     "The file is an OLE2 compound file but not a Word document: it holds no WordDocument "
     "stream (it may be an Excel .xls, a PowerPoint .ppt or an Outlook message)."
@@ -252,6 +281,9 @@ def word_document_problem(path: Path) -> str | None:
     for a person (encrypted OOXML, encrypted .doc, another Office file, damage); None when it
     is one."""
     try:
+        # A .doc is one part, read whole by LibreOffice: bounded as an RTF or a DOCX's part is.
+        if path.stat().st_size > get_settings().max_part_expanded_bytes:
+            return TOO_LARGE
         with open(path, "rb") as handle:
             compound = CompoundFile(handle)
             streams = compound.entries

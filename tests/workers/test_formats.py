@@ -6,19 +6,32 @@ damaged and encrypted ones are made from those.
 
 from __future__ import annotations
 
+import base64
 import io
+import random
 import re
 import shutil
 import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
 
+from app.config import get_settings
 from tests.conftest import CORPUS
 from tests.docx_factory import make_docx
-from tests.hostile_docs import SECRET_PNG
+from tests.hostile_docs import (
+    SECRET_PNG,
+    dde_link,
+    inline_svg_picture,
+    odt,
+    odt_content,
+    odt_content_xml,
+    odt_frame,
+    odt_manifest,
+)
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
 from workers import rtf
@@ -180,37 +193,6 @@ def test_names_only_word_the_message_for_what_is_no_document(tmp_path: Path) -> 
     path.write_bytes(b"")
     with pytest.raises(InvalidDocument, match="empty"):
         detect(path, "empty.rtf")
-
-
-def odt(
-    content_body: str,
-    mimetype: str = "application/vnd.oasis.opendocument.text",
-    manifest_extra: str = "",
-) -> bytes:
-    content = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
-        'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
-        'xmlns:svg="urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0" '
-        'xmlns:xlink="http://www.w3.org/1999/xlink" office:version="1.2">'
-        f"<office:body><office:text>{content_body}</office:text></office:body>"
-        "</office:document-content>"
-    )
-    manifest = (
-        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
-        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
-        'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" '
-        f'manifest:version="1.2" manifest:media-type="{mimetype}"/>'
-        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">'
-        f"{manifest_extra}</manifest:file-entry></manifest:manifest>"
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("mimetype", mimetype)
-        archive.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
-        archive.writestr("content.xml", content, zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
 
 
 def test_references_outside_the_package() -> None:
@@ -393,3 +375,137 @@ def test_a_docm_loses_its_vba_project(tmp_path: Path) -> None:
         assert package.read("word/vbaProject.bin") == b""
         rels = package.read("word/_rels/document.xml.rels").decode()
     assert 'Target="vbaProject.bin"' not in rels and NOWHERE in rels
+
+
+# -- the ODT sanitizer: streaming, byte for byte, every kind of link ------------------------------
+
+FILE_LINK = '<draw:image xlink:type="simple" xlink:href="file:///etc/hostname"/>'
+
+
+def written(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "input.odt"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_rewrite_changes_the_link_and_nothing_else(tmp_path: Path) -> None:
+    """Namespaces used only inside attribute values (of:, ooow:) keep their declarations: a
+    tree written back dropped them, and LibreOffice then misread the formula and condition."""
+    content = odt_content_xml(
+        '<table:table table:name="T"><table:table-row><table:table-cell '
+        'table:formula="of:=1+1" office:value-type="float"/></table:table-row></table:table>'
+        '<text:p text:condition="ooow:1 EQ 1">  spaced  &amp; kept </text:p>'
+        f"{odt_frame(FILE_LINK)}"
+    )
+    path = written(tmp_path, odt("", content=content))
+    assert prepare_odt(path) == 1
+    expected = content.replace(b"file:///etc/hostname", NOWHERE.encode())
+    assert odt_content(path) == expected
+    assert b'xmlns:of="urn:oasis:names:tc:opendocument:xmlns:of:1.2"' in expected
+
+
+def test_dde_links_lose_their_source(tmp_path: Path) -> None:
+    path = written(tmp_path, odt(dde_link(Path("/etc/hostname"))))
+    assert prepare_odt(path) == 1
+    content = odt_content(path)
+    assert b"/etc/hostname" not in content and b"soffice" not in content
+    assert b'office:dde-application=""' in content and b'office:dde-topic=""' in content
+    assert b">cached</text:dde-connection>" in content  # the last value it showed stays
+
+
+def test_inline_pictures_other_than_raster_ones_are_emptied(tmp_path: Path) -> None:
+    png = base64.b64encode(SECRET_PNG).decode()
+    kept = odt_frame(
+        f"<draw:image><office:binary-data>\n{png[:40]}\n{png[40:]}</office:binary-data></draw:image>"
+    )
+    path = written(tmp_path, odt(inline_svg_picture(Path("/etc/hostname.png")) + kept))
+    assert prepare_odt(path) == 1
+    content = odt_content(path)
+    assert content.count(b"<office:binary-data></office:binary-data>") == 1  # the SVG
+    assert png[40:].encode() in content  # the PNG, as it was
+
+
+def test_deep_nesting_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """50,000 nested elements and a link: writing the tree back recursed once per level and
+    the RecursionError escaped as a generic failure that restarted LibreOffice."""
+    levels = 50_000
+    deep = odt("<text:span>" * levels + FILE_LINK + "</text:span>" * levels)
+    with pytest.raises(InvalidDocument, match="nests elements more than 1,000 levels deep"):
+        prepare_odt(written(tmp_path, deep))
+    fine = odt("<text:span>" * 900 + FILE_LINK + "</text:span>" * 900)
+    assert prepare_odt(written(tmp_path, fine)) == 1
+
+
+def test_a_part_is_read_in_bounded_memory_whatever_its_size(tmp_path: Path) -> None:
+    """A part was a whole ElementTree (~50 times its size: 8 MiB of <a/> took 427 MiB), and
+    the cleaned package was built in memory, pictures and all."""
+    picture = random.Random(7).randbytes(4 * 1024 * 1024)  # does not compress
+    body = "<text:p/>" * 500_000 + odt_frame(FILE_LINK)
+    path = written(tmp_path, odt(body, parts={"Pictures/big.png": b"\x89PNG" + picture}))
+    tracemalloc.start()
+    try:
+        assert prepare_odt(path) == 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 1024 * 1024, peak
+    with zipfile.ZipFile(path) as package:
+        assert package.read("Pictures/big.png")[4:] == picture
+
+
+def test_encryption_is_read_from_the_manifest_in_any_encoding(tmp_path: Path) -> None:
+    """Encrypted parts are not XML, and LibreOffice writes the manifest last: the manifest is
+    read first, as XML, so a UTF-16 one is understood too."""
+    manifest = odt_manifest(extra="<manifest:encryption-data/>").replace('"UTF-8"', '"UTF-16"')
+    locked = odt("", content=b"\x8a\x07 encrypted bytes", manifest=manifest.encode("utf-16"))
+    with pytest.raises(InvalidDocument, match="password-protected"):
+        prepare_odt(written(tmp_path, locked))
+
+
+# -- the OLE2 reader ---------------------------------------------------------------------------
+
+
+def renamed_entry(doc: Path, old: str, new: str) -> bytes:
+    """The .doc with its directory entry ``old`` named ``new``."""
+    data = bytearray(doc.read_bytes())
+    at = data.find(old.encode("utf-16-le") + b"\0\0")
+    assert at > 0 and at % 128 == 0, old  # a directory entry starts with its name
+    data[at : at + 64] = new.encode("utf-16-le").ljust(64, b"\0")
+    struct.pack_into("<H", data, at + 64, 2 * (len(new) + 1))
+    return bytes(data)
+
+
+def test_entry_names_are_compared_without_regard_to_case(
+    legacy_documents: dict[str, Path], tmp_path: Path
+) -> None:
+    path = tmp_path / "input"
+    path.write_bytes(renamed_entry(legacy_documents["doc"], "WordDocument", "WORDDOCUMENT"))
+    assert word_document_problem(path) is None
+    with open(path, "rb") as handle:
+        assert "worddocument" in CompoundFile(handle).entries
+
+
+def test_two_entries_of_one_name_are_damage(
+    legacy_documents: dict[str, Path], tmp_path: Path
+) -> None:
+    """A later duplicate silently replaced the earlier one: which one LibreOffice reads is not
+    ours to guess."""
+    path = tmp_path / "input"
+    path.write_bytes(renamed_entry(legacy_documents["doc"], "\x01Ole", "1table"))
+    problem = word_document_problem(path)
+    assert problem is not None and re.search("names .1(t|T)able. twice", problem), problem
+
+
+def test_a_doc_larger_than_a_part_may_be_is_refused(
+    legacy_documents: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy(legacy_documents["doc"], tmp_path, "input")
+    monkeypatch.setenv("QUIRE_MAX_PART_EXPANDED_BYTES", str(path.stat().st_size - 1))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidDocument, match="larger than QUIRE_MAX_PART_EXPANDED_BYTES"):
+            prepare_document(path, "big.doc")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert prepare_document(path, "big.doc").suffix == ".doc"
