@@ -3,20 +3,25 @@ and which had nothing suitable in their place (issue 18).
 
 Three sources, compared per requested family:
 
-- **What the document asks for**, read from the DOCX itself: the document defaults, the styles
-  the text uses (and the styles they are based on, and the default paragraph style), every
-  run's ``w:rFonts`` in the body, headers, footers, footnotes and endnotes, and the theme's
-  major and minor fonts where one of those names them (``asciiTheme="minorHAnsi"`` ...).
+- **What the document asks for**, read from the DOCX itself (other kinds: ``READERS``), in
+  the validator's one read (``DocxReading``: the parts are chosen by content type and by the
+  main part's relationships, and streamed as they are decompressed): the document defaults,
+  the styles the text uses (and the styles they are based on, and the default paragraph
+  style), every run's ``w:rFonts`` in the body, headers, footers, footnotes and endnotes, and
+  the theme's major and minor fonts where one of those names them (``asciiTheme="minorHAnsi"`` ...).
   ``word/fontTable.xml`` is not read: Word lists fonts there that no text uses.
   In a document with East Asian text, a family named in the East Asian slot (``w:eastAsia``)
   is matched for the document's East Asian language (``w:lang w:eastAsia``; Japanese when none
   is given, which is what LibreOffice 7.4 draws such text with here).
-- **What fontconfig chooses**: ``fc-match`` for each family, with the same configuration
+- **What fontconfig chooses**: whether a family is installed from one ``fc-list`` per fonts
+  folder, and ``fc-match`` for each other family, with the same configuration
   LibreOffice sees (``QUIRE_FONTS_DIR`` included), and fontconfig's own metric aliases
   (the ``binding="same"`` aliases of ``30-metric-aliases.conf``: Calibri ~ Carlito, Arial ~
   Liberation Sans ...) for whether the layout holds.
 - **What the PDF holds**: the ``/BaseFont`` names of the fonts LibreOffice embedded, the
-  subset prefix (``ABCDEF+``) and style suffix (``-Bold``) taken away.
+  subset prefix (``ABCDEF+``), style suffix (``-Bold``, ``,Bold``) and PostScript suffix
+  (``MT``, ``PS``) taken away; a family is there only under its whole name ("ArialNarrow" is
+  not Arial).
 
 A family fontconfig has, or that is embedded in the PDF under its own name, is installed and
 in neither list. Otherwise fontconfig's choice is reported as ``used`` (or, when the PDF holds
@@ -26,11 +31,14 @@ fontconfig's generic fallback, the family it gives for a name no font and no rul
 no metric alias applies; a family fontconfig knows something about (Georgia is a serif, SimSun
 a Chinese serif) is ``substituted`` with ``metric_compatible`` false.
 
-The document is hostile: its parts are read as a stream (no tree is built), each at most
-QUIRE_MAX_PART_EXPANDED_BYTES, by expat with defusedxml's guards (no DTD, no entity
-declarations, nothing external); at most
-``MAX_REQUESTED`` families and ``MAX_NAME`` characters a name are judged. The PDF is read with
-pypdf, at most ``MAX_PDF_PAGES`` pages. fontconfig's answers are kept per process.
+The document is hostile: its parts are read as a stream (no tree is built), each once and at
+most QUIRE_MAX_PART_EXPANDED_BYTES, all together at most QUIRE_MAX_PACKAGE_EXPANDED_BYTES, by
+expat with defusedxml's guards (no DTD, no entity declarations, nothing external), fed so that
+an unfinished token is not scanned again for every chunk (``_Feed``); a failure there loses
+the report, never the file. At most ``MAX_REQUESTED`` families and ``MAX_NAME`` characters a
+name are judged, with at most ``MAX_FC_RUNS`` fc-match runs in ``FC_REPORT_SECONDS`` a report.
+The PDF is read with pypdf, at most ``MAX_PDF_PAGES`` pages. fontconfig's answers are kept
+per process, and it is never run under the process-wide lock.
 """
 
 from __future__ import annotations
