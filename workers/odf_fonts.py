@@ -119,7 +119,9 @@ class _Reader:
         elif name == STYLE + "font-face":
             face = attrs.get(STYLE + "name")
             family = attrs.get(SVG + "font-family")
-            if face and family and len(self.faces) < MAX_STYLES:
+            # An empty family is a face LibreOffice writes for a slot the document leaves
+            # empty ("F"): it asks for no font.
+            if face and family is not None and len(self.faces) < MAX_STYLES:
                 self.faces.setdefault(face[:MAX_VALUE], family_name(family[:MAX_VALUE]))
         elif name == TABLE + "table-cell":
             self._use("table-cell", attrs.get(TABLE + "style-name"))

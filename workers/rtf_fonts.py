@@ -39,7 +39,7 @@ for braces and field instructions, which does not name control words.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.font_requests import EAST_ASIAN, MAX_NAME, DocumentTooLarge, Requested
@@ -98,6 +98,14 @@ DEFAULT_WORDS = {
     b"adeff": ("cs",),
 }
 
+# The control words this reader acts on; the others are passed over.
+READ_WORDS = frozenset(
+    {b"f", b"fcharset", b"af", b"plain", b"langfe", b"deflangfe", b"uc", b"sbasedon"}
+    | set(MODES)
+    | set(STYLE_WORDS)
+    | set(DEFAULT_WORDS)
+)
+
 # Where a group's tokens go.
 BODY, FONT_TABLE, STYLE_SHEET, STYLE, SKIP = range(5)
 
@@ -118,15 +126,24 @@ class _Style:
     based_on: int | None = None
 
 
-@dataclass(frozen=True)
 class _State:
-    """What a group inherits from the one around it and takes back when it closes."""
+    """What a group inherits from the one around it and takes back when it closes. Mutable,
+    copied when a group opens: most control words change it, few groups open."""
 
-    destination: int = BODY
-    mode: str = "cs"  # the slot of \af
-    dbcs: bool = False  # the font of the text is a double-byte one
-    language: int | None = None  # \langfe
-    skip_after_unicode: int = 1  # \uc
+    __slots__ = ("dbcs", "destination", "language", "mode", "skip_after_unicode")
+
+    def __init__(self) -> None:
+        self.destination = BODY
+        self.mode = "cs"  # the slot of \af
+        self.dbcs = False  # the font of the text is a double-byte one
+        self.language: int | None = None  # \langfe
+        self.skip_after_unicode = 1  # \uc
+
+    def copy(self) -> _State:
+        inner = _State.__new__(_State)
+        inner.destination, inner.mode, inner.dbcs = self.destination, self.mode, self.dbcs
+        inner.language, inner.skip_after_unicode = self.language, self.skip_after_unicode
+        return inner
 
 
 class _Reader:
@@ -232,9 +249,10 @@ def _read(data: bytes) -> _Reader:
                 if len(stack) >= MAX_DEPTH:
                     raise DocumentTooLarge("the RTF document's groups nest too deeply")
                 stack.append(state)
+                state = state.copy()
                 new_group, starred = True, False
                 if state.destination == STYLE_SHEET:
-                    state = replace(state, destination=STYLE)
+                    state.destination = STYLE
             else:
                 if state.destination == STYLE and stack and stack[-1].destination == STYLE_SHEET:
                     reader.end_style()
@@ -264,17 +282,17 @@ def _read(data: bytes) -> _Reader:
                 if state.destination == STYLE and name in STYLE_WORDS and value is not None:
                     reader.start_style((STYLE_WORDS[name], value))
                 else:
-                    state = replace(state, destination=SKIP)
+                    state.destination = SKIP
                 continue
             if first and state.destination == BODY:
                 if name == b"fonttbl":
-                    state = replace(state, destination=FONT_TABLE)
+                    state.destination = FONT_TABLE
                     continue
                 if name == b"stylesheet":
-                    state = replace(state, destination=STYLE_SHEET)
+                    state.destination = STYLE_SHEET
                     continue
                 if name in NOT_TEXT:
-                    state = replace(state, destination=SKIP)
+                    state.destination = SKIP
                     continue
             if name == b"u" and value is not None:
                 character = chr(value % 0x10000)  # negative above 32767
@@ -284,7 +302,7 @@ def _read(data: bytes) -> _Reader:
                     reader.font_text(character)
                 unicode_skip = state.skip_after_unicode
                 continue
-            state = _control_word(reader, state, name, value)
+            _control_word(reader, state, name, value)
             continue
         if hexa is not None:
             if unicode_skip:
@@ -310,51 +328,49 @@ def _read(data: bytes) -> _Reader:
     return reader
 
 
-def _control_word(reader: _Reader, state: _State, name: bytes, value: int | None) -> _State:
-    """The state after one control word of the body, the font table or a style."""
+def _control_word(reader: _Reader, state: _State, name: bytes, value: int | None) -> None:
+    """One control word of the body, the font table or a style: what it refers to, and the
+    group's state it changes."""
+    if name not in READ_WORDS:
+        return  # most of a document's control words: sizes, spacing, colours, languages...
     destination = state.destination
     if destination == FONT_TABLE:
         if name == b"f" and value is not None:
             reader.start_font(value)
         elif name == b"fcharset" and value is not None and reader.font_entry is not None:
             reader.font_entry.charset = value
-        return state
-    if destination == STYLE_SHEET:
-        return state
-    if destination == STYLE and name in STYLE_WORDS and value is not None:
-        reader.start_style((STYLE_WORDS[name], value))
-        return state
-    if destination == STYLE and name == b"sbasedon" and reader.style_entry is not None:
-        reader.style_entry.based_on = value
-        return state
-    if name in MODES:
-        return replace(state, mode=MODES[name])
-    if value is None:
-        if name == b"plain" and destination == BODY:
-            return replace(state, dbcs=False, language=reader.default_language)
-        return state
-    if name == b"f":
+    elif destination == STYLE_SHEET:
+        return
+    elif name in MODES:
+        state.mode = MODES[name]
+    elif name == b"plain":
+        state.dbcs, state.language = False, reader.default_language
+    elif value is None:
+        return
+    elif name == b"f":
         reader.refer(state, ("f", value))
-        return replace(state, dbcs=reader.is_double_byte(value))
-    if name == b"af":
+        state.dbcs = reader.is_double_byte(value)
+    elif name == b"af":
         reader.refer(state, (state.mode, value))
         if state.mode == "eastAsia":
-            return replace(state, dbcs=reader.is_double_byte(value))
-        return state
-    if name == b"langfe":
-        return replace(state, language=value)
-    if name == b"uc":
-        return replace(state, skip_after_unicode=max(0, min(value, 16)))
-    if destination != BODY:
-        return state
-    if name in STYLE_WORDS:
+            state.dbcs = reader.is_double_byte(value)
+    elif name == b"langfe":
+        state.language = value
+    elif name == b"uc":
+        state.skip_after_unicode = max(0, min(value, 16))
+    elif destination == STYLE:
+        if name in STYLE_WORDS:
+            reader.start_style((STYLE_WORDS[name], value))
+        elif name == b"sbasedon" and reader.style_entry is not None:
+            reader.style_entry.based_on = value
+    elif destination != BODY:
+        return
+    elif name in STYLE_WORDS:
         reader.use_style((STYLE_WORDS[name], value))
     elif name in DEFAULT_WORDS and len(reader.defaults) < len(DEFAULT_WORDS) * 2:
         reader.defaults.extend((slot, value) for slot in DEFAULT_WORDS[name])
     elif name == b"deflangfe":
-        reader.default_language = value
-        return replace(state, language=value)
-    return state
+        reader.default_language = state.language = value
 
 
 def requested_fonts(path: Path, max_part_bytes: int) -> Requested:

@@ -201,6 +201,8 @@ def test_odt_fonts_come_from_the_used_styles_their_parents_the_default_and_the_f
         '<office:font-face-decls><style:font-face style:name="Face1" '
         "svg:font-family=\"'Face Family'\"/>"
         '<style:font-face style:name="Unused Face" svg:font-family="Unused Family"/>'
+        # LibreOffice's face for a slot the document left empty: it asks for nothing.
+        '<style:font-face style:name="F" svg:font-family=""/>'
         "</office:font-face-decls><office:styles>"
         '<style:default-style style:family="paragraph"><style:text-properties '
         'style:font-name-complex="Face1" style:language-asian="ja"/></style:default-style>'
@@ -215,7 +217,7 @@ def test_odt_fonts_come_from_the_used_styles_their_parents_the_default_and_the_f
         "<office:automatic-styles>"
         + style("P1", "paragraph", 'style:font-name="Face1"', parent="Body")
         + style("Header", "paragraph", 'style:font-name-asian="Header Family"')
-        + style("T1", "text", 'style:font-name="Not A Declared Face"')
+        + style("T1", "text", 'style:font-name="Not A Declared Face" style:font-name-complex="F"')
         + "</office:automatic-styles>"
         + body(
             '<text:p text:style-name="P1">A <text:span text:style-name="T1">span</text:span>'
