@@ -24,13 +24,18 @@ from tests.conftest import CORPUS
 from tests.docx_factory import make_docx
 from tests.hostile_docs import (
     SECRET_PNG,
+    VISIBLE,
     dde_link,
+    hostile_odts,
     inline_svg_picture,
+    leaks,
     odt,
     odt_content,
     odt_content_xml,
     odt_frame,
     odt_manifest,
+    pdf_text,
+    write_secrets,
 )
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
@@ -41,7 +46,7 @@ from workers.libreoffice.uno import UnoConverter
 from workers.odf import prepare_odt, safe_reference
 from workers.ole2 import ENCRYPTED_DOC, ENCRYPTED_OOXML, CompoundFile, word_document_problem
 from workers.rtf import instruction_text, neutralised, prepare_rtf
-from workers.sanitize import NOWHERE, prepare_docx
+from workers.sanitize import EMPTY_SVG, NOWHERE, prepare_docx
 from workers.validation import InvalidDocument, validate_docx
 
 SECRET = "quire-secret-7f3a"
@@ -421,8 +426,10 @@ def test_inline_pictures_other_than_raster_ones_are_emptied(tmp_path: Path) -> N
     path = written(tmp_path, odt(inline_svg_picture(Path("/etc/hostname.png")) + kept))
     assert prepare_odt(path) == 1
     content = odt_content(path)
-    assert content.count(b"<office:binary-data></office:binary-data>") == 1  # the SVG
+    empty = base64.b64encode(EMPTY_SVG)
+    assert content.count(b"<office:binary-data>" + empty + b"</office:binary-data>") == 1
     assert png[40:].encode() in content  # the PNG, as it was
+    assert prepare_odt(path) == 0  # the empty picture is kept when read again
 
 
 def test_deep_nesting_is_refused_with_a_reason(tmp_path: Path) -> None:
@@ -509,3 +516,30 @@ def test_a_doc_larger_than_a_part_may_be_is_refused(
         monkeypatch.undo()
         get_settings.cache_clear()
     assert prepare_document(path, "big.doc").suffix == ".doc"
+
+
+def test_hostile_odts_leak_nothing_with_the_sanitizer_alone(
+    make_uno_converter: MakeUnoConverter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stock LibreOffice (no sandbox, none of the profile's settings) given each hostile ODT as
+    the sanitizer leaves it: nothing of the secrets reaches the PDF. Unsanitized, the inline
+    SVG does bring the secret picture in (the control), so its "nothing" is the sanitizer's."""
+    monkeypatch.setattr(profile, "PROFILE_SETTINGS", ())
+    monkeypatch.setattr(profile, "NETWORK_PROVIDERS", {})
+    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ())
+    instance = make_uno_converter(sandbox="off")
+    documents = hostile_odts(write_secrets(tmp_path / "secrets"))
+    found: dict[str, list[str]] = {}
+    for carrier, data in documents.items():
+        source = tmp_path / f"{carrier}.odt"
+        source.write_bytes(data)
+        prepare_document(source, source.name)
+        instance.convert(source, tmp_path / f"{carrier}.pdf", 60)
+        pdf = (tmp_path / f"{carrier}.pdf").read_bytes()
+        assert VISIBLE in pdf_text(pdf), carrier
+        found[carrier] = leaks(pdf)
+    assert found == {carrier: [] for carrier in documents}
+    control = tmp_path / "control.odt"
+    control.write_bytes(documents["binary-data-svg"])
+    instance.convert(control, tmp_path / "control.pdf", 60)
+    assert leaks((tmp_path / "control.pdf").read_bytes()) == ["picture"]
