@@ -290,12 +290,18 @@ def zeros_deflated(size: int) -> tuple[bytes, int]:
 
 def docx_with_bombs(*sizes: int) -> bytes:
     """A valid DOCX plus one part of zeros per size, each honestly declared in its headers."""
+    return package_with_bombs(make_docx("a bomb rides along"), "word/media/", *sizes)
+
+
+def package_with_bombs(package_bytes: bytes, folder: str, *sizes: int) -> bytes:
+    """The zip package (a DOCX, an ODT) plus one part of zeros per size in ``folder``, each
+    honestly declared in its headers."""
     buffer = io.BytesIO()
-    buffer.write(make_docx("a bomb rides along"))
+    buffer.write(package_bytes)
     with zipfile.ZipFile(buffer, "a") as package:
         for index, size in enumerate(sizes):
             stream, crc = zeros_deflated(size)
-            info = zipfile.ZipInfo(f"word/media/bomb{index}.bin", date_time=(2026, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(f"{folder}bomb{index}.bin", date_time=(2026, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             # zipfile cannot write a stream compressed elsewhere: write the local header, the
             # stream and the central directory entry the way ZipFile.write would.

@@ -4,7 +4,9 @@ One service, started as ``make run`` starts it (sandbox on, default limits), tak
 hostile input the security work knows: documents that try to read the server's files (every
 carrier crossed with every evasion, tests/hostile_docs.py), zips and multipart bodies that try
 to exhaust the API (tests/hostile_inputs.py), callback URLs aimed at the deployment itself
-(tests/hostile_inputs_webhooks.py) and a DOCX whose parts expand to gigabytes. Each kind is a
+(tests/hostile_inputs_webhooks.py), a DOCX whose parts expand to gigabytes, and .odt, .rtf
+and .doc documents that reach for files or are encrypted, damaged, bombs or absurdly nested
+(the rows of docs/reliability.md's hostile-input table for those kinds). Each kind is a
 row of the "hostile input" table pytest prints at the end: how many were tried, how many PDFs
 held a secret, how many answers were 5xx, and the API process's peak RSS while it was sent.
 """
@@ -25,12 +27,25 @@ import pytest
 
 from tests.docx_factory import make_docx, make_zip
 from tests.e2e.conftest import HOSTILE_LEDGER, TERMINAL, HostileRecord, Service
-from tests.hostile_docs import hostile_documents, leaks, write_secrets
-from tests.hostile_inputs import HOSTILE_REQUESTS, docx_with_bombs
+from tests.hostile_docs import (
+    VISIBLE,
+    hostile_documents,
+    hostile_odts,
+    hostile_rtfs,
+    leaks,
+    libreoffice_saved,
+    odt,
+    odt_manifest,
+    pdf_text,
+    write_secrets,
+)
+from tests.hostile_inputs import HOSTILE_REQUESTS, docx_with_bombs, package_with_bombs
 from tests.hostile_inputs_webhooks import ssrf_callback_urls
 from tests.services import cmdline, descendants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
+
+GiB = 1024 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -185,4 +200,101 @@ def test_a_document_that_expands_to_gigabytes_fails_alone(service: Service) -> N
     assert files["fine.docx"]["status"] == "COMPLETED"
     assert files["bomb.docx"]["status"] == "FAILED"
     assert "expands to more than" in files["bomb.docx"]["error_message"]
+    assert record.server_errors == 0
+
+
+def submitted_zip(
+    service: Service, record: HostileRecord, documents: dict[str, bytes]
+) -> dict[str, Any]:
+    response = counted(
+        record,
+        httpx.post(
+            f"{service.url}/api/v1/jobs",
+            # Stored: a deflated outer zip would give a bomb away at the ingest's ratio check.
+            files={"file": ("batch.zip", make_zip(documents, ZIP_STORED), "application/zip")},
+            timeout=120,
+        ),
+    )
+    assert response.status_code == 202, response.text
+    record.tried = len(documents)
+    return wait_for(service, record, response.json()["job_id"])
+
+
+def test_odt_rtf_and_doc_documents_that_reach_for_local_files_leak_nothing(
+    service: Service, tmp_path: Path
+) -> None:
+    """The rows of docs/reliability.md's hostile-input table for .odt, .rtf and .doc: ODT links
+    (file:, climbing out, an inline SVG, DDE), RTF fields (INCLUDETEXT, INCLUDEPICTURE, DDE,
+    hidden by \\bin bytes; 100,000 nested groups), and a .doc saved by LibreOffice itself with
+    its INCLUDEPICTURE field intact (left to the sandbox: a .doc is not rewritten)."""
+    secrets = write_secrets(tmp_path / "secrets")
+    odts = hostile_odts(secrets)
+    documents = {f"odt-{name}.odt": data for name, data in odts.items()}
+    documents |= {f"rtf-{name}.rtf": data for name, data in hostile_rtfs(secrets).items()}
+    linked = tmp_path / "made" / "linked-picture.odt"
+    linked.parent.mkdir()
+    linked.write_bytes(odts["linked-picture"])
+    doc = libreoffice_saved(linked, "doc:MS Word 97", linked.parent).read_bytes()
+    field = f'INCLUDEPICTURE  "file://{secrets.picture}"'
+    assert field.encode("utf-16-le") in doc  # the field is there, in Word's UTF-16 text
+    documents["doc-includepicture.doc"] = doc
+    with recorded(".odt, .rtf and .doc reaching for local files", service) as record:
+        status = submitted_zip(service, record, documents)
+    files = {f["filename"]: f for f in status["files"]}
+    leaked: dict[str, list[str]] = {}
+    with archive_of(status, record) as archive:
+        for name in documents:
+            entry = files[name]
+            assert entry["status"] == "COMPLETED", (name, entry["error_message"])
+            pdf = archive.read(entry["output_name"])
+            assert VISIBLE in pdf_text(pdf), name
+            found = leaks(pdf)
+            if found:
+                leaked[name] = found
+    record.leaked = len(leaked)
+    assert leaked == {}
+    assert record.server_errors == 0
+
+
+def test_odt_rtf_and_doc_documents_refused_each_with_its_reason(
+    service: Service, legacy_documents: dict[str, Path]
+) -> None:
+    """Encrypted, damaged, compressed-bomb and absurdly nested documents each fail alone, with
+    a message a person understands; the document beside them converts."""
+    doc = legacy_documents["doc"].read_bytes()
+    levels = 50_000
+    expected = {
+        "encrypted.doc": (legacy_documents["encrypted-doc"].read_bytes(), "password-protected"),
+        "damaged.doc": (doc[: len(doc) // 2], "damaged or truncated Word 97-2003 document"),
+        "encrypted.odt": (
+            odt(
+                "",
+                content=b"\x8a\x07 encrypted bytes",
+                manifest=odt_manifest(extra="<manifest:encryption-data/>").encode("utf-8"),
+            ),
+            "password-protected",
+        ),
+        "bomb.odt": (
+            package_with_bombs(odt("<text:p>a bomb rides along</text:p>"), "Pictures/", GiB // 2),
+            "expands to more than QUIRE_MAX_PART_EXPANDED_BYTES",
+        ),
+        "nested.odt": (
+            odt("<text:span>" * levels + "<text:p/>" + "</text:span>" * levels),
+            "levels deep",
+        ),
+        "damaged.rtf": (b"{\\rtf1 {\\pict text}", "damaged or truncated RTF document"),
+    }
+    documents = {name: data for name, (data, _) in expected.items()}
+    documents["fine.odt"] = legacy_documents["odt"].read_bytes()
+    with recorded(
+        ".odt, .rtf and .doc refused: encrypted, damaged, bombs, nesting", service
+    ) as record:
+        status = submitted_zip(service, record, documents)
+    files = {f["filename"]: f for f in status["files"]}
+    assert files["fine.odt"]["status"] == "COMPLETED", files["fine.odt"]["error_message"]
+    messages = {name: files[name]["error_message"] or "" for name in expected}
+    assert {name: files[name]["status"] for name in expected} == dict.fromkeys(expected, "FAILED")
+    assert {
+        name: message for name, message in messages.items() if expected[name][1] not in message
+    } == {}
     assert record.server_errors == 0
