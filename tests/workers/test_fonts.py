@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from pypdf import PdfReader
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import DictionaryObject, NameObject
 
 from app.config import Settings, get_settings
 from app.db import session_scope
@@ -736,3 +737,47 @@ def test_a_font_in_the_pdf_is_the_requested_one_only_by_its_whole_name(
     present = {fonts.normalised(name) for name in base_fonts}
     assert fonts._in_pdf("Arial", present) is holds_arial
     assert fonts._in_pdf("Times New Roman", {fonts.normalised("TimesNewRomanPS-BoldMT")})
+
+
+def pdf_with_fonts(path: Path, *base_fonts: str) -> Path:
+    """A one-page PDF whose page resources name fonts by ``base_fonts`` (no glyphs drawn)."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(100, 100)
+    page[NameObject("/Resources")] = DictionaryObject(
+        {
+            NameObject("/Font"): DictionaryObject(
+                {
+                    NameObject(f"/F{number}"): DictionaryObject(
+                        {
+                            NameObject("/Type"): NameObject("/Font"),
+                            NameObject("/Subtype"): NameObject("/TrueType"),
+                            NameObject("/BaseFont"): NameObject(f"/{name}"),
+                        }
+                    )
+                    for number, name in enumerate(base_fonts)
+                }
+            )
+        }
+    )
+    writer.write(path)
+    return path
+
+
+def test_arial_narrow_in_the_pdf_does_not_make_arial_installed(tmp_path: Path) -> None:
+    requested = font_requests.Requested()
+    requested.add("Arial", "ascii")
+    config = fonts.fontconfig_for(get_settings())
+    assert "arial" not in config.installed()  # this machine has Liberation Sans in its place
+    narrow = pdf_with_fonts(
+        tmp_path / "narrow.pdf", "ABCDEF+ArialNarrow", "ABCDEG+ArialNarrow-Bold"
+    )
+    report = fonts.judge(requested, fonts.pdf_fonts(narrow), config)
+    assert report == {
+        "substituted": {"Arial": {"used": "Liberation Sans", "metric_compatible": True}},
+        "missing": [],
+    }
+    arial = pdf_with_fonts(tmp_path / "arial.pdf", "ABCDEF+Arial-BoldMT")
+    assert fonts.judge(requested, fonts.pdf_fonts(arial), config) == {
+        "substituted": {},
+        "missing": [],
+    }
