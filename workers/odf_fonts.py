@@ -11,8 +11,8 @@ What is read, from ``styles.xml`` and then ``content.xml``:
   East Asian and complex (right-to-left, Indic) text, and ``style:language-asian`` with
   ``style:country-asian`` (or ``fo:``) for the East Asian language; ``style:parent-style-name``;
   and the paragraph family's ``style:default-style``, which every paragraph inherits.
-- **The styles the text uses**: ``text:style-name`` on paragraphs, headings, spans (and any
-  other text element), ``table:style-name`` on table cells, in the body and in the master
+- **The styles the text uses**: ``text:style-name`` on paragraphs, headings, spans, links
+  and ruby text, ``table:style-name`` on table cells, in the body and in the master
   pages' headers and footers; each with its parents (a seen set ends a loop) and the default
   paragraph style.
 
@@ -54,7 +54,15 @@ MAX_STYLES = 10_000  # faces, styles and style references each (a long book has 
 MAX_VALUE = 256  # characters of an attribute value kept (a name, a family)
 CHUNK = 64 * 1024
 DEFAULT_STYLE = ""  # the key of the paragraph family's style:default-style (no name)
-PARAGRAPH_ELEMENTS = {TEXT + "p", TEXT + "h"}
+# Elements whose text:style-name is the style of their text, by the style's family (a list's
+# names a list style, a section's a section style: neither sets fonts here).
+STYLED_ELEMENTS = {
+    TEXT + "p": "paragraph",
+    TEXT + "h": "paragraph",
+    TEXT + "span": "text",
+    TEXT + "a": "text",
+    TEXT + "ruby-text": "text",
+}
 # style:text-properties attributes: (a face name, a family name) per slot group.
 FONT_ATTRIBUTES = (
     (STYLE + "font-name", FO + "font-family", ("ascii", "hAnsi")),
@@ -125,8 +133,7 @@ class _Reader:
                 self.faces.setdefault(face[:MAX_VALUE], family_name(family[:MAX_VALUE]))
         elif name == TABLE + "table-cell":
             self._use("table-cell", attrs.get(TABLE + "style-name"))
-        elif name.startswith(TEXT):
-            family = "paragraph" if name in PARAGRAPH_ELEMENTS else "text"
+        elif (family := STYLED_ELEMENTS.get(name)) is not None:
             self._use(family, attrs.get(TEXT + "style-name"))
             if family == "paragraph":
                 self._use(family, attrs.get(TEXT + "cond-style-name"))

@@ -6,15 +6,15 @@ What is read, in one linear pass over the tokens:
 - **The font table** (``{\\fonttbl ...}``): each entry's number (``\\fN``), ``\\fcharsetN``
   and name, the text before its ``;`` (``{\\*\\panose ...}`` and ``{\\*\\falt ...}`` groups
   left out), decoded with the code page of its character set.
-- **The defaults**: ``\\deffN`` and the style sheet's ``\\stshfloch``, ``\\stshfhich``,
-  ``\\stshfdbch``, ``\\stshfbi`` (with ``\\adeffN``): the fonts of text that names none.
+- **The default font** (``\\deffN``), when some text of the body is read with no ``\\fN`` in
+  effect (an RTF writer repeats a style's formatting in the body, so most text has one).
 - **The style sheet** (``{\\stylesheet ...}``): each paragraph (``\\sN``), character
   (``\\*\\csN``), section and table style's fonts and ``\\sbasedonN``.
 - **The body**: every ``\\fN`` and ``\\afN``, and the styles it uses (``\\sN``, ``\\csN``
-  ...), with the styles they are based on (a seen set ends a loop) and style 0, which a
-  paragraph that names no style has. Groups that are not text are left out: ``{\\*\\...}``
-  destinations (field instructions, list tables, the generator...), ``\\info``,
-  ``\\colortbl``, ``\\pict``.
+  ...), with the styles they are based on (a seen set ends a loop). Groups that are not text
+  are left out: ``{\\*\\...}`` destinations (field instructions, list tables, the
+  generator...), ``\\info``, ``\\colortbl``, ``\\pict``, and list numbers and bullets
+  (``\\listtext``, ``\\pntext``: the DOCX reader leaves numbering fonts out too).
 
 Only those fonts are reported: LibreOffice and Word list fonts in the table that no text uses.
 
@@ -77,7 +77,10 @@ LANGUAGES = {
     1042: "ko",
 }
 # Groups of the body that hold no text drawn in the document's fonts.
-NOT_TEXT = {b"info", b"colortbl", b"pict", b"listtable", b"listoverridetable", b"revtbl"}
+NOT_TEXT = frozenset(
+    {b"info", b"colortbl", b"pict", b"listtable", b"listoverridetable", b"revtbl", b"fldinst"}
+    | {b"listtext", b"pntext", b"pn", b"objdata"}
+)
 STYLE_WORDS = {b"s": "s", b"cs": "cs", b"ds": "ds", b"ts": "ts"}
 MODES = {
     b"loch": "ascii",
@@ -89,21 +92,12 @@ MODES = {
     b"fcs0": "cs",
     b"fcs1": "cs",
 }
-DEFAULT_WORDS = {
-    b"deff": ("ascii", "hAnsi"),
-    b"stshfloch": ("ascii",),
-    b"stshfhich": ("hAnsi",),
-    b"stshfdbch": ("eastAsia",),
-    b"stshfbi": ("cs",),
-    b"adeff": ("cs",),
-}
 
 # The control words this reader acts on; the others are passed over.
 READ_WORDS = frozenset(
-    {b"f", b"fcharset", b"af", b"plain", b"langfe", b"deflangfe", b"uc", b"sbasedon"}
+    {b"f", b"fcharset", b"af", b"plain", b"langfe", b"deflangfe", b"uc", b"sbasedon", b"deff"}
     | set(MODES)
     | set(STYLE_WORDS)
-    | set(DEFAULT_WORDS)
 )
 
 # Where a group's tokens go.
@@ -130,18 +124,20 @@ class _State:
     """What a group inherits from the one around it and takes back when it closes. Mutable,
     copied when a group opens: most control words change it, few groups open."""
 
-    __slots__ = ("dbcs", "destination", "language", "mode", "skip_after_unicode")
+    __slots__ = ("dbcs", "destination", "font_set", "language", "mode", "skip_after_unicode")
 
     def __init__(self) -> None:
         self.destination = BODY
         self.mode = "cs"  # the slot of \af
         self.dbcs = False  # the font of the text is a double-byte one
+        self.font_set = False  # a \fN is in effect: text is not in the default font
         self.language: int | None = None  # \langfe
         self.skip_after_unicode = 1  # \uc
 
     def copy(self) -> _State:
         inner = _State.__new__(_State)
         inner.destination, inner.mode, inner.dbcs = self.destination, self.mode, self.dbcs
+        inner.font_set = self.font_set
         inner.language, inner.skip_after_unicode = self.language, self.skip_after_unicode
         return inner
 
@@ -150,9 +146,10 @@ class _Reader:
     def __init__(self) -> None:
         self.fonts: dict[int, _Font] = {}
         self.styles: dict[StyleKey, _Style] = {}
-        self.defaults: list[tuple[str, int]] = []
+        self.default_font: int | None = None
+        self.default_font_used = False  # text was read with no \fN in effect
         self.references: dict[Reference, None] = {}
-        self.used_styles: dict[StyleKey, None] = {("s", 0): None}
+        self.used_styles: dict[StyleKey, None] = {}
         self.default_language: int | None = None
         self.east_asian_text = False
         self.east_asian_language: int | None = None
@@ -216,6 +213,10 @@ class _Reader:
     def use_style(self, key: StyleKey) -> None:
         if len(self.used_styles) < MAX_REFERENCES:
             self.used_styles[key] = None
+
+    def text_read(self, state: _State) -> None:
+        if not state.font_set:
+            self.default_font_used = True
 
     def text_is_east_asian(self, state: _State) -> None:
         if not self.east_asian_text:
@@ -296,8 +297,10 @@ def _read(data: bytes) -> _Reader:
                     continue
             if name == b"u" and value is not None:
                 character = chr(value % 0x10000)  # negative above 32767
-                if state.destination == BODY and EAST_ASIAN.match(character):
-                    reader.text_is_east_asian(state)
+                if state.destination == BODY:
+                    reader.text_read(state)
+                    if EAST_ASIAN.match(character):
+                        reader.text_is_east_asian(state)
                 elif state.destination == FONT_TABLE:
                     reader.font_text(character)
                 unicode_skip = state.skip_after_unicode
@@ -311,8 +314,10 @@ def _read(data: bytes) -> _Reader:
             byte = int(hexa, 16)
             if state.destination == FONT_TABLE:
                 reader.font_byte(byte)
-            elif state.destination == BODY and state.dbcs and byte >= 0x81:
-                reader.text_is_east_asian(state)
+            elif state.destination == BODY:
+                reader.text_read(state)
+                if state.dbcs and byte >= 0x81:
+                    reader.text_is_east_asian(state)
             continue
         # Text.
         if unicode_skip:
@@ -325,6 +330,12 @@ def _read(data: bytes) -> _Reader:
             text_start = match.start()
         if state.destination == FONT_TABLE:
             reader.font_text(data[text_start:position].decode("cp1252", "replace"))
+        elif (
+            state.destination == BODY
+            and not state.font_set
+            and data[text_start:position].strip()  # line breaks between tokens are no text
+        ):
+            reader.text_read(state)
     return reader
 
 
@@ -344,12 +355,12 @@ def _control_word(reader: _Reader, state: _State, name: bytes, value: int | None
     elif name in MODES:
         state.mode = MODES[name]
     elif name == b"plain":
-        state.dbcs, state.language = False, reader.default_language
+        state.dbcs, state.font_set, state.language = False, False, reader.default_language
     elif value is None:
         return
     elif name == b"f":
         reader.refer(state, ("f", value))
-        state.dbcs = reader.is_double_byte(value)
+        state.dbcs, state.font_set = reader.is_double_byte(value), True
     elif name == b"af":
         reader.refer(state, (state.mode, value))
         if state.mode == "eastAsia":
@@ -367,8 +378,8 @@ def _control_word(reader: _Reader, state: _State, name: bytes, value: int | None
         return
     elif name in STYLE_WORDS:
         reader.use_style((STYLE_WORDS[name], value))
-    elif name in DEFAULT_WORDS and len(reader.defaults) < len(DEFAULT_WORDS) * 2:
-        reader.defaults.extend((slot, value) for slot in DEFAULT_WORDS[name])
+    elif name == b"deff":
+        reader.default_font = value
     elif name == b"deflangfe":
         reader.default_language = state.language = value
 
@@ -378,7 +389,9 @@ def requested_fonts(path: Path, max_part_bytes: int) -> Requested:
     if path.stat().st_size > max_part_bytes:
         raise DocumentTooLarge(path.name)
     reader = _read(path.read_bytes())
-    references: list[Reference] = [*reader.defaults, *reader.references]
+    references: list[Reference] = list(reader.references)
+    if reader.default_font_used and reader.default_font is not None:
+        references.append(("f", reader.default_font))
     pending = list(reversed(reader.used_styles))
     seen: set[StyleKey] = set()
     while pending:

@@ -410,7 +410,7 @@ def test_rtf_double_byte_font_text_and_a_shift_jis_name(tmp_path: Path) -> None:
 
 def test_rtf_bin_data_is_skipped_braces_and_all(tmp_path: Path) -> None:
     data = rb"{\rtf1\ansi\deff0" + FONT_TABLE + rb"{\bin6 }}}\f7}\f1 after\par}"
-    assert set(read_rtf(tmp_path, data).slots) == {"Default Font", "Body Font"}
+    assert set(read_rtf(tmp_path, data).slots) == {"Body Font"}
 
 
 def test_rtf_deep_groups_stop_the_reading(tmp_path: Path) -> None:
@@ -452,3 +452,14 @@ def test_rtf_styles_kept_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     data = rb"{\rtf1\ansi\deff0" + FONT_TABLE + STYLE_SHEET + rb"\pard\plain\s1 Heading\par}"
     # Style 0 is kept; style 1 and the style it is based on are past the bound.
     assert set(read_rtf(tmp_path, data).slots) == {"Default Font"}
+
+
+def test_rtf_the_default_font_only_when_text_has_no_font_of_its_own(tmp_path: Path) -> None:
+    # A bullet's number text (\listtext) is left out, as the DOCX reader leaves numbering out.
+    data = (
+        rb"{\rtf1\ansi\deff0" + FONT_TABLE + rb"{\listtext\pard\plain \f8 \'b7\tab}"
+        rb"\pard\plain\f1 Body\par}"
+    )
+    assert set(read_rtf(tmp_path, data).slots) == {"Body Font"}
+    after_plain = data.replace(rb"\f1 Body\par}", rb"\f1 Body\par\pard\plain Default\par}")
+    assert set(read_rtf(tmp_path, after_plain).slots) == {"Body Font", "Default Font"}
