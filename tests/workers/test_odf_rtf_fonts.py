@@ -463,3 +463,18 @@ def test_rtf_the_default_font_only_when_text_has_no_font_of_its_own(tmp_path: Pa
     assert set(read_rtf(tmp_path, data).slots) == {"Body Font"}
     after_plain = data.replace(rb"\f1 Body\par}", rb"\f1 Body\par\pard\plain Default\par}")
     assert set(read_rtf(tmp_path, after_plain).slots) == {"Body Font", "Default Font"}
+
+
+def test_odt_a_list_s_style_name_is_not_a_text_style(tmp_path: Path) -> None:
+    # Style names are per family: the list's "L1" is a list style, not the text style "L1".
+    content = (
+        "<office:automatic-styles>"
+        + style("L1", "text", 'fo:font-family="Text Style Family"')
+        + style("P1", "paragraph", 'fo:font-family="Item Family"')
+        + "</office:automatic-styles>"
+        + body(
+            '<text:list text:style-name="L1"><text:list-item>'
+            '<text:p text:style-name="P1">item</text:p></text:list-item></text:list>'
+        )
+    )
+    assert set(read_odt(tmp_path, odt(content)).slots) == {"Item Family"}
