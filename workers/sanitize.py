@@ -70,9 +70,9 @@ MAX_SVG_BYTES = 32 * 1024 * 1024  # an SVG (also once decompressed) larger than 
 MAX_NESTED_BYTES = 64 * 1024 * 1024  # a package inside the package is read into memory
 MAX_DEPTH = 3  # packages inside packages inside packages: deeper is refused
 SNIFF_BYTES = 8192  # LibreOffice's format detection looks for "<svg" within the first 2 KiB
-# A .docm's macros: the VBA project (and its data), emptied and unlinked. LibreOffice runs no
-# macro anyway (MacroExecutionMode NEVER_EXECUTE, the profile's DisableMacrosExecution); this
-# way there is none to run.
+# A .docm's macros: the VBA project (and its data), emptied and unlinked (its relationship
+# removed). LibreOffice runs no macro anyway (MacroExecutionMode NEVER_EXECUTE, the profile's
+# DisableMacrosExecution); this way there is none to run.
 MACRO_RELATIONSHIP = "/vbaProject"
 MACRO_PARTS = {"vbaproject.bin", "vbadata.xml"}
 
@@ -166,13 +166,21 @@ def _rewritten_relationships(name: str, xml: bytes) -> bytes | None:
     except (ParseError, DefusedXmlException):
         raise InvalidDocument(f"The DOCX package's {name} is not well-formed XML.") from None
     changed = False
-    for relation in root.iter():
+    parents = {child: parent for parent in root.iter() for child in parent}
+    for relation in list(root.iter()):
         if _local(relation.tag) != "Relationship":  # whatever namespace it claims
             continue
         target = relation.get("Target", "")
         mode = relation.get("TargetMode")
+        if relation.get("Type", "").endswith(MACRO_RELATIONSHIP) and relation in parents:
+            # A .docm's VBA project: unlinked, so no macro of it can ever load. Removed, not
+            # pointed at NOWHERE: LibreOffice 7.4 crashes on a vbaProject relationship with an
+            # external target (tests/workers/test_vba_macros.py).
+            parents[relation].remove(relation)
+            changed = True
+            continue
         if relation.get("Type", "").endswith(MACRO_RELATIONSHIP):
-            safe = False  # a .docm's VBA project: unlinked, so no macro of it can ever load
+            safe = False  # the root element itself: nothing to remove it from
         elif mode is None or mode == "Internal":
             safe = _internal_target_ok(name, target)
         else:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.workers.webhook_helpers import Receiver
+from workers.libreoffice import profile
 
 
 @pytest.fixture
@@ -15,3 +16,11 @@ def receiver() -> Iterator[Receiver]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def unprotected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LibreOffice with its stock configuration: none of the profile's settings."""
+    monkeypatch.setattr(profile, "PROFILE_SETTINGS", ())
+    monkeypatch.setattr(profile, "NETWORK_PROVIDERS", {})
+    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ())

@@ -4,9 +4,13 @@ the logs): a test module imports them from here, never from another test module.
 from __future__ import annotations
 
 import io
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -21,6 +25,9 @@ from workers.archive import build_archive
 from workers.file_conversion import convert_file
 from workers.ingest import ingest_job
 from workers.libreoffice import Converter
+
+if TYPE_CHECKING:  # imported when used: a run that starts no LibreOffice needs no uno
+    from workers.libreoffice.uno import UnoConverter
 
 
 def submit(zip_bytes: bytes, **options: Any) -> str:
@@ -83,3 +90,35 @@ sb._prctl(sb.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 sb._prctl(sb.PR_SET_SECCOMP, sb.SECCOMP_MODE_FILTER,
           ctypes.byref(sb.SockFprog(len=len(program), filter=filters)), 0, 0)
 """
+
+
+ALWAYS_EXECUTE_NO_WARN = 4  # com.sun.star.document.MacroExecMode, for the controls only
+
+
+@contextmanager
+def opened_allowing_macros(desktop: Any, source: Path) -> Iterator[Any]:
+    """``source`` open for the block, through ``desktop`` (an instance's, on the connection
+    the caller talks to it through), visible (a hidden document gets no load events) and with
+    macros allowed; closed afterwards."""
+    import uno
+
+    from workers.libreoffice.uno import _props
+
+    document = desktop.loadComponentFromURL(
+        uno.systemPathToFileUrl(str(source)),
+        "_blank",
+        0,
+        _props(ReadOnly=True, MacroExecutionMode=ALWAYS_EXECUTE_NO_WARN),
+    )
+    assert document is not None
+    try:
+        yield document
+    finally:
+        document.close(True)
+
+
+def open_allowing_macros(instance: UnoConverter, source: Path) -> None:
+    """Open ``source`` as ``opened_allowing_macros`` does, and close it a second later: load
+    events are dispatched from LibreOffice's main loop, after the load returned."""
+    with opened_allowing_macros(instance.desktop, source):
+        time.sleep(1)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uno
 from pypdf import PdfReader
 
 from tests.docx_factory import make_docx
@@ -46,6 +45,7 @@ from tests.hostile_docs import (
 )
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
+from tests.workers.helpers import open_allowing_macros
 from workers.libreoffice import (
     CliConverter,
     ConversionError,
@@ -53,11 +53,9 @@ from workers.libreoffice import (
     ConverterMisconfigured,
     profile,
 )
-from workers.libreoffice.uno import NEVER_EXECUTE, NO_UPDATE, UnoConverter, _props
+from workers.libreoffice.uno import NEVER_EXECUTE, NO_UPDATE, UnoConverter
 from workers.sanitize import strip_local_links
 from workers.validation import InvalidDocument, validate_docx
-
-ALWAYS_EXECUTE_NO_WARN = 4  # com.sun.star.document.MacroExecMode, for the control only
 
 # -- a local HTTP server that records everything ---------------------------------------------
 
@@ -467,14 +465,6 @@ def test_an_embedded_picture_still_shows(converter: UnoConverter, tmp_path: Path
     assert (outcome.conversion, outcome.images) == ("converted", 1)
 
 
-@pytest.fixture
-def unprotected(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LibreOffice with its stock configuration: none of the profile's settings."""
-    monkeypatch.setattr(profile, "PROFILE_SETTINGS", ())
-    monkeypatch.setattr(profile, "NETWORK_PROVIDERS", {})
-    monkeypatch.setattr(profile, "OTHER_NETWORK_SCHEMES", ())
-
-
 def macro_document(marker: Path) -> bytes:
     """An ODT whose Basic macro, bound to the load, save and unload events, writes ``marker``.
     (A DOCX cannot carry macros; the converter itself would open an ODT all the same.)"""
@@ -536,19 +526,6 @@ def macro_document(marker: Path) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data, zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
-
-
-def open_allowing_macros(instance: UnoConverter, source: Path) -> None:
-    """Open ``source`` visible (a hidden document gets no load events) with macros allowed."""
-    document = instance.desktop.loadComponentFromURL(
-        uno.systemPathToFileUrl(str(source)),
-        "_blank",
-        0,
-        _props(ReadOnly=True, MacroExecutionMode=ALWAYS_EXECUTE_NO_WARN),
-    )
-    assert document is not None
-    time.sleep(1)
-    document.close(True)
 
 
 @pytest.mark.usefixtures("unprotected")
