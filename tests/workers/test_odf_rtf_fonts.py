@@ -18,8 +18,16 @@ import pytest
 from defusedxml import DTDForbidden
 
 from app.config import get_settings
+from app.db import session_scope
+from app.jobs import get_job_view
+from app.models import FileStatus
+from app.status import status_document
+from app.storage import get_store
+from tests.conftest import Backend, SentTasks
+from tests.docx_factory import make_zip
 from tests.font_docs import Run, fonts_docx, latin
 from tests.saved_documents import saved_by_libreoffice
+from tests.workers.helpers import files_by_name, run_to_the_end, submit
 from workers import fonts, odf_fonts, rtf_fonts
 from workers.font_requests import MAX_NAME, MAX_REQUESTED, DocumentTooLarge, Requested
 from workers.formats import prepare_document
@@ -29,6 +37,7 @@ from workers.libreoffice.uno import UnoConverter
 NOBODY = "Nobody Has This Typeface"
 UNUSED = "Declared Only Typeface"  # no font has it either: reported, it would be missing
 CHINESE = "你好世界。这是一段中文文本。"
+CALIBRI = {"Calibri": {"used": "Carlito", "metric_compatible": True}}
 UNUSED_STYLE = (
     '<w:style w:type="paragraph" w:styleId="Unused"><w:name w:val="Unused"/>'
     f'<w:rPr><w:rFonts w:ascii="{UNUSED}" w:hAnsi="{UNUSED}"/></w:rPr></w:style>'
@@ -93,7 +102,7 @@ def test_calibri_is_substituted_by_carlito_which_keeps_the_layout(
     converter: Converter, saved: dict[str, dict[str, Path]], tmp_path: Path, kind: str
 ) -> None:
     assert report_of(converter, saved[kind]["calibri"], tmp_path) == {
-        "substituted": {"Calibri": {"used": "Carlito", "metric_compatible": True}},
+        "substituted": CALIBRI,
         "missing": [],
     }
 
@@ -143,6 +152,36 @@ def test_a_declared_face_that_no_text_uses_is_not_reported(
     assert report is not None
     assert report["missing"] == []
     assert UNUSED not in report["substituted"]
+
+
+def test_the_pipeline_stores_reports_and_leaves_out_one_it_cannot_make(
+    backend: Backend, sent: SentTasks, converter: Converter, saved: dict[str, dict[str, Path]]
+) -> None:
+    # Groups nested past the reader's bound: LibreOffice converts it, the report is left out.
+    depth = rtf_fonts.MAX_DEPTH + 10
+    deep = (
+        rb"{\rtf1\ansi{\fonttbl{\f0 Calibri;}}\f0 " + b"{" * depth + b"deep" + b"}" * depth + b"}"
+    )
+    entries = {
+        "calibri.odt": saved["odt"]["calibri"].read_bytes(),
+        "nobody.rtf": saved["rtf"]["nobody"].read_bytes(),
+        "deep.rtf": deep,
+    }
+    job_id = submit(make_zip(entries))
+    run_to_the_end(job_id, sent, converter)
+    files = files_by_name(job_id)
+    assert {name: file.status for name, file in files.items()} == dict.fromkeys(
+        entries, FileStatus.COMPLETED
+    )
+    with session_scope() as session:
+        view = get_job_view(session, job_id)
+        assert view is not None
+        body = status_document(view, "http://test", get_store(), 60).model_dump(mode="json")
+    reports = {file["filename"]: file["fonts"] for file in body["files"]}
+    assert reports["calibri.odt"] == {"substituted": CALIBRI, "missing": []}
+    assert reports["nobody.rtf"] is not None and reports["nobody.rtf"]["missing"] == [NOBODY]
+    assert reports["deep.rtf"] is None
+    assert body["fonts"] == {"files_with_substitutions": 2, "files_with_missing_fonts": 1}
 
 
 # -- ODT: what is read, and hostile packages --------------------------------------------------
