@@ -97,6 +97,10 @@ MAX_TEXT_PARTS = 64  # of each kind: Word writes at most three headers and foote
 MAX_NESTED_PARTS = 4  # styles parts, theme parts: one each, and a glossary document's
 MAX_STYLES = 10_000
 MAX_RUN_FONTS = 1_024  # distinct (slot, family or theme reference) pairs of the runs kept
+# Styles, style references and run fonts kept for one document, all its parts' readers
+# together: each part is read into a reader of its own, and 257 text parts each keeping
+# MAX_STYLES style names would hold hundreds of MB.
+MAX_KEPT = 20_000
 MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
 MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
@@ -176,8 +180,9 @@ class _PartReader:
     """Streams parts, keeping only what the report needs (no tree is built). Element and
     attribute names come from expat as "namespace local"."""
 
-    def __init__(self, *, nested: bool = False) -> None:
+    def __init__(self, *, nested: bool = False, kept: list[int] | None = None) -> None:
         self.nested = nested  # styles and theme: what an element is inside of matters
+        self._kept = kept if kept is not None else [0]  # shared by a document's readers
         # What the document defaults and the runs ask for: distinct pairs, at most
         # MAX_RUN_FONTS (a document of a million runs asks for a few fonts a million times).
         self.runs: dict[tuple[str, str, bool], None] = {}
@@ -189,6 +194,13 @@ class _PartReader:
         self.east_asian_text = False
         self._style: _Style | None = None
         self._theme_group: str | None = None
+
+    def _keep(self) -> bool:
+        """Room for one more thing kept, in the document's MAX_KEPT."""
+        if self._kept[0] >= MAX_KEPT:
+            return False
+        self._kept[0] += 1
+        return True
 
     def characters(self, content: str) -> None:
         if not self.east_asian_text and EAST_ASIAN.search(content):
@@ -202,22 +214,30 @@ class _PartReader:
             fonts = _Fonts()
             fonts.read(attrs)
             for pair in fonts.pairs():
-                if len(self.runs) < MAX_RUN_FONTS:
+                if pair not in self.runs and len(self.runs) < MAX_RUN_FONTS and self._keep():
                     self.runs[pair] = None
         elif name in W_STYLE_REFERENCES:
-            value = attrs.get(W_VAL)
-            if value and len(self.used_styles) < MAX_STYLES:
-                self.used_styles.add(value[:MAX_VALUE])
+            value = (attrs.get(W_VAL) or "")[:MAX_VALUE]
+            if (
+                value
+                and value not in self.used_styles
+                and len(self.used_styles) < MAX_STYLES
+                and self._keep()
+            ):
+                self.used_styles.add(value)
         elif name == W_LANG:
-            value = attrs.get(W + "eastAsia")
-            if value and not self.languages:
-                self.languages.append(value[:MAX_VALUE])
+            language = attrs.get(W + "eastAsia")
+            if language and not self.languages:
+                self.languages.append(language[:MAX_VALUE])
         elif not self.nested:
             return
         elif name == W_STYLE:
-            if len(self.styles) < MAX_STYLES:
-                style_id = attrs.get(W + "styleId", "")[:MAX_VALUE]
-                self._style = self.styles.setdefault(style_id, _Style())
+            style_id = attrs.get(W + "styleId", "")[:MAX_VALUE]
+            style = self.styles.get(style_id)
+            if style is None and len(self.styles) < MAX_STYLES and self._keep():
+                style = self.styles[style_id] = _Style()
+            if style is not None:
+                self._style = style
                 if attrs.get(W + "default") in ("1", "true", "on") and (
                     attrs.get(W + "type") == "paragraph"
                 ):
@@ -314,6 +334,7 @@ class DocxReading:
         self.relationships: list[bytes] | None = None  # the main part's, as they pass
         self._relationships_size = 0
         self.read = 0  # bytes of every part read, against max_package_bytes
+        self.kept = [0]  # things its readers keep, against MAX_KEPT
         self.error: BaseException | None = None
 
     # -- the parts, as they come --
@@ -334,7 +355,8 @@ class DocxReading:
             MAX_NESTED_PARTS if nested else MAX_TEXT_PARTS
         ):
             return None
-        feed = self.feeds[name] = _Feed(name, _PartReader(nested=nested), self.max_part_bytes)
+        reader = _PartReader(nested=nested, kept=self.kept)
+        feed = self.feeds[name] = _Feed(name, reader, self.max_part_bytes)
         self.kinds[name] = kind
 
         def consume(chunk: bytes) -> None:

@@ -33,6 +33,7 @@ from tests.workers.helpers import run_to_the_end, submit
 from workers import file_conversion, font_requests, fonts, formats
 from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
+from workers.validation import content_type_of, content_types
 
 NOBODY = "Nobody Has This Typeface"
 CHINESE = "你好世界。这是一段中文文本。"
@@ -781,3 +782,38 @@ def test_arial_narrow_in_the_pdf_does_not_make_arial_installed(tmp_path: Path) -
         "substituted": {},
         "missing": [],
     }
+
+
+def test_what_the_readers_keep_is_bounded_for_the_document_not_per_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each part has a reader of its own; what they keep together is bounded (MAX_KEPT), or
+    # hundreds of headers naming thousands of styles each would hold hundreds of MB.
+    monkeypatch.setattr(fonts, "MAX_KEPT", 100)
+    headers = {
+        f"word/header{n}.xml": (
+            f'<w:hdr xmlns:w="{fonts.W_NS}">'
+            + "".join(f'<w:p><w:pPr><w:pStyle w:val="S{n}-{k}"/></w:pPr></w:p>' for k in range(80))
+            + "</w:hdr>"
+        ).encode()
+        for n in range(1, 4)
+    }
+    relations = relationships_xml(*(("header", f"header{n}.xml") for n in range(1, 4)))
+    docx = rebuilt(
+        fonts_docx(latin("Calibri", "x")),
+        {**headers, "word/_rels/document.xml.rels": relations},
+        overrides={name: HEADER_TYPE for name in headers},
+    )
+    with zipfile.ZipFile(io.BytesIO(docx)) as package:
+        types = content_types(package.read("[Content_Types].xml"))
+        reading = fonts.DocxReading(10**8, 10**9)
+        for info in package.infolist():
+            name = info.filename
+            consume = reading.part(name, content_type_of(types, name), "word/document.xml")
+            if consume is not None:
+                consume(package.read(info))
+    assert reading.requested().slots == {"Calibri": {"ascii", "hAnsi"}}
+    kept = sum(
+        len(feed.reader.used_styles) + len(feed.reader.runs) for feed in reading.feeds.values()
+    )
+    assert kept == 100
