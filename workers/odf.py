@@ -56,6 +56,7 @@ from workers.sanitize import (
     EMPTY_SVG,
     EXTERNAL_ALLOWED,
     NOWHERE,
+    SNIFF_BYTES,
     never_climbs_out,
     rewritten_content,
 )
@@ -82,9 +83,10 @@ MAX_NESTING = 1000
 MAX_EDITS = 100_000  # links to change in one part: a document has a handful
 # How inline picture data starts, decoded: raster pictures and metafiles, which link nothing.
 INLINE_PICTURES = (
-    b"\x89PNG",
+    b"\x89PNG\r\n\x1a\n",
     b"\xff\xd8\xff",  # JPEG
-    b"GIF8",
+    b"GIF87a",
+    b"GIF89a",
     b"BM",
     b"II*\x00",  # TIFF, little-endian
     b"MM\x00*",  # TIFF, big-endian
@@ -98,9 +100,10 @@ CHUNK = 64 * 1024
 # What an emptied inline picture becomes: an empty SVG, which draws nothing (empty data makes
 # LibreOffice draw its "missing picture" icon), and is kept when the part is read again.
 EMPTY_PICTURE = base64.b64encode(EMPTY_SVG).decode()
-# Characters of base64 read: 48 bytes, enough for every signature above, and enough to tell
-# the empty picture.
-SNIFF_BASE64 = max(64, len(EMPTY_PICTURE) + 1)
+# Characters of base64 read: SNIFF_BYTES decoded, the window LibreOffice's format detection
+# looks for "<svg" in (a weak signature such as BMP's "BM" that fails its checks falls through
+# to the next format, SVG among them), and enough to tell the empty picture.
+SNIFF_BASE64 = max(-(-SNIFF_BYTES // 3) * 4, len(EMPTY_PICTURE) + 1)
 TAG = re.compile(rb"<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*/?>")
 ATTRIBUTE = re.compile(rb"(\s+)([^\s=/>]+)(\s*=\s*)(\"[^\"]*\"|'[^']*')")
 
@@ -152,6 +155,9 @@ def _inline_picture_kept(base64_head: str) -> bool:
         head = binascii.a2b_base64(base64_head[:usable])
     except (binascii.Error, ValueError):
         return False
+    lowered = head.lower()
+    if b"<svg" in lowered or b"<\x00s\x00v\x00g" in lowered:
+        return False  # whatever it starts like, LibreOffice might read it as SVG
     at, signature = EMF_SIGNATURE
     return head.startswith(INLINE_PICTURES) or head[at : at + len(signature)] == signature
 
@@ -346,14 +352,21 @@ def _with_values(tag: bytes, values: dict[bytes, bytes]) -> bytes:
     replaced (every such attribute: one of that name in another namespace too, which is safe;
     namespace declarations are left alone)."""
 
+    found: set[bytes] = set()
+
     def replaced(match: re.Match[bytes]) -> bytes:
         name = match.group(2)
         local = name.rsplit(b":", 1)[-1]
         if local not in values or name == b"xmlns" or name.startswith(b"xmlns:"):
             return match.group(0)
+        found.add(local)
         return match.group(1) + match.group(2) + match.group(3) + b'"' + values[local] + b'"'
 
-    return ATTRIBUTE.sub(replaced, tag)
+    cleaned = ATTRIBUTE.sub(replaced, tag)
+    if found != values.keys():
+        # The parser saw an attribute this reading of the bytes did not: never pass it on.
+        raise InvalidDocument("The OpenDocument text has a start tag Quire cannot clean; refused.")
+    return cleaned
 
 
 def _utf16(package: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
