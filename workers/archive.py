@@ -116,6 +116,31 @@ def _touch(job_id: str, claimed_at: datetime) -> None:
             raise ArchiveSuperseded(job_id)
 
 
+def _nobodys(session: Session, job_id: str, claimed_at: datetime) -> bool:
+    """Whether this round's zip and merged PDF are nobody's: the job was deleted, or cancelled
+    in this round. A duplicate task's are the job's own, and a retry's new round writes its own
+    at the same keys, so neither is removed."""
+    job = session.get(Job, job_id)
+    return job is None or (
+        job.status == JobStatus.CANCELLED and job.archive_enqueued_at == claimed_at
+    )
+
+
+def _remove_results(job_id: str, store: ObjectStore) -> None:
+    store.delete_prefix(result_key(job_id))
+    store.delete_prefix(merged_key(job_id))
+    log.info("archive.dropped", job_id=job_id, reason="job_cancelled_or_deleted")
+
+
+def _drop_superseded(job_id: str, claimed_at: datetime, store: ObjectStore) -> None:
+    with session_scope() as session:
+        orphan = _nobodys(session, job_id, claimed_at)
+    if orphan:
+        _remove_results(job_id, store)
+    else:
+        log.info("archive.dropped", job_id=job_id, reason="job_retried_or_completed")
+
+
 def build_archive(job_id: str, store: ObjectStore) -> None:
     # The webhook is sent from inside this span, so its trace goes on from here.
     with tracing.span("job.archive", job_id=job_id):
@@ -162,13 +187,14 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
                 lambda: _touch(job_id, claimed_at),
             ).bytes_written
     except ArchiveSuperseded:
-        log.info("archive.dropped", job_id=job_id, reason="job_cancelled_deleted_or_retried")
+        # The zip may be stored already (superseded while merging): removed if it is nobody's.
+        _drop_superseded(job_id, claimed_at, store)
         return
     except StoreError:
         try:  # a deleted job's PDFs vanish under its archive: that is no failure of the job
             _touch(job_id, claimed_at)
         except ArchiveSuperseded:
-            log.info("archive.dropped", job_id=job_id, reason="job_cancelled_deleted_or_retried")
+            _drop_superseded(job_id, claimed_at, store)
             return
         raise
     with session_scope() as session:
@@ -179,17 +205,11 @@ def _build_archive(job_id: str, store: ObjectStore) -> None:
         # a duplicate of this task completed it first. Only for a deleted job, or one cancelled
         # in this round, is the zip nobody's: a duplicate's zip is the job's archive, and a
         # retry's new round writes its own at the same key.
-        job = None if finished else session.get(Job, job_id)
-        orphan = not finished and (
-            job is None
-            or (job.status == JobStatus.CANCELLED and job.archive_enqueued_at == claimed_at)
-        )
+        orphan = not finished and _nobodys(session, job_id, claimed_at)
         if finished:  # the callback is queued in the transaction that ends the job
             webhooks.schedule_delivery(session, job_id)
     if orphan:  # nothing refers to the zip: a deleted job, or a cancelled one has no archive
-        store.delete_prefix(result_key(job_id))
-        store.delete_prefix(merged_key(job_id))
-        log.info("archive.dropped", job_id=job_id, reason="job_cancelled_or_deleted")
+        _remove_results(job_id, store)
         return
     if not finished:
         log.info("archive.dropped", job_id=job_id, reason="job_retried_or_completed")

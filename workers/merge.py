@@ -10,7 +10,17 @@ next source is opened.
 
 A source is first written to a spool of its own (a temporary file past 8 MiB), and copied into
 the output only once all its objects were read: a PDF pypdf cannot read is then left out whole,
-listed on the last page with why, instead of leaving references to objects never written.
+listed on the last page with why, instead of leaving references to objects never written. What
+pypdf raises on a malformed source is not only its own errors (a bad offset is an OSError from
+the seek, a broken object stream an AssertionError or NotImplementedError...), and LibreOffice
+copies the objects of a PDF picture into its output, so a hostile document chooses some of what
+pypdf reads here: every exception raised inside pypdf while a source is read leaves that source
+out. Errors of the writer's own side (the store, the scratch disk, the heartbeat) are raised
+outside pypdf and end the merge as before. A merge in which no source's pages made it in gets
+the failure pages even when they were turned off: a PDF of no pages is refused by viewers.
+
+The cross-reference table's entries hold 10-digit offsets; a merged file whose objects lie past
+10^10 bytes gets a cross-reference stream instead (PDF 1.5), whose offsets are as wide as needed.
 
 The result is plain PDF (1.7): each source's pages, fonts and images as LibreOffice wrote them,
 one bookmark per source named by its path, and, if asked, pages listing the files left out
@@ -28,14 +38,15 @@ import time
 import zlib
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import IO, Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 from pypdf.generic import (
     ArrayObject,
     DictionaryObject,
@@ -55,8 +66,9 @@ log = get_logger("quire.merge")
 HEARTBEAT_SECONDS = 60.0
 PAGES_PER_NODE = 256  # a two-level page tree: viewers find page n without reading every page
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
-# What a malformed PDF can make pypdf raise besides its own errors.
-UNREADABLE = (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError)
+# The classic cross-reference table's offsets have 10 digits: past that, a stream (L1 of #18).
+XREF_TABLE_LIMIT = 10**10
+XREF_STREAM_BATCH = 4096  # entries packed and compressed at a time
 # Keys of a source's page that point into the source's document structure, not the page's own
 # content: the page's parent (it gets ours), article beads and its place in a structure tree.
 DROPPED_PAGE_KEYS = frozenset({"/Parent", "/B", "/StructParents"})
@@ -100,10 +112,13 @@ class _Output:
 
     def __init__(self, writer: ObjectWriter) -> None:
         self.writer = writer
-        self.position = 0
         # Object n's offset at index n; -1 while allocated and not written. Index 0 is the
         # cross-reference table's free-list head.
         self.offsets = array("q", [0])
+
+    @property
+    def position(self) -> int:
+        return self.writer.bytes_written
 
     def allocate(self) -> int:
         self.offsets.append(-1)
@@ -111,11 +126,70 @@ class _Output:
 
     def write(self, data: bytes) -> None:
         self.writer.write(data)
-        self.position += len(data)
 
     def write_object(self, number: int, body: bytes) -> None:
         self.offsets[number] = self.position
         self.write(b"%d 0 obj\n%b\nendobj\n" % (number, body))
+
+
+class _Heartbeat:
+    """The caller's heartbeat, called at most every HEARTBEAT_SECONDS however often this is:
+    between sources and inside one source's copy, whose download and copy can outlast the
+    archive's lease on their own."""
+
+    def __init__(self, beat: Callable[[], None] | None) -> None:
+        self.beat = beat
+        self.due = time.monotonic() + HEARTBEAT_SECONDS
+
+    def __call__(self) -> None:
+        if self.beat is not None and time.monotonic() >= self.due:
+            self.beat()
+            self.due = time.monotonic() + HEARTBEAT_SECONDS
+
+    def now(self) -> None:
+        if self.beat is not None:
+            self.beat()
+
+
+class _Unreadable(Exception):
+    """pypdf failed on a source (the error is the cause): the source is left out."""
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Around each call into pypdf for a source: whatever it raises means the source could not
+    be read. A soft time limit is the task's, not the source's, and goes on up."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception as error:
+        raise _Unreadable(error) from error
+
+
+class _PageTree:
+    """The merged file's pages, under a two-level tree: a node per PAGES_PER_NODE pages.
+
+    A page's /Parent is written with the page, so a node is numbered when its first page is
+    copied; a source that fails after that gives back the nodes it opened (``rollback``), so no
+    node without pages is ever written."""
+
+    def __init__(self, output: _Output) -> None:
+        self.output = output
+        self.root = output.allocate()
+        self.pages = array("q")
+        self.nodes: list[int] = []
+
+    def parent(self, index: int) -> int:
+        """The node of the page at ``index`` (counting every page merged so far)."""
+        while len(self.nodes) <= index // PAGES_PER_NODE:
+            self.nodes.append(self.output.allocate())
+        return self.nodes[index // PAGES_PER_NODE]
+
+    def rollback(self) -> None:
+        """Forget the nodes opened for pages that were not kept."""
+        needed = -(-len(self.pages) // PAGES_PER_NODE)  # rounded up
+        del self.nodes[needed:]
 
 
 def _serialize(value: Any, out: BytesIO, ref: Callable[[IndirectObject], int]) -> None:
@@ -165,29 +239,26 @@ def _serialize_dict(
 
 
 def _copy_source(
-    path: str,
-    output: _Output,
-    spool: IO[bytes],
-    page_parent: Callable[[int], int],
-    first_page_index: int,
-    pages_root: int,
+    path: str, output: _Output, spool: IO[bytes], tree: _PageTree, tick: Callable[[], None]
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Write the source's pages and every object they reach to ``spool``.
 
     Returns the new numbers of its pages and (number, offset in the spool) of each object.
     Nothing is written to ``output`` itself; it only hands out the numbers. The reader, and
-    every object it parsed, is gone when this returns."""
+    every object it parsed, is gone when this returns. Raises _Unreadable for what pypdf
+    raised; the spool's and ``tick``'s own errors go on up as they are."""
     with open(path, "rb") as pdf:
-        return _copy_pages(PdfReader(pdf), output, spool, page_parent, first_page_index, pages_root)
+        with _reading():
+            reader = PdfReader(pdf)
+        return _copy_pages(reader, output, spool, tree, tick)
 
 
 def _copy_pages(
     reader: PdfReader,
     output: _Output,
     spool: IO[bytes],
-    page_parent: Callable[[int], int],
-    first_page_index: int,
-    pages_root: int,
+    tree: _PageTree,
+    tick: Callable[[], None],
 ) -> tuple[list[int], list[tuple[int, int]]]:
     numbers: dict[tuple[int, int], int] = {}
     pending: deque[tuple[IndirectObject, int]] = deque()
@@ -200,32 +271,38 @@ def _copy_pages(
             pending.append((indirect, number))
         return number
 
-    # A reference to the source's own page tree (rare, from an annotation) points at ours, so
-    # the source's other pages are never copied twice through it.
-    root_pages = reader.root_object.raw_get("/Pages")
-    if isinstance(root_pages, IndirectObject):
-        numbers[(root_pages.idnum, root_pages.generation)] = pages_root
-    pages = list(reader.pages)
-    page_numbers: list[int] = []
-    for page in pages:
-        indirect = page.indirect_reference
-        number = output.allocate()
-        if indirect is not None:  # links between the source's pages keep pointing at them
-            numbers[(indirect.idnum, indirect.generation)] = number
-        page_numbers.append(number)
+    with _reading():
+        # A reference to the source's own page tree (rare, from an annotation) points at ours,
+        # so the source's other pages are never copied twice through it.
+        root_pages = reader.root_object.raw_get("/Pages")
+        if isinstance(root_pages, IndirectObject):
+            numbers[(root_pages.idnum, root_pages.generation)] = tree.root
+        pages = list(reader.pages)
+        page_numbers: list[int] = []
+        for page in pages:
+            indirect = page.indirect_reference
+            number = output.allocate()
+            if indirect is not None:  # links between the source's pages keep pointing at them
+                numbers[(indirect.idnum, indirect.generation)] = number
+            page_numbers.append(number)
     written: list[tuple[int, int]] = []
+    first_page_index = len(tree.pages)
     for index, (page, number) in enumerate(zip(pages, page_numbers, strict=True)):
         body = BytesIO()
-        parent = b"\n/Parent %d 0 R" % page_parent(first_page_index + index)
-        _serialize_dict(page, body, ref, skip=DROPPED_PAGE_KEYS, extra=parent)
+        parent = b"\n/Parent %d 0 R" % tree.parent(first_page_index + index)
+        with _reading():
+            _serialize_dict(page, body, ref, skip=DROPPED_PAGE_KEYS, extra=parent)
         written.append((number, spool.tell()))
         spool.write(b"%d 0 obj\n%b\nendobj\n" % (number, body.getvalue()))
+        tick()
     while pending:
         indirect, number = pending.popleft()
         body = BytesIO()
-        _serialize(indirect.get_object(), body, ref)
+        with _reading():
+            _serialize(indirect.get_object(), body, ref)
         written.append((number, spool.tell()))
         spool.write(b"%d 0 obj\n%b\nendobj\n" % (number, body.getvalue()))
+        tick()
     return page_numbers, written
 
 
@@ -287,118 +364,130 @@ def write_merged(
     heartbeat: Callable[[], None] | None = None,
 ) -> MergeResult:
     """Write one PDF of ``sources`` (in this order) to ``key``; ``left_out`` are listed on the
-    last pages when ``failure_page``.
+    last pages when ``failure_page``, or when no source's pages made it in (a PDF needs a page).
 
-    ``heartbeat`` is called every HEARTBEAT_SECONDS while it works, and once more before the
-    object appears (it may raise to abort the write, as the archive's does)."""
+    ``heartbeat`` is called every HEARTBEAT_SECONDS while it works, and once more as the last
+    step before the object appears (it may raise to abort the write, as the archive's does)."""
+    if not sources and not left_out:
+        raise ValueError("a merged PDF needs at least one file, converted or not")
     scratch.mkdir(parents=True, exist_ok=True)
-    beat_at = time.monotonic() + HEARTBEAT_SECONDS
+    tick = _Heartbeat(heartbeat)
     unreadable: list[LeftOut] = []
     bookmarks: list[tuple[str, int]] = []  # (title, the number of its first page)
-    page_numbers = array("q")
-    nodes: list[int] = []  # the page tree's second level, one node per PAGES_PER_NODE pages
     merged = 0
-    with (
-        WriterScope(store.open_writer(key, "application/pdf")) as writer,
-        tempfile.TemporaryDirectory(dir=scratch, prefix="merge-") as workdir,
-    ):
+    with WriterScope(store.open_writer(key, "application/pdf")) as writer:
         output = _Output(writer)
         output.write(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-        pages_root = output.allocate()
-
-        def page_parent(index: int) -> int:
-            while len(nodes) <= index // PAGES_PER_NODE:
-                nodes.append(output.allocate())
-            return nodes[index // PAGES_PER_NODE]
-
-        for index, source in enumerate(sources):
-            local = os.path.join(workdir, f"{index}.pdf")
-            store.download_file(output_key(job_id, source.file_id), local)
-            with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=workdir) as spool:
-                try:
-                    numbers, written = _copy_source(
-                        local, output, spool, page_parent, len(page_numbers), pages_root
-                    )
-                except UNREADABLE as error:
-                    log.warning(
-                        "merge.source_unreadable",
-                        job_id=job_id,
-                        file_id=source.file_id,
-                        error=repr(error),
-                    )
-                    unreadable.append(
-                        LeftOut(source.title, f"Its PDF could not be read for merging: {error}")
-                    )
-                    continue  # its numbers stay unwritten: free entries of the table
-                finally:
-                    os.unlink(local)  # scratch holds one source at a time
-                base = output.position
-                spool.seek(0)
-                while chunk := spool.read(1024 * 1024):
-                    output.write(chunk)
-                for number, offset in written:
-                    output.offsets[number] = base + offset
-            if numbers:
-                bookmarks.append((source.title, numbers[0]))
-                page_numbers.extend(numbers)
-                merged += 1
-            if heartbeat is not None and time.monotonic() > beat_at:
-                heartbeat()
-                beat_at = time.monotonic() + HEARTBEAT_SECONDS
+        tree = _PageTree(output)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="merge-") as workdir:
+            for index, source in enumerate(sources):
+                tick()
+                first_page = len(tree.pages)
+                local = os.path.join(workdir, f"{index}.pdf")
+                reason = _merge_source(job_id, source, local, store, output, tree, tick)
+                if reason is None:
+                    bookmarks.append((source.title, tree.pages[first_page]))
+                    merged += 1
+                else:
+                    unreadable.append(LeftOut(source.title, reason))
         everything_left_out = [*left_out, *unreadable]
-        if failure_page and everything_left_out:
-            font = output.allocate()
-            output.write_object(
-                font,
-                b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier /Encoding /WinAnsiEncoding >>",
-            )
-            first = True
-            for content in _failure_pages(everything_left_out):
-                page, stream = output.allocate(), output.allocate()
-                packed = zlib.compress(content)
-                output.write_object(
-                    stream,
-                    b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream"
-                    % (len(packed), packed),
-                )
-                parent = page_parent(len(page_numbers))
-                output.write_object(
-                    page,
-                    b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] "
-                    b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
-                    % (parent, PAGE_WIDTH, PAGE_HEIGHT, font, stream),
-                )
-                if first:
-                    bookmarks.append((FAILURE_BOOKMARK, page))
-                    first = False
-                page_numbers.append(page)
-        _write_page_tree(output, pages_root, nodes, page_numbers)
+        if everything_left_out and (failure_page or not merged):
+            first = _write_failure_pages(output, tree, everything_left_out)
+            bookmarks.append((FAILURE_BOOKMARK, first))
+        _write_page_tree(output, tree)
         outlines = _write_outlines(output, bookmarks)
-        _write_trailer(output, pages_root, outlines, job_id)
-        if heartbeat is not None:
-            heartbeat()
+        _write_trailer(output, tree.root, outlines, job_id)
+        # The last step before the object's commit (when this block ends): nothing may come
+        # between the check that the archive is still this round's and the object appearing.
+        tick.now()
     return MergeResult(
         bytes_written=writer.bytes_written,
-        pages=len(page_numbers),
+        pages=len(tree.pages),
         merged=merged,
         left_out=everything_left_out,
     )
 
 
-def _write_page_tree(
-    output: _Output, root: int, nodes: list[int], page_numbers: Sequence[int]
-) -> None:
-    for index, node in enumerate(nodes):
-        kids = page_numbers[index * PAGES_PER_NODE : (index + 1) * PAGES_PER_NODE]
+def _merge_source(
+    job_id: str,
+    source: MergeSource,
+    local: str,
+    store: ObjectStore,
+    output: _Output,
+    tree: _PageTree,
+    tick: Callable[[], None],
+) -> str | None:
+    """Copy one source's pages into ``output``: None once they are in, else why it was left out
+    (a PDF pypdf could not read, or one of no pages)."""
+    store.download_file(output_key(job_id, source.file_id), local)
+    try:
+        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=os.path.dirname(local)) as spool:
+            try:
+                numbers, written = _copy_source(local, output, spool, tree, tick)
+            except _Unreadable as unreadable:
+                tree.rollback()  # its numbers stay unwritten: free entries of the table
+                error = unreadable.__cause__
+                log.warning(
+                    "merge.source_unreadable",
+                    job_id=job_id,
+                    file_id=source.file_id,
+                    error=repr(error),
+                )
+                detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                return f"Its PDF could not be read for merging; it may be damaged ({detail})."
+            if not numbers:
+                return "Its PDF has no pages."
+            base = output.position
+            spool.seek(0)
+            while chunk := spool.read(1024 * 1024):
+                output.write(chunk)
+                tick()
+            for number, offset in written:
+                output.offsets[number] = base + offset
+            tree.pages.extend(numbers)
+            return None
+    finally:
+        os.unlink(local)  # scratch holds one source at a time
+
+
+def _write_failure_pages(output: _Output, tree: _PageTree, left_out: Sequence[LeftOut]) -> int:
+    """The pages listing the files left out, after the merged ones; returns the first's number."""
+    font = output.allocate()
+    output.write_object(
+        font,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier /Encoding /WinAnsiEncoding >>",
+    )
+    numbers: list[int] = []
+    for content in _failure_pages(left_out):
+        page, stream = output.allocate(), output.allocate()
+        packed = zlib.compress(content)
+        output.write_object(
+            stream,
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream" % (len(packed), packed),
+        )
+        output.write_object(
+            page,
+            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] "
+            b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
+            % (tree.parent(len(tree.pages)), PAGE_WIDTH, PAGE_HEIGHT, font, stream),
+        )
+        tree.pages.append(page)
+        numbers.append(page)
+    return numbers[0]
+
+
+def _write_page_tree(output: _Output, tree: _PageTree) -> None:
+    for index, node in enumerate(tree.nodes):
+        kids = tree.pages[index * PAGES_PER_NODE : (index + 1) * PAGES_PER_NODE]
         output.write_object(
             node,
             b"<< /Type /Pages /Parent %d 0 R /Count %d /Kids [%b] >>"
-            % (root, len(kids), b" ".join(b"%d 0 R" % kid for kid in kids)),
+            % (tree.root, len(kids), b" ".join(b"%d 0 R" % kid for kid in kids)),
         )
     output.write_object(
-        root,
+        tree.root,
         b"<< /Type /Pages /Count %d /Kids [%b] >>"
-        % (len(page_numbers), b" ".join(b"%d 0 R" % node for node in nodes)),
+        % (len(tree.pages), b" ".join(b"%d 0 R" % node for node in tree.nodes)),
     )
 
 
@@ -436,19 +525,55 @@ def _write_trailer(output: _Output, pages_root: int, outlines: int, job_id: str)
         % (pages_root, outlines),
     )
     output.write_object(info, b"<< /Producer (Quire) /Title (Quire job %b) >>" % job_id.encode())
+    file_id = zlib.crc32(job_id.encode()).to_bytes(4, "big").hex().encode() * 4
+    trailer = b"/Root %d 0 R /Info %d 0 R /ID [<%b> <%b>]" % (catalog, info, file_id, file_id)
+    if max(output.offsets) < XREF_TABLE_LIMIT:
+        _write_xref_table(output, trailer)
+    else:
+        _write_xref_stream(output, trailer)
+
+
+def _write_xref_table(output: _Output, trailer: bytes) -> None:
     xref_at = output.position
     table = BytesIO()
     table.write(b"xref\n0 %d\n0000000000 65535 f \n" % len(output.offsets))
     for offset in output.offsets[1:]:
         # An object of a source that could not be read was numbered and never written.
         table.write(b"%010d 00000 n \n" % offset if offset >= 0 else b"0000000000 00000 f \n")
-    file_id = zlib.crc32(job_id.encode()).to_bytes(4, "big").hex().encode() * 4
     table.write(
-        b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R /ID [<%b> <%b>] >>\n"
-        b"startxref\n%d\n%%%%EOF\n"
-        % (len(output.offsets), catalog, info, file_id, file_id, xref_at)
+        b"trailer\n<< /Size %d %b >>\nstartxref\n%d\n%%%%EOF\n"
+        % (len(output.offsets), trailer, xref_at)
     )
     output.write(table.getvalue())
+
+
+def _write_xref_stream(output: _Output, trailer: bytes) -> None:
+    """The cross-reference as a stream (PDF 1.5, 7.5.8): each entry a type byte, the offset in
+    as many bytes as the largest needs, and a 2-byte generation. Packed and compressed a batch
+    at a time, so only the compressed table is held."""
+    number = output.allocate()
+    xref_at = output.position
+    output.offsets[number] = xref_at
+    width = (max(output.offsets).bit_length() + 7) // 8
+    compressor = zlib.compressobj()
+    packed: list[bytes] = []
+    for start in range(0, len(output.offsets), XREF_STREAM_BATCH):
+        batch = bytearray()
+        for index, offset in enumerate(output.offsets[start : start + XREF_STREAM_BATCH]):
+            if start + index == 0:
+                batch += b"\x00" + bytes(width) + b"\xff\xff"  # the free-list head
+            elif offset < 0:  # numbered and never written: free
+                batch += b"\x00" + bytes(width) + b"\x00\x00"
+            else:
+                batch += b"\x01" + offset.to_bytes(width, "big") + b"\x00\x00"
+        packed.append(compressor.compress(bytes(batch)))
+    packed.append(compressor.flush())
+    data = b"".join(packed)
+    output.write(
+        b"%d 0 obj\n<< /Type /XRef /Size %d /W [1 %d 2] %b /Filter /FlateDecode /Length %d >>\n"
+        b"stream\n%b\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n"
+        % (number, len(output.offsets), width, trailer, len(data), data, xref_at)
+    )
 
 
 @dataclass(frozen=True)
