@@ -53,8 +53,9 @@ def archive_url(base: str, job: Job) -> str | None:
 
 
 def merged_url(base: str, job: Job) -> str | None:
-    """Where the job's merged PDF is downloaded from, once the archive task stored it."""
-    if job.status != JobStatus.COMPLETED or not job.merge or job.merged_bytes is None:
+    """Where the job's merged PDF is downloaded from, once the archive task stored it.
+    merged_bytes is set only by the archive task of a job with merge, and cleared by a retry."""
+    if job.status != JobStatus.COMPLETED or job.merged_bytes is None:
         return None
     return f"{status_url(base, job.id)}/merged"
 
