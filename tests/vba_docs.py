@@ -353,30 +353,41 @@ def vba_project(modules: list[Module]) -> bytes:
 # -- macros that leave a mark -----------------------------------------------------------------
 
 
-def _writes(marker: Path) -> str:
-    if '"' in str(marker):
-        raise ValueError(f"{marker}: a VBA string literal cannot hold a double quote")
+def vba_path(folder: Path) -> str:
+    """``folder`` as a VBA string literal."""
+    if '"' in str(folder):
+        raise ValueError(f"{folder}: a VBA string literal cannot hold a double quote")
+    return f'"{folder}"'
+
+
+# The LibreOffice instance's own temporary folder, in its profile, where the sandbox lets it
+# write: for a document whose macros must leave their mark in whichever instance opens it.
+INSTANCE_TEMP = 'Environ("TMPDIR")'
+
+
+def _writes(folder: str, name: str) -> str:
     return (
         "    Dim channel As Integer\n"
         "    channel = FreeFile\n"
-        f'    Open "{marker}" For Output As #channel\n'
+        f'    Open {folder} & "/{name}" For Output As #channel\n'
         '    Print #channel, "ran"\n'
         "    Close #channel\n"
     )
 
 
-def marking_macros(markers: Path, inserted: str) -> list[Module]:
-    """``ThisDocument.Document_Open`` writes ``markers/Document_Open``; ``Module1.AutoOpen``
-    writes ``markers/AutoOpen`` and appends ``inserted`` to the document's text."""
+def marking_macros(folder: str, inserted: str) -> list[Module]:
+    """``ThisDocument.Document_Open`` writes ``Document_Open`` into ``folder`` (a VBA string
+    expression: ``vba_path(path)``, or ``INSTANCE_TEMP``); ``Module1.AutoOpen`` writes
+    ``AutoOpen`` there and appends ``inserted`` to the document's text."""
     return [
         Module(
             "ThisDocument",
-            f"Private Sub Document_Open()\n{_writes(markers / 'Document_Open')}End Sub\n",
+            f"Private Sub Document_Open()\n{_writes(folder, 'Document_Open')}End Sub\n",
             document=True,
         ),
         Module(
             "Module1",
-            f"Sub AutoOpen()\n{_writes(markers / 'AutoOpen')}"
+            f"Sub AutoOpen()\n{_writes(folder, 'AutoOpen')}"
             f'    ThisComponent.Text.End.String = "{inserted}"\nEnd Sub\n',
         ),
     ]

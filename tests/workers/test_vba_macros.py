@@ -37,7 +37,7 @@ import pytest
 
 from tests.pdf import pdf_pages
 from tests.plugins.libreoffice import MakeUnoConverter
-from tests.vba_docs import MARKS, doc_with_macros, docm, marking_macros
+from tests.vba_docs import INSTANCE_TEMP, MARKS, doc_with_macros, docm, marking_macros
 from tests.workers.helpers import opened_allowing_macros
 from workers.formats import prepare_document
 from workers.libreoffice.uno import UnoConverter
@@ -54,9 +54,11 @@ def converter(module_converter: UnoConverter) -> UnoConverter:
     return module_converter
 
 
-def macro_document(kind: str, folder: Path, markers: Path, legacy: dict[str, Path]) -> Path:
-    """A .docm or .doc whose macros write into ``markers``, saved in ``folder``."""
-    modules = marking_macros(markers, INSERTED)
+def macro_document(kind: str, folder: Path, legacy: dict[str, Path]) -> Path:
+    """A .docm or .doc, saved in ``folder``, whose macros write into the temporary folder of
+    the instance that runs them: in its profile, the one place the sandbox lets it write, so a
+    test does not pass on the sandbox alone."""
+    modules = marking_macros(INSTANCE_TEMP, INSERTED)
     source = folder / f"macro.{kind}"
     if kind == "docm":
         source.write_bytes(docm(TEXT, modules))
@@ -65,8 +67,9 @@ def macro_document(kind: str, folder: Path, markers: Path, legacy: dict[str, Pat
     return source
 
 
-def marks(markers: Path) -> set[str]:
-    return {path.name for path in markers.iterdir()} if markers.exists() else set()
+def marks(instance: UnoConverter) -> set[str]:
+    """The marks the macros left in ``instance``'s temporary folder."""
+    return {name for name in MARKS if (instance.temp_dir / name).exists()}
 
 
 def connect(instance: UnoConverter) -> Any:
@@ -141,9 +144,7 @@ def test_control_stock_libreoffice_imports_the_project_and_runs_both_macros(
     the other tests' "nothing ran" would prove nothing."""
     instance = make_uno_converter(sandbox="off")
     instance.start()
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    source = macro_document(kind, tmp_path, markers, legacy_documents)
+    source = macro_document(kind, tmp_path, legacy_documents)
 
     with opened(instance, source) as (context, document):
         modules = vba_modules(document)
@@ -153,7 +154,7 @@ def test_control_stock_libreoffice_imports_the_project_and_runs_both_macros(
         }
         assert all("Option VBASupport 1" in code for _, code in modules.values())
         fire_open_event(context, document)
-        assert marks(markers) == set(MARKS)
+        assert marks(instance) == set(MARKS)
         assert document.Text.String.endswith(INSERTED)
 
 
@@ -166,16 +167,11 @@ def test_control_a_prepared_docm_hands_libreoffice_no_macro(
     macro to run."""
     instance = make_uno_converter(sandbox="off")
     instance.start()
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    prepared = prepare_document(
-        macro_document("docm", tmp_path, markers, legacy_documents), "macro.docm"
-    )
+    prepared = prepare_document(macro_document("docm", tmp_path, legacy_documents), "macro.docm")
 
     with opened(instance, prepared) as (_, document):
         assert vba_modules(document) == {}
-        assert TEXT in document.Text.String
-    assert marks(markers) == set()
+        assert document.Text.String == TEXT
 
 
 # -- Quire: no macro runs ------------------------------------------------------------------------
@@ -184,16 +180,13 @@ def test_control_a_prepared_docm_hands_libreoffice_no_macro(
 def test_a_docm_converts_through_quire_and_no_macro_runs(
     converter: UnoConverter, legacy_documents: dict[str, Path], tmp_path: Path
 ) -> None:
-    # In the instance's profile, the one folder the sandbox lets it write: a macro that ran
-    # could leave its mark there, so this does not pass on the sandbox alone.
-    markers = converter.profile_dir / f"vba-{tmp_path.name}"
-    source = macro_document("docm", tmp_path, markers, legacy_documents)
+    source = macro_document("docm", tmp_path, legacy_documents)
 
     prepared = prepare_document(source, "macro.docm")  # what workers.file_conversion does
     text = converted_text(converter, prepared, tmp_path / "macro.pdf")
 
     assert TEXT in text and INSERTED not in text
-    assert marks(markers) == set()
+    assert marks(converter) == set()
 
 
 @pytest.mark.parametrize("kind", ["docm", "doc"])
@@ -205,9 +198,7 @@ def test_a_document_that_keeps_its_project_runs_no_macro_even_on_its_open_event(
     (MacroExecutionMode NEVER_EXECUTE on every load, DisableMacrosExecution in the profile)
     hold on their own: in the conversion, and in a load that asks for macros and is handed
     Word's open event."""
-    markers = converter.profile_dir / f"vba-{tmp_path.name}"
-    markers.mkdir()
-    source = macro_document(kind, tmp_path, markers, legacy_documents)
+    source = macro_document(kind, tmp_path, legacy_documents)
     if kind == "doc":
         source = prepare_document(source, "macro.doc")
         plain = tmp_path / "plain.doc"
@@ -218,7 +209,7 @@ def test_a_document_that_keeps_its_project_runs_no_macro_even_on_its_open_event(
 
     text = converted_text(converter, source, tmp_path / "macro.pdf")
     assert expected in text and INSERTED not in text
-    assert marks(markers) == set()
+    assert marks(converter) == set()
 
     # From the instance's work folder: the sandbox lets it read no other.
     staged = converter.work_dir / source.name
@@ -230,4 +221,4 @@ def test_a_document_that_keeps_its_project_runs_no_macro_even_on_its_open_event(
             assert INSERTED not in document.Text.String
     finally:
         staged.unlink()
-    assert marks(markers) == set()
+    assert marks(converter) == set()
