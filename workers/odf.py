@@ -27,8 +27,9 @@ Every XML part is read once by a streaming parser (expat, with defusedxml's guar
 keeps nothing of the part but the byte offsets of what must change, and refuses elements nested
 deeper than MAX_NESTING. Only a part with something to change is read a second time, and the
 values found are replaced in its bytes: everything else, namespace declarations used only
-inside attribute values (``table:formula="of:=..."``) included, stays byte for byte. The
-cleaned package is written straight to a file beside the upload, never held in memory.
+inside attribute values (``table:formula="of:=..."``) included, stays byte for byte. (A part
+written in UTF-16 with something to change is refused: LibreOffice writes UTF-8.) The cleaned
+package is written straight to a file beside the upload, never held in memory.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class _Scan:
         self.edits: list[Edit] = []
         self.encrypted = False
         self._depth = 0
-        self._inline: tuple[int, int] | None = None  # (offset, depth) of an open binary-data
+        self._inline: int | None = None  # where an open binary-data element starts
         self._inline_head: list[str] = []
         self._inline_chars = 0
         self._parser: Any = guarded_parser()
@@ -235,7 +236,7 @@ class _Scan:
         if changed:
             self._add(Edit(self._parser.CurrentByteIndex, changed))
         if local == "binary-data":
-            self._inline = (self._parser.CurrentByteIndex, self._depth)
+            self._inline = self._parser.CurrentByteIndex
             self._inline_head, self._inline_chars = [], 0
         elif local == "encryption-data" and self.name == MANIFEST:
             self.encrypted = True
@@ -249,8 +250,7 @@ class _Scan:
 
     def _end(self, name: str) -> None:
         if self._inline is not None:
-            offset, _ = self._inline
-            self._inline = None
+            offset, self._inline = self._inline, None
             head = "".join(self._inline_head)
             if head and not _inline_picture_kept(head[:SNIFF_BASE64]):
                 end = self._parser.CurrentByteIndex

@@ -578,3 +578,14 @@ def test_a_picture_too_deep_to_clean_is_refused_not_a_crash(tmp_path: Path) -> N
     path = written(tmp_path, odt("<text:p/>", parts={"Pictures/deep.svg": svg.encode()}))
     with pytest.raises(InvalidDocument, match="nested too deeply or too large to be checked"):
         prepare_odt(path)
+
+
+def test_a_utf16_part_with_a_link_to_change_is_refused(tmp_path: Path) -> None:
+    """The values are replaced in the part's bytes, which only an ASCII-compatible encoding
+    allows; LibreOffice writes UTF-8, so a UTF-16 part that would need a change is refused."""
+    content = odt_content_xml(odt_frame(FILE_LINK)).replace(b'"UTF-8"', b'"UTF-16"')
+    utf16 = written(tmp_path, odt("", content=content.decode().encode("utf-16")))
+    with pytest.raises(InvalidDocument, match="written in UTF-16"):
+        prepare_odt(utf16)
+    plain = odt_content_xml("<text:p>nothing to change</text:p>").replace(b'"UTF-8"', b'"UTF-16"')
+    assert prepare_odt(written(tmp_path, odt("", content=plain.decode().encode("utf-16")))) == 0
