@@ -28,7 +28,7 @@ from tests.docx_factory import make_zip
 from tests.font_docs import Run, fonts_docx, latin
 from tests.saved_documents import saved_by_libreoffice
 from tests.workers.helpers import files_by_name, run_to_the_end, submit
-from workers import fonts, odf_fonts, rtf_fonts
+from workers import font_requests, fonts, odf_fonts, rtf_fonts
 from workers.font_requests import MAX_NAME, MAX_REQUESTED, DocumentTooLarge, Requested
 from workers.formats import prepare_document
 from workers.libreoffice import Converter
@@ -321,16 +321,60 @@ def test_odt_deep_nesting_is_read_without_recursion(tmp_path: Path) -> None:
     assert read_odt(tmp_path, odt(content)).slots == {"Deep Family": {"ascii", "hAnsi"}}
 
 
-def test_odt_a_huge_attribute_is_cut_to_a_name(tmp_path: Path) -> None:
-    family = "A" * (8 * 1024 * 1024)
+def huge_attribute_odt(length: int) -> bytes:
     content = (
         "<office:automatic-styles>"
-        + style("T1", "text", f'fo:font-family="{family}"')
+        + style("T1", "text", f'fo:font-family="{"A" * length}"')
         + "</office:automatic-styles>"
         + body('<text:p><text:span text:style-name="T1">x</text:span></text:p>')
     )
-    requested = read_odt(tmp_path, odt(content))
+    return odt(content)
+
+
+def test_odt_a_long_attribute_is_cut_to_a_name(tmp_path: Path) -> None:
+    requested = read_odt(tmp_path, huge_attribute_odt(1024 * 1024))
     assert list(requested.slots) == ["A" * MAX_NAME]
+
+
+class CountingParser:
+    """The guarded parser, counting the bytes handed to it and the calls."""
+
+    def __init__(self, calls: list[int]) -> None:
+        object.__setattr__(self, "_parser", font_requests.guarded_parser())
+        object.__setattr__(self, "_calls", calls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._parser, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+    def Parse(self, data: bytes, final: bool) -> int:  # expat's name
+        self._calls.append(len(data))
+        return int(self._parser.Parse(data, final))
+
+
+@pytest.mark.parametrize(
+    "huge",
+    [
+        pytest.param(huge_attribute_odt(16 * 1024 * 1024), id="attribute"),
+        # A comment may hold "<": no scan for markup would see where it ends.
+        pytest.param(odt("<!-- " + "<a> " * (4 * 1024 * 1024) + "-->" + body("")), id="comment"),
+    ],
+)
+def test_odt_a_token_past_the_bound_stops_the_reading_before_expat_rescans_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, huge: bytes
+) -> None:
+    # expat 2.5 scans an unfinished token again on every call (CVE-2023-52425): fed as it
+    # comes, a 16 MiB token would be scanned 256 times, each time from its start.
+    calls: list[int] = []
+    monkeypatch.setattr(odf_fonts, "guarded_parser", lambda: CountingParser(calls))
+    with pytest.raises(DocumentTooLarge):
+        read_odt(tmp_path, huge)
+    # The data waited for the token to double each call, and the reading stopped past the
+    # bound: a few calls, a few MiB (styles.xml's few hundred bytes besides).
+    assert len(calls) <= 16
+    assert sum(calls) <= 2 * odf_fonts.MAX_UNFINISHED + odf_fonts.CHUNK
 
 
 def test_odt_styles_kept_are_bounded_however_many_there_are(
