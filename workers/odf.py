@@ -16,12 +16,13 @@ when it is a reference inside the package, an anchor, or a web or mail address
 (``workers.sanitize.EXTERNAL_ALLOWED``, harmless: LibreOffice has no network); anything else
 becomes ``workers.sanitize.NOWHERE``. Script event bindings (``vnd.sun.star.script:``) are
 removed that way too. A DDE link (``text:dde-connection-decl``, ``office:dde-source``) loses its
-application, topic and item: LibreOffice answers a DDE request for its own name ("soffice") by
-opening the file the topic names. A picture written inline (``office:binary-data``, base64) is
-kept only when it starts like a raster picture or a metafile; anything else (an SVG, which may
-link files of its own, an embedded object) becomes an empty SVG, which draws nothing. Pictures
-and nested packages in the package go through the DOCX sanitizer's rules (SVG references,
-nested OPC packages).
+application, topic and item: it names a program and a document to read (for LibreOffice's own
+name, "soffice", a file). Stock LibreOffice 7.4 did not update such a link while converting,
+even with the document asking for updates (measured), so this is belt and braces. A picture
+written inline (``office:binary-data``, base64) is kept only when it starts like a raster
+picture or a metafile; anything else (an SVG, which may link files of its own, an embedded
+object) becomes an empty SVG, which draws nothing. Pictures and nested packages in the package
+go through the DOCX sanitizer's rules (SVG references, nested OPC packages).
 
 Every XML part is read once by a streaming parser (expat, with defusedxml's guards), which
 keeps nothing of the part but the byte offsets of what must change, and refuses elements nested
