@@ -6,8 +6,9 @@ What is read, in one linear pass over the tokens:
 - **The font table** (``{\\fonttbl ...}``): each entry's number (``\\fN``), ``\\fcharsetN``
   and name, the text before its ``;`` (``{\\*\\panose ...}`` and ``{\\*\\falt ...}`` groups
   left out), decoded with the code page of its character set.
-- **The default font** (``\\deffN``), when some text of the body is read with no ``\\fN`` in
-  effect (an RTF writer repeats a style's formatting in the body, so most text has one).
+- **The default font** (``\\deffN``), when some text of the body is read with no ``\\fN`` (or
+  ``\\loch\\afN``) in effect (an RTF writer repeats a style's formatting in the body, so most
+  text has one).
 - **The style sheet** (``{\\stylesheet ...}``): each paragraph (``\\sN``), character
   (``\\*\\csN``), section and table style's fonts and ``\\sbasedonN``.
 - **The body**: every ``\\fN`` and ``\\afN``, and the styles it uses (``\\sN``, ``\\csN``
@@ -365,6 +366,8 @@ def _control_word(reader: _Reader, state: _State, name: bytes, value: int | None
         reader.refer(state, (state.mode, value))
         if state.mode == "eastAsia":
             state.dbcs = reader.is_double_byte(value)
+        elif state.mode == "ascii":
+            state.font_set = True  # \loch\afN: the font of the text's low ANSI characters
     elif name == b"langfe":
         state.language = value
     elif name == b"uc":

@@ -546,6 +546,9 @@ def test_rtf_the_default_font_only_when_text_has_no_font_of_its_own(tmp_path: Pa
     assert set(read_rtf(tmp_path, data).slots) == {"Body Font"}
     after_plain = data.replace(rb"\f1 Body\par}", rb"\f1 Body\par\pard\plain Default\par}")
     assert set(read_rtf(tmp_path, after_plain).slots) == {"Body Font", "Default Font"}
+    # \loch\afN names the font of the text's ASCII characters, as \fN does.
+    low_ansi = data.replace(rb"\f1 Body", rb"\loch\af1 Body")
+    assert read_rtf(tmp_path, low_ansi).slots == {"Body Font": {"ascii"}}
 
 
 def test_odt_a_list_s_style_name_is_not_a_text_style(tmp_path: Path) -> None:
