@@ -13,8 +13,9 @@ What is read, from ``styles.xml`` and then ``content.xml``:
   and the paragraph family's ``style:default-style``, which every paragraph inherits.
 - **The styles the text uses**: ``text:style-name`` on paragraphs, headings, spans, links
   and ruby text, ``table:style-name`` on table cells, in the body and in the master
-  pages' headers and footers; each with its parents (a seen set ends a loop) and the default
-  paragraph style.
+  pages' headers and footers, not in comments or a tracked change's deleted text (the PDF
+  shows neither); each with its parents (a seen set ends a loop) and the default paragraph
+  style.
 
 Only those fonts are reported: LibreOffice declares font faces that no text uses (the
 document's defaults for other scripts, faces a style left behind), as Word lists fonts in its
@@ -73,6 +74,8 @@ FONT_ATTRIBUTES = (
     (STYLE + "font-name-asian", STYLE + "font-family-asian", ("eastAsia",)),
     (STYLE + "font-name-complex", STYLE + "font-family-complex", ("cs",)),
 )
+# Text the PDF does not show: comments, and the deleted text a tracked change keeps.
+NOT_SHOWN = {OFFICE + "annotation", TEXT + "tracked-changes"}
 ASIAN_LANGUAGE = (STYLE + "language-asian", FO + "language-asian")
 ASIAN_COUNTRY = (STYLE + "country-asian", FO + "country-asian")
 
@@ -113,9 +116,10 @@ class _Reader:
         self.used: dict[StyleKey, None] = {}  # in the order the text uses them
         self.east_asian_text = False
         self._style: _Style | None = None
+        self._not_shown = 0  # depth inside elements whose text the PDF does not show
 
     def characters(self, content: str) -> None:
-        if not self.east_asian_text and EAST_ASIAN.search(content):
+        if not self._not_shown and not self.east_asian_text and EAST_ASIAN.search(content):
             self.east_asian_text = True
 
     def _use(self, family: str, name: str | None) -> None:
@@ -137,6 +141,10 @@ class _Reader:
                 self.faces.setdefault(face[:MAX_VALUE], family_name(family[:MAX_VALUE]))
         elif name == TABLE + "table-cell":
             self._use("table-cell", attrs.get(TABLE + "style-name"))
+        elif name in NOT_SHOWN:
+            self._not_shown += 1
+        elif self._not_shown:
+            return
         elif (family := STYLED_ELEMENTS.get(name)) is not None:
             self._use(family, attrs.get(TEXT + "style-name"))
             if family == "paragraph":
@@ -172,6 +180,8 @@ class _Reader:
     def end(self, name: str) -> None:
         if name == STYLE + "style" or name == STYLE + "default-style":
             self._style = None
+        elif name in NOT_SHOWN:
+            self._not_shown -= 1
 
 
 def _stream(package: zipfile.ZipFile, part: str, reader: _Reader, limit: int) -> None:

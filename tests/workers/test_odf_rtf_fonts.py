@@ -564,3 +564,23 @@ def test_odt_a_list_s_style_name_is_not_a_text_style(tmp_path: Path) -> None:
         )
     )
     assert set(read_odt(tmp_path, odt(content)).slots) == {"Item Family"}
+
+
+def test_odt_comments_and_deleted_text_are_not_read(tmp_path: Path) -> None:
+    content = (
+        "<office:automatic-styles>"
+        + style("P1", "paragraph", 'fo:font-family="Shown Family"')
+        + style("P2", "paragraph", 'fo:font-family="Comment Family"')
+        + style("P3", "paragraph", 'fo:font-family="Deleted Family"')
+        + "</office:automatic-styles>"
+        + body(
+            '<text:tracked-changes><text:changed-region text:id="c1"><text:deletion>'
+            f'<text:p text:style-name="P3">{CHINESE}</text:p>'
+            "</text:deletion></text:changed-region></text:tracked-changes>"
+            '<text:p text:style-name="P1">shown<office:annotation>'
+            '<text:p text:style-name="P2">a comment</text:p></office:annotation></text:p>'
+        )
+    )
+    requested = read_odt(tmp_path, odt(content))
+    assert set(requested.slots) == {"Shown Family"}
+    assert not requested.east_asian_text
