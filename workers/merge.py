@@ -66,7 +66,7 @@ log = get_logger("quire.merge")
 HEARTBEAT_SECONDS = 60.0
 PAGES_PER_NODE = 256  # a two-level page tree: viewers find page n without reading every page
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
-# The classic cross-reference table's offsets have 10 digits: past that, a stream (L1 of #18).
+# The classic cross-reference table's offsets have 10 digits: past them, a stream is written.
 XREF_TABLE_LIMIT = 10**10
 XREF_STREAM_BATCH = 4096  # entries packed and compressed at a time
 # Keys of a source's page that point into the source's document structure, not the page's own
@@ -118,6 +118,7 @@ class _Output:
 
     @property
     def position(self) -> int:
+        # The writer's own count, so that offsets are the bytes it was handed, whatever it is.
         return self.writer.bytes_written
 
     def allocate(self) -> int:
