@@ -105,6 +105,7 @@ MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
 MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024  # as the validator reads: fewer calls into expat
+MAX_UNFINISHED = 32 * 1024 * 1024  # bytes since expat's last event, held back ones too (_Feed)
 FC_TIMEOUT = 10.0
 MAX_FC_RUNS = 48  # fc-match processes one report may start (answers kept cost none)
 FC_REPORT_SECONDS = 30.0  # and the time they may take together
@@ -277,7 +278,8 @@ class _Feed:
     at 256 MiB it would hold a worker for minutes. So the data waits until there is at least as
     much of it as the unfinished token expat would scan again (``CurrentByteIndex`` is where
     that token starts): each byte is scanned a bounded number of times whatever the token's
-    length, as expat 2.6's own reparse deferral does."""
+    length, as expat 2.6's own reparse deferral does. A token still unfinished past
+    MAX_UNFINISHED bytes ends the reading (no report), since expat holds it whole."""
 
     def __init__(self, name: str, reader: _PartReader, limit: int) -> None:
         self.name = name
@@ -296,6 +298,10 @@ class _Feed:
         self._pending.append(chunk)
         self._pending_size += len(chunk)
         unfinished = self.fed - max(self.parser.CurrentByteIndex, 0)
+        if unfinished + self._pending_size > MAX_UNFINISHED:
+            # Held by expat (and here) whole until it ends: no token Word writes is this large
+            # (a VML shape's o:gfxdata picture is the largest, some hundreds of KB).
+            raise DocumentTooLarge(f"{self.name}: a token unfinished past {MAX_UNFINISHED} bytes")
         if self._pending_size < max(unfinished, CHUNK):
             return
         self._parse(False)

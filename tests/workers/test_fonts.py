@@ -817,3 +817,15 @@ def test_what_the_readers_keep_is_bounded_for_the_document_not_per_part(
         len(feed.reader.used_styles) + len(feed.reader.runs) for feed in reading.feeds.values()
     )
     assert kept == 100
+
+
+def test_a_token_longer_than_the_bound_ends_the_reading() -> None:
+    # expat holds an unfinished token whole: past MAX_UNFINISHED there is no report, rather
+    # than a part's worth of one attribute (up to QUIRE_MAX_PART_EXPANDED_BYTES) in memory.
+    data = f'<w:document xmlns:w="{fonts.W_NS}"><w:body><w:p w:x="'.encode()
+    data += b"y" * (fonts.MAX_UNFINISHED + 2 * fonts.CHUNK)
+    feed = fonts._Feed("word/document.xml", fonts._PartReader(), 10 * fonts.MAX_UNFINISHED)
+    with pytest.raises(font_requests.DocumentTooLarge, match="token"):
+        for start in range(0, len(data), fonts.CHUNK):
+            feed(data[start : start + fonts.CHUNK])
+    assert feed.fed <= fonts.MAX_UNFINISHED + 2 * fonts.CHUNK
