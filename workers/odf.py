@@ -84,6 +84,9 @@ MAX_XML_PART = 64 * 1024 * 1024
 # what any reader of the part that recurses (a tree written back once took one Python frame per
 # level) far from its limit.
 MAX_NESTING = 1000
+# One token (an attribute value, a comment, a name): the longest a writer makes is a drawing's
+# path data, some hundreds of KB.
+MAX_TOKEN = 16 * 1024 * 1024
 MAX_EDITS = 100_000  # links to change in one part: a document has a handful
 # How inline picture data starts, decoded: raster pictures and metafiles, which link nothing.
 INLINE_PICTURES = (
@@ -191,6 +194,9 @@ class _Scan:
         self._inline: int | None = None  # where an open binary-data element starts
         self._inline_head: list[str] = []
         self._inline_chars = 0
+        self._pending: list[bytes] = []  # held back (see feed)
+        self._pending_size = 0
+        self._fed = 0  # bytes handed to expat
         self._parser: Any = guarded_parser()
         self._parser.ordered_attributes = True
         self._parser.StartElementHandler = self._start
@@ -198,12 +204,33 @@ class _Scan:
         self._parser.CharacterDataHandler = self._characters
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
+        """Hand ``chunk`` on, held back while it is less than the unfinished token expat would
+        scan again: expat 2.5 scans an unfinished token (an attribute value, a comment) from its
+        start on every call (CVE-2023-52425), so a 16 MiB attribute fed in 64 KiB pieces took
+        1.3 s and one of 64 MiB would take some 20 s; held back, each byte is scanned a bounded
+        number of times (as workers/fonts.py feeds a DOCX's parts). A token past MAX_TOKEN is
+        refused: expat holds it whole, and no writer makes one."""
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        unfinished = self._fed - max(self._parser.CurrentByteIndex, 0)
+        if unfinished + self._pending_size > MAX_TOKEN:
+            raise InvalidDocument(
+                f"The OpenDocument text's {self.name} holds one attribute, comment or name of "
+                f"more than {MAX_TOKEN // 2**20} MiB; no word processor writes that, so it is "
+                "refused."
+            )
+        if not final and self._pending_size < max(unfinished, CHUNK):
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
         try:
-            self._parser.Parse(chunk, final)
+            self._parser.Parse(data, final)
         except (expat.ExpatError, DefusedXmlException):
             raise InvalidDocument(
                 f"The OpenDocument text's {self.name} is not well-formed XML, or declares entities."
             ) from None
+        self._fed += len(data)
 
     def _add(self, edit: Edit) -> None:
         if len(self.edits) >= MAX_EDITS:

@@ -589,3 +589,14 @@ def test_a_utf16_part_with_a_link_to_change_is_refused(tmp_path: Path) -> None:
         prepare_odt(utf16)
     plain = odt_content_xml("<text:p>nothing to change</text:p>").replace(b'"UTF-8"', b'"UTF-16"')
     assert prepare_odt(written(tmp_path, odt("", content=plain.decode().encode("utf-16")))) == 0
+
+
+def test_one_token_larger_than_any_writer_makes_is_refused(tmp_path: Path) -> None:
+    """expat 2.5 scans an unfinished token again on every call (CVE-2023-52425): fed as it came,
+    a 16 MiB attribute took 1.3 s and a 64 MiB one would take some 20 s. Held back until the
+    token could end, then refused past 16 MiB; text of any length is not one token."""
+    huge_attribute = odt(f'<text:p text:style-name="{"A" * (17 * 2**20)}">x</text:p>')
+    with pytest.raises(InvalidDocument, match="one attribute, comment or name of more than 16 MiB"):
+        prepare_odt(written(tmp_path, huge_attribute))
+    long_text = odt(f"<text:p>{'x' * (20 * 2**20)}</text:p>" + odt_frame(FILE_LINK))
+    assert prepare_odt(written(tmp_path, long_text)) == 1
