@@ -373,7 +373,15 @@ def prepare_docx(path: Path, observer: PartObserver | None = None) -> int:
             if info.filename.lower().endswith(".rels") and not info.filename.endswith(".rels"):
                 _collect(rewrites, info, _read_bounded(package, info, MAX_RELS_BYTES))
 
-    return _sanitize(path, validate)
+    try:
+        return _sanitize(path, validate)
+    except (RecursionError, MemoryError):
+        # A picture's SVG is cleaned as a tree and written back by ElementTree, which recurses
+        # once per level: one nested past Python's recursion limit (or a part too large to
+        # hold) is refused, not a generic failure that would restart LibreOffice.
+        raise InvalidDocument(
+            "The DOCX is nested too deeply or too large to be checked; refused."
+        ) from None
 
 
 def strip_local_links(path: Path) -> int:

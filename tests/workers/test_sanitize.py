@@ -367,6 +367,19 @@ def test_an_svg_with_a_stylesheet_instruction_or_entities_is_neutralised(tmp_pat
     assert sanitized_part(tmp_path, "b.svg", entities.encode()) == EMPTY_SVG
 
 
+def test_an_svg_too_deep_to_clean_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """The cleaned SVG is written back by ElementTree, which recurses once per level: one
+    nested past Python's recursion limit raised RecursionError, a generic failure that
+    restarted LibreOffice."""
+    levels = 50_000
+    svg = SVG_OPEN + "<g>" * levels + '<image xlink:href="file:///tmp/secret.png"/>'
+    svg += "</g>" * levels + "</svg>"
+    path = tmp_path / "deep.docx"
+    path.write_bytes(with_extra_parts({"word/media/image1.svg": svg.encode()}))
+    with pytest.raises(InvalidDocument, match="nested too deeply or too large to be checked"):
+        prepare_docx(path)
+
+
 def test_a_package_inside_the_package_is_sanitized(tmp_path: Path) -> None:
     inner = with_relationships(
         f'<Relationship Id="r1" Type="{IMAGE}" Target="file:///tmp/secret.png" '
