@@ -388,8 +388,10 @@ def test_the_page_sends_doc_rtf_and_odt_files(
     status = driver.find_element(By.ID, "job-status")
     wait_for(driver, lambda _: status.text in ("COMPLETED", "FAILED"), 300)
     assert not driver.find_element(By.ID, "error").is_displayed()
-    assert rows_by_name(driver) == {
-        "source.doc": ("COMPLETED", ""),
-        "source.rtf": ("COMPLETED", ""),
-        "source.odt": ("COMPLETED", ""),
-    }
+    rows = rows_by_name(driver)
+    assert {name: status for name, (status, _) in rows.items()} == dict.fromkeys(
+        ("source.doc", "source.rtf", "source.odt"), "COMPLETED"
+    )
+    # Each kind has its font report: the corpus document asks for Calibri and Cambria.
+    for name, (_, notes) in rows.items():
+        assert set(notes.split(" · ")) == {"Calibri → Carlito", "Cambria → Caladea"}, name
