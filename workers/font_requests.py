@@ -1,18 +1,14 @@
 """What a document asks for, as the font report compares it (``workers.fonts``): the families,
 each with the slots it is asked in, read from the document by one reader per kind of document.
 
-The readers share this record and the guarded XML parser, and never import ``workers.fonts``
-(it imports them).
+The readers share this record (and read XML through ``workers.xml_stream``), and never import
+``workers.fonts`` (it imports them).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
-from xml.parsers import expat
-
-from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 
 MAX_REQUESTED = 64  # Word's own font tables rarely list more than 30
 MAX_NAME = 64  # a font family name is at most 31 characters in Word's UI
@@ -54,35 +50,3 @@ class Requested:
                 return
             known = self.slots[name] = set()
         known.add(slot)
-
-
-def _refuse_doctype(name: str, sysid: str | None, pubid: str | None, internal: bool) -> None:
-    raise DTDForbidden(name, sysid, pubid)
-
-
-def _refuse_entity(name: str, parameter: bool, value: str | None, *rest: str | None) -> None:
-    base, sysid, pubid, notation = rest
-    raise EntitiesForbidden(name, value, base, sysid, pubid, notation)
-
-
-def _refuse_unparsed_entity(name: str, *rest: str | None) -> None:
-    base, sysid, pubid, notation = rest
-    raise EntitiesForbidden(name, None, base, sysid, pubid, notation)
-
-
-def _refuse_external(context: str, base: str | None, sysid: str | None, pubid: str | None) -> int:
-    raise ExternalReferenceForbidden(context, base, sysid, pubid)
-
-
-def guarded_parser() -> Any:
-    """A bare expat parser with defusedxml's guards: no DTD, no entity declarations, nothing
-    external; names come as "namespace local". (defusedxml's own SAX reader cost three times
-    as much CPU, for the same guards: most of it in building each element's SAX attributes.)
-    The caller sets the element and character handlers."""
-    parser = expat.ParserCreate(namespace_separator=" ")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_entity
-    parser.UnparsedEntityDeclHandler = _refuse_unparsed_entity
-    parser.ExternalEntityRefHandler = _refuse_external
-    return parser

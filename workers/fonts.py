@@ -69,9 +69,9 @@ from workers.font_requests import (
     SLOTS,
     DocumentTooLarge,
     Requested,
-    guarded_parser,
 )
 from workers.validation import ChunkConsumer, content_type_of, content_types
+from workers.xml_stream import HeldBackFeed, TokenTooLarge, guarded_parser
 
 log = get_logger("quire.fonts")
 
@@ -105,7 +105,9 @@ MAX_VALUE = 256  # characters of an attribute value kept (a name, a style id)
 MAX_PDF_PAGES = 2_000
 MAX_RELS_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024  # as the validator reads: fewer calls into expat
-MAX_UNFINISHED = 32 * 1024 * 1024  # bytes since expat's last event, held back ones too (_Feed)
+# Bytes in one unfinished token, held back ones too (workers/xml_stream.py): a run's font name
+# is 31 characters, and a reading stopped here loses the report, not the file.
+MAX_UNFINISHED = 4 * 1024 * 1024
 FC_TIMEOUT = 10.0
 MAX_FC_RUNS = 48  # fc-match processes one report may start (answers kept cost none)
 FC_REPORT_SECONDS = 30.0  # and the time they may take together
@@ -271,52 +273,36 @@ def _parser(reader: _PartReader) -> Any:
 
 
 class _Feed:
-    """One part, fed to expat as it comes, at most ``limit`` bytes.
-
-    expat 2.5 scans an unfinished token (an attribute value, a comment) again from its start on
-    every call (CVE-2023-52425): a 16 MiB attribute fed 64 KiB at a time cost 1.3 s of CPU, and
-    at 256 MiB it would hold a worker for minutes. So the data waits until there is at least as
-    much of it as the unfinished token expat would scan again (``CurrentByteIndex`` is where
-    that token starts): each byte is scanned a bounded number of times whatever the token's
-    length, as expat 2.6's own reparse deferral does. A token still unfinished past
-    MAX_UNFINISHED bytes ends the reading (no report), since expat holds it whole."""
+    """One part, fed to expat as it comes (``xml_stream.HeldBackFeed``), at most ``limit``
+    bytes; a token unfinished past MAX_UNFINISHED bytes ends the reading (no report)."""
 
     def __init__(self, name: str, reader: _PartReader, limit: int) -> None:
         self.name = name
         self.reader = reader
-        self.parser = _parser(reader)
         self.limit = limit
         self.size = 0  # bytes of the part seen
-        self.fed = 0  # bytes handed to expat
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._held = HeldBackFeed(_parser(reader), MAX_UNFINISHED)
+
+    @property
+    def fed(self) -> int:
+        """Bytes handed to expat."""
+        return self._held.fed
 
     def __call__(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise DocumentTooLarge(self.name)
-        self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        unfinished = self.fed - max(self.parser.CurrentByteIndex, 0)
-        if unfinished + self._pending_size > MAX_UNFINISHED:
-            # Held by expat (and here) whole until it ends: no token Word writes is this large
-            # (a VML shape's o:gfxdata picture is the largest, some hundreds of KB).
-            raise DocumentTooLarge(f"{self.name}: a token unfinished past {MAX_UNFINISHED} bytes")
-        if self._pending_size < max(unfinished, CHUNK):
-            return
-        self._parse(False)
-
-    def _parse(self, final: bool) -> None:
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        self.parser.Parse(data, final)
-        self.fed += len(data)
-        if self.reader.east_asian_text and not self.reader.nested:
-            self.parser.CharacterDataHandler = None  # found: the rest of the text is not needed
+        try:
+            called = self._held.feed(chunk)
+        except TokenTooLarge:
+            raise DocumentTooLarge(
+                f"{self.name}: a token unfinished past {MAX_UNFINISHED} bytes"
+            ) from None
+        if called and self.reader.east_asian_text and not self.reader.nested:
+            self._held.parser.CharacterDataHandler = None  # found: the rest is not needed
 
     def close(self) -> None:
-        self._parse(True)
+        self._held.close()
 
 
 class DocxReading:

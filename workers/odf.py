@@ -53,7 +53,6 @@ from xml.parsers import expat
 from defusedxml import DefusedXmlException
 
 from app.config import get_settings
-from workers.font_requests import guarded_parser
 from workers.sanitize import (
     EMPTY_SVG,
     EXTERNAL_ALLOWED,
@@ -63,6 +62,7 @@ from workers.sanitize import (
     rewritten_content,
 )
 from workers.validation import InvalidDocument
+from workers.xml_stream import HeldBackFeed, TokenTooLarge, guarded_parser
 
 ODT_MIMETYPE = b"application/vnd.oasis.opendocument.text"
 OTHER_ODF = {
@@ -194,43 +194,30 @@ class _Scan:
         self._inline: int | None = None  # where an open binary-data element starts
         self._inline_head: list[str] = []
         self._inline_chars = 0
-        self._pending: list[bytes] = []  # held back (see feed)
-        self._pending_size = 0
-        self._fed = 0  # bytes handed to expat
         self._parser: Any = guarded_parser()
         self._parser.ordered_attributes = True
         self._parser.StartElementHandler = self._start
         self._parser.EndElementHandler = self._end
         self._parser.CharacterDataHandler = self._characters
+        self._held = HeldBackFeed(self._parser, MAX_TOKEN)
 
     def feed(self, chunk: bytes, final: bool = False) -> None:
-        """Hand ``chunk`` on, held back while it is less than the unfinished token expat would
-        scan again: expat 2.5 scans an unfinished token (an attribute value, a comment) from its
-        start on every call (CVE-2023-52425), so a 16 MiB attribute fed in 64 KiB pieces took
-        1.3 s and one of 64 MiB would take some 20 s; held back, each byte is scanned a bounded
-        number of times (as workers/fonts.py feeds a DOCX's parts). A token past MAX_TOKEN is
-        refused: expat holds it whole, and no writer makes one."""
-        self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        unfinished = self._fed - max(self._parser.CurrentByteIndex, 0)
-        if unfinished + self._pending_size > MAX_TOKEN:
+        """Hand ``chunk`` on (``xml_stream.HeldBackFeed``: a long token costs linear time); a
+        token past MAX_TOKEN is refused: expat holds it whole, and no writer makes one."""
+        try:
+            self._held.feed(chunk)
+            if final:
+                self._held.close()
+        except TokenTooLarge:
             raise InvalidDocument(
                 f"The OpenDocument text's {self.name} holds one attribute, comment or name of "
                 f"more than {MAX_TOKEN // 2**20} MiB; no word processor writes that, so it is "
                 "refused."
-            )
-        if not final and self._pending_size < max(unfinished, CHUNK):
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        try:
-            self._parser.Parse(data, final)
+            ) from None
         except (expat.ExpatError, DefusedXmlException):
             raise InvalidDocument(
                 f"The OpenDocument text's {self.name} is not well-formed XML, or declares entities."
             ) from None
-        self._fed += len(data)
 
     def _add(self, edit: Edit) -> None:
         if len(self.edits) >= MAX_EDITS:

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.font_requests import EAST_ASIAN, DocumentTooLarge, Requested, guarded_parser
+from workers.font_requests import EAST_ASIAN, DocumentTooLarge, Requested
+from workers.xml_stream import CHUNK, HeldBackFeed, TokenTooLarge, guarded_parser
 
 OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0 "
 STYLE = "urn:oasis:names:tc:opendocument:xmlns:style:1.0 "
@@ -54,9 +55,8 @@ SVG = "urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0 "
 PARTS = ("styles.xml", "content.xml")  # styles first: content's automatic styles have parents
 MAX_STYLES = 10_000  # faces, styles and style references each (a long book has a few hundred)
 MAX_VALUE = 256  # characters of an attribute value kept (a name, a family)
-CHUNK = 64 * 1024
-# Bytes expat may hold in one unfinished token (see _stream): a font name is 31 characters, a
-# paragraph of LibreOffice's a few KB between two events.
+# Bytes expat may hold in one unfinished token (workers/xml_stream.py): a font name is 31
+# characters, a paragraph of LibreOffice's a few KB between two events.
 MAX_UNFINISHED = 4 * 1024 * 1024
 DEFAULT_STYLE = ""  # the key of the paragraph family's style:default-style (no name)
 # Elements whose text:style-name is the style of their text, by the style's family (a list's
@@ -185,17 +185,9 @@ class _Reader:
 
 
 def _stream(package: zipfile.ZipFile, part: str, reader: _Reader, limit: int) -> None:
-    """One part, fed to expat as the zip decompresses it, at most ``limit`` bytes as counted
-    then (not as the zip's directory claims).
-
-    expat 2.5 scans an unfinished token (an attribute value, a comment) again from its start on
-    every call (CVE-2023-52425): a 32 MiB attribute fed 64 KiB at a time cost 5.4 s of CPU. So
-    the data waits until there is at least as much of it as the unfinished token expat would
-    scan again (from ``CurrentByteIndex``, where the last event began), as workers/fonts.py
-    feeds a DOCX's parts. That is not enough alone: pyexpat hands expat 1 MiB at a time
-    whatever it is given, so the scans grow with the token all the same (16 MiB: 0.29 s, 32
-    MiB: 1.1 s, 256 MiB would be over a minute). A part with more than ``MAX_UNFINISHED`` bytes
-    since the last event (an attribute, a comment, text without markup) is not read further."""
+    """One part, fed to expat as the zip decompresses it (``xml_stream.HeldBackFeed``), at most
+    ``limit`` bytes as counted then (not as the zip's directory claims), and at most
+    ``MAX_UNFINISHED`` bytes in one token (an attribute, a comment, text without markup)."""
     try:
         info = package.getinfo(part)
     except KeyError:
@@ -204,27 +196,22 @@ def _stream(package: zipfile.ZipFile, part: str, reader: _Reader, limit: int) ->
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
     parser.CharacterDataHandler = reader.characters
-    size = fed = pending_size = 0
-    pending: list[bytes] = []
+    held = HeldBackFeed(parser, MAX_UNFINISHED)
+    size = 0
     with package.open(info) as handle:
         while chunk := handle.read(CHUNK):
             size += len(chunk)
             if size > limit:
                 raise DocumentTooLarge(part)
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size < fed - max(parser.CurrentByteIndex, 0):
-                continue
-            data = b"".join(pending)
-            pending.clear()
-            pending_size = 0
-            parser.Parse(data, False)
-            fed += len(data)
-            if fed - max(parser.CurrentByteIndex, 0) > MAX_UNFINISHED:
-                raise DocumentTooLarge(f"{part}: a token of more than {MAX_UNFINISHED} bytes")
-            if reader.east_asian_text:
+            try:
+                called = held.feed(chunk)
+            except TokenTooLarge:
+                raise DocumentTooLarge(
+                    f"{part}: a token of more than {MAX_UNFINISHED} bytes"
+                ) from None
+            if called and reader.east_asian_text:
                 parser.CharacterDataHandler = None  # found: the rest of the text is not needed
-    parser.Parse(b"".join(pending), True)
+    held.close()
 
 
 def requested_fonts(path: Path, max_part_bytes: int) -> Requested:

@@ -553,39 +553,6 @@ def test_a_failure_to_read_the_fonts_loses_the_report_not_the_file(
     assert prepared.fonts_read and prepared.requested is None
 
 
-def test_an_unfinished_token_is_not_scanned_again_for_every_chunk() -> None:
-    # expat 2.5 scans an unfinished token again on every call (CVE-2023-52425). Fed as the zip
-    # gives it, 64 KiB at a time, a 16 MiB attribute was scanned 256 times.
-    size = 16 * 1024 * 1024
-    data = f'<w:document xmlns:w="{fonts.W_NS}"><w:body><w:p w:x="'.encode()
-    data += b"y" * size + b'"/></w:body></w:document>'
-    feed = fonts._Feed("word/document.xml", fonts._PartReader(), len(data))
-    calls: list[int] = []
-    real = feed.parser
-
-    class Recording:
-        """The parser, recording how much it is given each time."""
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        def __setattr__(self, name: str, value: Any) -> None:
-            setattr(real, name, value)
-
-        def Parse(self, chunk: bytes, final: bool) -> int:
-            calls.append(len(chunk))
-            return int(real.Parse(chunk, final))
-
-    feed.parser = Recording()
-    for start in range(0, len(data), 64 * 1024):
-        feed(data[start : start + 64 * 1024])
-    feed.close()
-    # Each call scans the unfinished token again: the bytes given so far, at most.
-    scanned = sum(sum(calls[: index + 1]) for index in range(len(calls)))
-    assert sum(calls) == len(data)
-    assert scanned <= 4 * len(data), calls
-
-
 def test_a_soft_time_limit_in_the_report_stops_the_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

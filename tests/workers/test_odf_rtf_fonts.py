@@ -28,7 +28,7 @@ from tests.docx_factory import make_zip
 from tests.font_docs import Run, fonts_docx, latin
 from tests.saved_documents import saved_by_libreoffice
 from tests.workers.helpers import files_by_name, run_to_the_end, submit
-from workers import font_requests, fonts, odf_fonts, rtf_fonts
+from workers import fonts, odf_fonts, rtf_fonts, xml_stream
 from workers.font_requests import MAX_NAME, MAX_REQUESTED, DocumentTooLarge, Requested
 from workers.formats import prepare_document
 from workers.libreoffice import Converter
@@ -340,7 +340,7 @@ class CountingParser:
     """The guarded parser, counting the bytes handed to it and the calls."""
 
     def __init__(self, calls: list[int]) -> None:
-        object.__setattr__(self, "_parser", font_requests.guarded_parser())
+        object.__setattr__(self, "_parser", xml_stream.guarded_parser())
         object.__setattr__(self, "_calls", calls)
 
     def __setattr__(self, name: str, value: Any) -> None:
