@@ -172,3 +172,24 @@ def added_font(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "quire-test-serif.ttf").write_bytes(renamed_font(Path(dejavu), ADDED_FAMILY))
     return folder
+
+
+NOBODY = "Nobody Has This Typeface"  # no font has it, no rule knows it: missing
+CHINESE = "你好世界。这是一段中文文本。"
+
+
+def report_documents() -> dict[str, bytes]:
+    """The three documents each kind's font report is tested on (issue #18): one asking for
+    Calibri, one for a font nobody has, one with Chinese text in SimSun, as Word writes a
+    Chinese run (SimSun in every slot, the text's language on the run)."""
+    return {
+        "calibri": fonts_docx(latin("Calibri", "Text in Calibri")),
+        "nobody": fonts_docx(latin(NOBODY, "Text in a font nobody has")),
+        "chinese": fonts_docx(
+            Run(
+                CHINESE,
+                {"ascii": "SimSun", "hAnsi": "SimSun", "eastAsia": "SimSun"},
+                east_asian_language="zh-CN",
+            )
+        ),
+    }

@@ -772,28 +772,3 @@ def hostile_rtfs(secrets: Secrets) -> dict[str, bytes]:
         "bin-split": rtf_field(b'INCLUDE\\bin1 XPICTURE "' + picture + b'" \\\\d'),
         "deep-nesting": b"{\\rtf1 " + b"{" * 100_000 + VISIBLE.encode() + b"}" * 100_000 + b"}",
     }
-
-
-def libreoffice_saved(source: Path, target_filter: str, folder: Path) -> Path:
-    """``source`` saved by stock LibreOffice (its own profile, no sandbox, no sanitizer) under
-    ``target_filter`` (e.g. ``doc:MS Word 97``): how a document whose links survive is made."""
-    import subprocess
-
-    subprocess.run(
-        [
-            "soffice",
-            f"-env:UserInstallation=file://{folder}/profile",
-            "--headless",
-            "--convert-to",
-            target_filter,
-            "--outdir",
-            str(folder),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    saved = folder / f"{source.stem}.{target_filter.split(':', 1)[0]}"
-    assert saved.stat().st_size > 0, saved
-    return saved

@@ -1,41 +1,50 @@
-"""Documents made by LibreOffice itself: DOCX files written here, saved as .odt or .rtf by a
-cold ``soffice --convert-to`` (the filters of tests/plugins/libreoffice.py's
-``legacy_documents``), for the font report's readers of those kinds."""
+"""Documents made by LibreOffice itself: files saved by a cold ``soffice --convert-to`` with a
+profile of its own (no sandbox, no sanitizer), for the tests of the .doc, .rtf and .odt inputs,
+their font readers and the hostile-input suite."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-from tests.plugins.libreoffice import LEGACY_FILTERS
+# The formats LibreOffice writes a DOCX into, with the filter names of soffice --convert-to.
+LEGACY_FILTERS = {"doc": "doc:MS Word 97", "rtf": "rtf:Rich Text Format", "odt": "odt:writer8"}
 
 
-def saved_by_libreoffice(docx: dict[str, bytes], suffix: str, folder: Path) -> dict[str, Path]:
-    """Each DOCX (by its name, without suffix) saved by LibreOffice as ``suffix`` ("odt",
-    "rtf", "doc") in ``folder``, all in one soffice run with a profile of its own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = []
-    for name, data in docx.items():
-        source = folder / f"{name}.docx"
-        source.write_bytes(data)
-        sources.append(str(source))
+def soffice_saved(sources: list[Path], target_filter: str, folder: Path) -> list[Path]:
+    """Each of ``sources`` saved into ``folder`` under ``target_filter`` (e.g. ``doc:MS Word
+    97``), all in one soffice run; the files it wrote, in the same order."""
     subprocess.run(
         [
             "soffice",
             f"-env:UserInstallation=file://{folder}/profile",
             "--headless",
             "--convert-to",
-            LEGACY_FILTERS[suffix],
+            target_filter,
             "--outdir",
             str(folder),
-            *sources,
+            *map(str, sources),
         ],
         check=True,
         capture_output=True,
         timeout=180,
     )
-    made = {name: folder / f"{name}.{suffix}" for name in docx}
-    for name, path in made.items():
+    suffix = target_filter.split(":", 1)[0]
+    made = [folder / f"{source.stem}.{suffix}" for source in sources]
+    for path in made:
         if not path.is_file() or path.stat().st_size == 0:
-            raise RuntimeError(f"LibreOffice did not save {name}.docx as .{suffix}")
+            raise RuntimeError(f"LibreOffice did not save {path.stem} as .{suffix}")
     return made
+
+
+def saved_by_libreoffice(docx: dict[str, bytes], suffix: str, folder: Path) -> dict[str, Path]:
+    """Each DOCX (by its name, without suffix) saved by LibreOffice as ``suffix`` ("odt",
+    "rtf", "doc") in ``folder``, all in one soffice run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for name, data in docx.items():
+        source = folder / f"{name}.docx"
+        source.write_bytes(data)
+        sources.append(source)
+    made = soffice_saved(sources, LEGACY_FILTERS[suffix], folder)
+    return dict(zip(docx, made, strict=True))

@@ -8,7 +8,12 @@ The readers share this record (and read XML through ``workers.xml_stream``), and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+Key = TypeVar("Key")
+Style = TypeVar("Style")
 
 MAX_REQUESTED = 64  # Word's own font tables rarely list more than 30
 MAX_NAME = 64  # a font family name is at most 31 characters in Word's UI
@@ -50,3 +55,24 @@ class Requested:
                 return
             known = self.slots[name] = set()
         known.add(slot)
+
+
+def along_style_chains(
+    used: Iterable[Key], styles: Mapping[Key, Style], parent: Callable[[Key, Style], Key | None]
+) -> Iterator[tuple[Key, Style]]:
+    """Each style of ``used``, in order, each followed by the styles it is based on (nearest
+    first); every style once, so a style based on itself or a loop ends, and a name no style
+    has is passed over."""
+    pending = list(used)
+    pending.reverse()
+    seen: set[Key] = set()
+    while pending:
+        key = pending.pop()
+        style = styles.get(key)
+        if key in seen or style is None:
+            continue
+        seen.add(key)
+        yield key, style
+        base = parent(key, style)
+        if base is not None:
+            pending.append(base)

@@ -34,9 +34,10 @@ a Chinese serif) is ``substituted`` with ``metric_compatible`` false.
 The document is hostile: its parts are read as a stream (no tree is built), each once and at
 most QUIRE_MAX_PART_EXPANDED_BYTES, all together at most QUIRE_MAX_PACKAGE_EXPANDED_BYTES, by
 expat with defusedxml's guards (no DTD, no entity declarations, nothing external), fed so that
-an unfinished token is not scanned again for every chunk (``workers.xml_stream``); a failure there loses
-the report, never the file. At most ``MAX_REQUESTED`` families and ``MAX_NAME`` characters a
-name are judged, with at most ``MAX_FC_RUNS`` fc-match runs in ``FC_REPORT_SECONDS`` a report.
+an unfinished token is not scanned again for every chunk (``workers.xml_stream``); a failure
+there loses the report, never the file. At most ``MAX_REQUESTED`` families and ``MAX_NAME``
+characters a name are judged, with at most ``MAX_FC_RUNS`` fc-match runs in
+``FC_REPORT_SECONDS`` a report.
 The PDF is read with pypdf, at most ``MAX_PDF_PAGES`` pages. fontconfig's answers are kept
 per process, and it is never run under the process-wide lock.
 """

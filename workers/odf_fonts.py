@@ -14,7 +14,7 @@ What is read, from ``styles.xml`` and then ``content.xml``:
 - **The styles the text uses**: ``text:style-name`` on paragraphs, headings, spans, links
   and ruby text, ``table:style-name`` on table cells, in the body and in the master
   pages' headers and footers, not in comments or a tracked change's deleted text (the PDF
-  shows neither); each with its parents (a seen set ends a loop) and the default paragraph
+  shows neither); each with its parents (each once: a loop ends) and the default paragraph
   style.
 
 Only those fonts are reported: LibreOffice declares font faces that no text uses (the
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.font_requests import EAST_ASIAN, DocumentTooLarge, Requested
+from workers.font_requests import EAST_ASIAN, DocumentTooLarge, Requested, along_style_chains
 from workers.xml_stream import CHUNK, HeldBackFeed, TokenTooLarge, guarded_parser
 
 OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0 "
@@ -227,14 +227,11 @@ def requested_fonts(path: Path, max_part_bytes: int) -> Requested:
     default_language: str | None = None
     # The styles the text uses, in order, then the default every paragraph inherits; each with
     # its parents (a style without one inherits the default too).
-    pending = [("paragraph", DEFAULT_STYLE), *reversed(reader.used)]
-    seen: set[StyleKey] = set()
-    while pending:
-        key = pending.pop()
-        style = reader.styles.get(key)
-        if key in seen or style is None:
-            continue
-        seen.add(key)
+    for key, style in along_style_chains(
+        [*reader.used, ("paragraph", DEFAULT_STYLE)],
+        reader.styles,
+        lambda key, style: (key[0], style.parent) if style.parent else None,
+    ):
         for slots, is_face, value in style.fonts:
             family = reader.faces.get(value, value) if is_face else family_name(value)
             for slot in slots:
@@ -243,7 +240,5 @@ def requested_fonts(path: Path, max_part_bytes: int) -> Requested:
             default_language = style.language
         elif style.language:
             languages.append(style.language)
-        if style.parent:
-            pending.append((key[0], style.parent))
     requested.east_asian_language = languages[0] if languages else default_language
     return requested

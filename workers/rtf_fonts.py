@@ -12,7 +12,7 @@ What is read, in one linear pass over the tokens:
 - **The style sheet** (``{\\stylesheet ...}``): each paragraph (``\\sN``), character
   (``\\*\\csN``), section and table style's fonts and ``\\sbasedonN``.
 - **The body**: every ``\\fN`` and ``\\afN``, and the styles it uses (``\\sN``, ``\\csN``
-  ...), with the styles they are based on (a seen set ends a loop). Groups that are not text
+  ...), with the styles they are based on (each once: a loop ends). Groups that are not text
   are left out: ``{\\*\\...}`` destinations (field instructions, list tables, the
   generator...), ``\\info``, ``\\colortbl``, ``\\pict``, and list numbers and bullets
   (``\\listtext``, ``\\pntext``: the DOCX reader leaves numbering fonts out too).
@@ -43,7 +43,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.font_requests import EAST_ASIAN, MAX_NAME, DocumentTooLarge, Requested
+from workers.font_requests import (
+    EAST_ASIAN,
+    MAX_NAME,
+    DocumentTooLarge,
+    Requested,
+    along_style_chains,
+)
 
 # A control word (its letters, its number), \'hh, a control symbol, a brace, or text.
 TOKEN = re.compile(
@@ -395,17 +401,12 @@ def requested_fonts(path: Path, max_part_bytes: int) -> Requested:
     references: list[Reference] = list(reader.references)
     if reader.default_font_used and reader.default_font is not None:
         references.append(("f", reader.default_font))
-    pending = list(reversed(reader.used_styles))
-    seen: set[StyleKey] = set()
-    while pending:
-        key = pending.pop()
-        style = reader.styles.get(key)
-        if key in seen or style is None:
-            continue
-        seen.add(key)
+    for _, style in along_style_chains(
+        reader.used_styles,
+        reader.styles,
+        lambda key, style: (key[0], style.based_on) if style.based_on is not None else None,
+    ):
         references.extend(style.references)
-        if style.based_on is not None:
-            pending.append((key[0], style.based_on))
     language = reader.east_asian_language or reader.default_language
     requested = Requested(
         east_asian_text=reader.east_asian_text,

@@ -15,13 +15,12 @@ import pytest
 from tests.docx_factory import make_zip
 from tests.e2e.conftest import Service
 from tests.e2e.helpers import embedded_env
-from tests.font_docs import fonts_docx, latin
+from tests.font_docs import NOBODY, fonts_docx, latin
 from tests.saved_documents import saved_by_libreoffice
 from workers.ole2 import CompoundFile
 
 pytestmark = pytest.mark.e2e
 
-NOBODY = "Nobody Has This Typeface"
 CALIBRI = {"Calibri": {"used": "Carlito", "metric_compatible": True}}
 FIB_LCB_STTBF_FFN = 0x116  # MS-DOC: the FIB's lcbSttbfFfn, the font table's size
 

@@ -17,11 +17,18 @@ from pypdf import PdfReader
 from tests.docx_factory import make_zip
 from tests.e2e.conftest import Service
 from tests.e2e.helpers import embedded_env
-from tests.font_docs import ADDED_FAMILY, ADDED_POSTSCRIPT, Run, added_font, fonts_docx, latin
+from tests.font_docs import (
+    ADDED_FAMILY,
+    ADDED_POSTSCRIPT,
+    NOBODY,
+    Run,
+    added_font,
+    fonts_docx,
+    latin,
+)
 
 pytestmark = pytest.mark.e2e
 
-NOBODY = "Nobody Has This Typeface"
 CALIBRI = {"Calibri": {"used": "Carlito", "metric_compatible": True}}
 DOCUMENTS = {
     "calibri.docx": fonts_docx(latin("Calibri", "Text in Calibri")),

@@ -33,7 +33,6 @@ from tests.hostile_docs import (
     hostile_odts,
     hostile_rtfs,
     leaks,
-    libreoffice_saved,
     odt,
     odt_manifest,
     pdf_text,
@@ -41,6 +40,7 @@ from tests.hostile_docs import (
 )
 from tests.hostile_inputs import HOSTILE_REQUESTS, docx_with_bombs, package_with_bombs
 from tests.hostile_inputs_webhooks import ssrf_callback_urls
+from tests.saved_documents import LEGACY_FILTERS, soffice_saved
 from tests.services import cmdline, descendants
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hostile]
@@ -234,7 +234,8 @@ def test_odt_rtf_and_doc_documents_that_reach_for_local_files_leak_nothing(
     linked = tmp_path / "made" / "linked-picture.odt"
     linked.parent.mkdir()
     linked.write_bytes(odts["linked-picture"])
-    doc = libreoffice_saved(linked, "doc:MS Word 97", linked.parent).read_bytes()
+    [saved] = soffice_saved([linked], LEGACY_FILTERS["doc"], linked.parent)
+    doc = saved.read_bytes()
     field = f'INCLUDEPICTURE  "file://{secrets.picture}"'
     assert field.encode("utf-16-le") in doc  # the field is there, in Word's UTF-16 text
     documents["doc-includepicture.doc"] = doc

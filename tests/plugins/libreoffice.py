@@ -97,41 +97,21 @@ def make_uno_converter(tmp_path: Path) -> Iterator[MakeUnoConverter]:
         instance.close()
 
 
-# The formats LibreOffice writes a DOCX into, with the filter names of soffice --convert-to.
-LEGACY_FILTERS = {"doc": "doc:MS Word 97", "rtf": "rtf:Rich Text Format", "odt": "odt:writer8"}
-
-
 @pytest.fixture(scope="session")
 def legacy_documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A corpus DOCX saved by LibreOffice itself as .doc, .rtf and .odt (made once per session,
     each by a cold ``soffice --convert-to`` with a profile of its own), and the DOCX: by suffix."""
     import shutil
-    import subprocess
 
     from tests.conftest import CORPUS
+    from tests.saved_documents import LEGACY_FILTERS, soffice_saved
 
     folder = tmp_path_factory.mktemp("legacy")
     source = folder / "source.docx"
     shutil.copyfile(CORPUS / "pandoc" / "test__docx__lists.docx", source)
     made = {"docx": source}
     for suffix, target_filter in LEGACY_FILTERS.items():
-        subprocess.run(
-            [
-                "soffice",
-                f"-env:UserInstallation=file://{folder}/profile",
-                "--headless",
-                "--convert-to",
-                target_filter,
-                "--outdir",
-                str(folder),
-                str(source),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        made[suffix] = folder / f"source.{suffix}"
-        assert made[suffix].stat().st_size > 0, suffix
+        [made[suffix]] = soffice_saved([source], target_filter, folder)
     made["encrypted-doc"] = folder / "encrypted.doc"
     made["encrypted-doc"].write_bytes(with_encrypted_flag(made["doc"]))
     return made

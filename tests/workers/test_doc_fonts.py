@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from app.config import get_settings
-from tests.font_docs import Run, fonts_docx, latin
+from tests.font_docs import NOBODY, Run, fonts_docx, latin, report_documents
 from tests.saved_documents import saved_by_libreoffice
 from workers import doc_fonts, fonts
 from workers.font_requests import DocumentTooLarge, Requested
@@ -27,8 +27,6 @@ from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
 from workers.ole2 import CompoundFile
 
-NOBODY = "Nobody Has This Typeface"
-CHINESE = "你好世界。这是一段中文文本。"
 # Styles as Word writes them: Normal, a heading based on another style, and one no text uses.
 STYLES = (
     '<w:style w:type="paragraph" w:default="1" w:styleId="Normal"><w:name w:val="Normal"/>'
@@ -63,16 +61,7 @@ def with_run_style(docx: bytes, style_id: str) -> bytes:
 
 
 DOCUMENTS = {
-    "calibri": fonts_docx(latin("Calibri", "Text in Calibri")),
-    "nobody": fonts_docx(latin(NOBODY, "Text in a font nobody has")),
-    # As Word writes a Chinese run: SimSun in every slot, the text's language on the run.
-    "chinese": fonts_docx(
-        Run(
-            CHINESE,
-            {"ascii": "SimSun", "hAnsi": "SimSun", "eastAsia": "SimSun"},
-            east_asian_language="zh-CN",
-        )
-    ),
+    **report_documents(),
     "styled": fonts_docx(
         Run("A heading", {}, style="Heading1"), latin("Courier New", "Code"), styles=STYLES
     ),

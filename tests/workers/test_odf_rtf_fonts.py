@@ -25,7 +25,7 @@ from app.status import status_document
 from app.storage import get_store
 from tests.conftest import Backend, SentTasks
 from tests.docx_factory import make_zip
-from tests.font_docs import Run, fonts_docx, latin
+from tests.font_docs import CHINESE, NOBODY, fonts_docx, latin, report_documents
 from tests.saved_documents import saved_by_libreoffice
 from tests.workers.helpers import files_by_name, run_to_the_end, submit
 from workers import fonts, odf_fonts, rtf_fonts, xml_stream
@@ -34,25 +34,14 @@ from workers.formats import prepare_document
 from workers.libreoffice import Converter
 from workers.libreoffice.uno import UnoConverter
 
-NOBODY = "Nobody Has This Typeface"
 UNUSED = "Declared Only Typeface"  # no font has it either: reported, it would be missing
-CHINESE = "你好世界。这是一段中文文本。"
 CALIBRI = {"Calibri": {"used": "Carlito", "metric_compatible": True}}
 UNUSED_STYLE = (
     '<w:style w:type="paragraph" w:styleId="Unused"><w:name w:val="Unused"/>'
     f'<w:rPr><w:rFonts w:ascii="{UNUSED}" w:hAnsi="{UNUSED}"/></w:rPr></w:style>'
 )
 DOCUMENTS = {
-    "calibri": fonts_docx(latin("Calibri", "Text in Calibri")),
-    "nobody": fonts_docx(latin(NOBODY, "Text in a font nobody has")),
-    # As Word writes a Chinese run: SimSun in every slot, the text's language on the run.
-    "chinese": fonts_docx(
-        Run(
-            CHINESE,
-            {"ascii": "SimSun", "hAnsi": "SimSun", "eastAsia": "SimSun"},
-            east_asian_language="zh-CN",
-        )
-    ),
+    **report_documents(),
     "unused": fonts_docx(latin("Liberation Sans", "Text"), styles=UNUSED_STYLE),
 }
 KINDS = ("odt", "rtf")
