@@ -203,3 +203,39 @@ def test_a_dead_workers_group_and_its_libreoffice_are_ended_before_it_starts_aga
     assert runner.children[0].process is not main
     assert not alive(pool_child)
     assert soffice.wait() == -signal.SIGKILL
+
+
+def ignoring_sigterm(ready: Path) -> list[str]:
+    """A process that, like Celery beat when the signal lands while it publishes a sweep,
+    lives on after its SIGTERM; ``ready`` appears once it ignores the signal."""
+    return [
+        sys.executable,
+        "-c",
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).touch(); time.sleep(300)",
+        str(ready),
+    ]
+
+
+def test_a_beat_that_lost_its_sigterm_is_killed_and_the_stop_goes_on(
+    runner: Any, tmp_path: Path
+) -> None:
+    runner.stop_grace = 300.0  # a worker's, for its running conversions: not beat's to wait
+    ready = tmp_path / "ignoring"
+    beat = runner.spawn("beat", ignoring_sigterm(ready))
+    worker = runner.spawn("worker", SLEEPER)
+    deadline = time.monotonic() + 30  # a bound for a broken test, not a timed assertion
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waited: list[float | None] = []
+    wait = beat.wait
+
+    def recording_wait(timeout: float | None = None) -> int:
+        waited.append(timeout)
+        return wait(timeout=timeout)
+
+    beat.wait = recording_wait  # type: ignore[method-assign]
+    runner.stop()
+    assert waited[0] == run_embedded.STOP_GRACE["beat"] < runner.stop_grace
+    assert beat.poll() == -signal.SIGKILL
+    assert worker.poll() == -signal.SIGTERM  # stopped after beat, in order
