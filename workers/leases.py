@@ -11,11 +11,13 @@ ingests and archives (workers/sweeper.py); a message it received but had not lea
 found by the sweeper in the broker's unacknowledged set (``app.queue``).
 
 The thread has its own database engine: the cached one (``app.db``) would otherwise be built
-in the main process and inherited by every pool child forked after it, sockets and all.
+in the main process and inherited by every pool child forked after it, sockets and all. And a
+pool child is never forked while the thread is inside the database library (``_IN_DATABASE``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,20 @@ log = get_logger("quire.leases")
 # A received message wakes the thread, but beats stay this far apart: a busy worker receives a
 # message per conversion, and one write each would cost every file a statement.
 MIN_BEAT_GAP = 1.0
+
+
+# Held while the heartbeat thread uses its engine, and taken by every os.fork of this process
+# (Celery's pool forks a replacement for a pool process that died, while the thread runs). A
+# child forked while the thread is inside the database library inherits that library's locks
+# as they were, held ones included (SQLite's process-wide mutex), and its first query of its
+# own waits for good: seen once, a replacement for a killed pool process hung until its task's
+# hard time limit. So a fork waits until the beat has left the database.
+_IN_DATABASE = threading.Lock()
+os.register_at_fork(
+    before=_IN_DATABASE.acquire,
+    after_in_parent=_IN_DATABASE.release,
+    after_in_child=_IN_DATABASE.release,
+)
 
 
 def _snapshot(requests: Any) -> list[Any]:
@@ -137,11 +153,12 @@ class Heartbeat:
             self._thread.join(timeout=10)
         if self.registration is not None:
             try:
-                with Session(self.engine) as session, session.begin():
+                with _IN_DATABASE, Session(self.engine) as session, session.begin():
                     transitions.forget_worker(session, self.registration.name)
             except Exception as error:  # noqa: BLE001 - its registration runs out by itself
                 log.warning("worker.unregister_failed", error=str(error))
-        self.engine.dispose()
+        with _IN_DATABASE:
+            self.engine.dispose()
 
     def received(self, request: Any) -> None:
         """A message just arrived: lease it at the next beat (Celery signals ``task_received``
@@ -194,7 +211,8 @@ class Heartbeat:
         while not self._stopped.is_set():
             started = time.monotonic()
             try:
-                self.beat()
+                with _IN_DATABASE:
+                    self.beat()
             except Exception as error:  # noqa: BLE001 - the database may be away: keep beating
                 log.warning("lease.renew_failed", error=str(error))
             self._wake.wait(self.interval)

@@ -441,6 +441,48 @@ def test_a_beat_renews_held_jobs_in_a_second_update_only_when_it_holds_any(
         engine.dispose()
 
 
+def test_no_process_is_forked_while_the_heartbeat_is_inside_the_database(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child forked while the thread is inside the database library would inherit its locks
+    held (SQLite's process-wide mutex) and wait for good at its first query: Celery's pool
+    forks replacements while the heartbeat runs, so the fork waits for the beat to leave."""
+    _, (file_id,) = ingested_job(1)
+    engine = make_engine(get_settings().resolved_database_url)
+    inside, leave = threading.Event(), threading.Event()
+    renew = transitions.renew_leases
+
+    def renew_slowly(*args: Any) -> int:
+        inside.set()
+        leave.wait(30)  # a bound for a broken test
+        return renew(*args)
+
+    monkeypatch.setattr(transitions, "renew_leases", renew_slowly)
+    heartbeat = Heartbeat(engine, 60, held=lambda: Held(files={file_id}))
+    forked: list[int] = []
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)  # the child: nothing else of the test runs here
+        forked.append(pid)
+        os.waitpid(pid, 0)
+
+    heartbeat.start()
+    try:
+        assert inside.wait(30)
+        forking = threading.Thread(target=fork)
+        forking.start()
+        forking.join(1.0)
+        assert forked == []  # the fork waits while the beat is in the database
+        leave.set()
+        forking.join(30)
+        assert len(forked) == 1  # and happens once it left
+    finally:
+        leave.set()
+        heartbeat.stop()
+
+
 @pytest.fixture
 def private_broker(backend: Backend, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A Redis database of this test's own, emptied: the worker below consumes from it."""
